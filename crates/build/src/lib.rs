@@ -1,0 +1,1 @@
+//! Build engine: turns the frontend's typed stages into a solved graph (--target pruning, cache keys, parallel solve), reads the build context with .dockerignore. Does not parse Dockerfiles itself and does not know how a sandbox is implemented.

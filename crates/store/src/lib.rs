@@ -1,0 +1,1 @@
+//! Store: content-addressed blobs, metadata database, references, garbage collection and locks under the kiln root.
