@@ -1,0 +1,2 @@
+//! One module per group of subcommands.
+pub mod dockerfile;
