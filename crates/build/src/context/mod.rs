@@ -1,0 +1,1 @@
+//! Build context scanning (being written).
