@@ -1,0 +1,546 @@
+//! Manifests, indexes and configs: OCI and Docker schema2 parsed into one model.
+//!
+//! Docker schema2 manifests and manifest lists have the same JSON shape as OCI
+//! manifests and indexes; only the media types differ. Both parse into the
+//! `oci-spec` types, and every parsed document keeps the exact bytes it was read
+//! from, because digests are over bytes and re-serialising would change them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use oci_spec::image::{Arch, Descriptor, ImageConfiguration, ImageIndex, ImageManifest, Os};
+use serde::Deserialize;
+
+use crate::digest::{Digest, sha256_digest};
+use crate::error::{ImageError, Result};
+
+/// Media types kiln reads and writes.
+pub mod media_types {
+    /// OCI image manifest.
+    pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    /// OCI image index.
+    pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    /// OCI image config.
+    pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    /// OCI uncompressed layer.
+    pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+    /// OCI gzip layer.
+    pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    /// OCI zstd layer.
+    pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+    /// OCI non-distributable layers (deprecated, still readable).
+    pub const OCI_LAYER_NONDIST_TAR: &str =
+        "application/vnd.oci.image.layer.nondistributable.v1.tar";
+    /// OCI non-distributable gzip layer.
+    pub const OCI_LAYER_NONDIST_GZIP: &str =
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
+    /// OCI non-distributable zstd layer.
+    pub const OCI_LAYER_NONDIST_ZSTD: &str =
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd";
+    /// Docker schema2 manifest.
+    pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    /// Docker manifest list.
+    pub const DOCKER_MANIFEST_LIST: &str =
+        "application/vnd.docker.distribution.manifest.list.v2+json";
+    /// Docker image config.
+    pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+    /// Docker gzip layer.
+    pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+    /// Docker uncompressed layer (seen in some tools' output).
+    pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
+    /// Docker foreign (non-distributable) gzip layer.
+    pub const DOCKER_LAYER_FOREIGN_GZIP: &str =
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+    /// Docker schema1 (unsupported; named for the error message).
+    pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
+    /// Docker schema1 signed (unsupported).
+    pub const DOCKER_SCHEMA1_SIGNED: &str =
+        "application/vnd.docker.distribution.manifest.v1+prettyjws";
+}
+
+/// Which family a manifest or index belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ManifestFlavor {
+    /// OCI image-spec media types.
+    Oci,
+    /// Docker schema2 media types.
+    Docker,
+}
+
+/// How a layer blob is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LayerCompression {
+    /// A plain tar.
+    None,
+    /// gzip.
+    Gzip,
+    /// zstd.
+    Zstd,
+}
+
+impl LayerCompression {
+    /// The compression a layer media type declares; `None` for a media type that
+    /// is not a layer type kiln knows.
+    pub fn from_media_type(media_type: &str) -> Option<Self> {
+        use media_types::*;
+        match media_type {
+            OCI_LAYER_TAR | OCI_LAYER_NONDIST_TAR | DOCKER_LAYER_TAR => Some(Self::None),
+            OCI_LAYER_GZIP
+            | OCI_LAYER_NONDIST_GZIP
+            | DOCKER_LAYER_GZIP
+            | DOCKER_LAYER_FOREIGN_GZIP => Some(Self::Gzip),
+            OCI_LAYER_ZSTD | OCI_LAYER_NONDIST_ZSTD => Some(Self::Zstd),
+            _ => None,
+        }
+    }
+
+    /// Detects compression from a blob's first bytes (gzip `1f 8b`, zstd
+    /// `28 b5 2f fd`); anything else is taken as a plain tar.
+    pub fn sniff(first_bytes: &[u8]) -> Self {
+        if first_bytes.starts_with(&[0x1f, 0x8b]) {
+            Self::Gzip
+        } else if first_bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Self::Zstd
+        } else {
+            Self::None
+        }
+    }
+
+    /// The OCI layer media type for this compression.
+    pub fn oci_media_type(self) -> &'static str {
+        match self {
+            Self::None => media_types::OCI_LAYER_TAR,
+            Self::Gzip => media_types::OCI_LAYER_GZIP,
+            Self::Zstd => media_types::OCI_LAYER_ZSTD,
+        }
+    }
+
+    /// Wraps a reader of the (possibly compressed) blob into a reader of the tar.
+    pub fn decompress<'a>(
+        self,
+        reader: Box<dyn std::io::Read + 'a>,
+    ) -> std::io::Result<Box<dyn std::io::Read + 'a>> {
+        Ok(match self {
+            Self::None => reader,
+            Self::Gzip => Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
+                reader,
+            ))),
+            Self::Zstd => Box::new(zstd::stream::read::Decoder::new(reader)?),
+        })
+    }
+}
+
+/// One layer of an image manifest, with its compression resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    /// The descriptor exactly as the manifest has it.
+    pub descriptor: Descriptor,
+    /// Compression, from the media type.
+    pub compression: LayerCompression,
+}
+
+/// An image manifest (OCI or Docker schema2) and the bytes it was parsed from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManifestDoc {
+    /// sha256 of `bytes`.
+    pub digest: Digest,
+    /// The exact bytes read.
+    pub bytes: Vec<u8>,
+    /// OCI or Docker media types.
+    pub flavor: ManifestFlavor,
+    /// The parsed manifest.
+    pub manifest: ImageManifest,
+    /// Layers in order, base first.
+    pub layers: Vec<Layer>,
+}
+
+impl ManifestDoc {
+    /// The config descriptor.
+    pub fn config(&self) -> &Descriptor {
+        self.manifest.config()
+    }
+
+    /// Media type of the manifest itself.
+    pub fn media_type(&self) -> &'static str {
+        match self.flavor {
+            ManifestFlavor::Oci => media_types::OCI_MANIFEST,
+            ManifestFlavor::Docker => media_types::DOCKER_MANIFEST,
+        }
+    }
+}
+
+/// An image index (OCI) or manifest list (Docker) and its bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexDoc {
+    /// sha256 of `bytes`.
+    pub digest: Digest,
+    /// The exact bytes read.
+    pub bytes: Vec<u8>,
+    /// OCI or Docker media types.
+    pub flavor: ManifestFlavor,
+    /// The parsed index.
+    pub index: ImageIndex,
+}
+
+impl IndexDoc {
+    /// Media type of the index itself.
+    pub fn media_type(&self) -> &'static str {
+        match self.flavor {
+            ManifestFlavor::Oci => media_types::OCI_INDEX,
+            ManifestFlavor::Docker => media_types::DOCKER_MANIFEST_LIST,
+        }
+    }
+
+    /// The entry for `platform` (see [`select_platform`]).
+    pub fn select(&self, platform: &Platform) -> Result<&Descriptor> {
+        select_platform(&self.index, &self.digest.to_string(), platform)
+    }
+}
+
+/// Either kind of manifest document.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Manifest {
+    /// A single-platform image.
+    Image(ManifestDoc),
+    /// An index of images.
+    Index(IndexDoc),
+}
+
+impl Manifest {
+    /// Digest of the document bytes.
+    pub fn digest(&self) -> &Digest {
+        match self {
+            Manifest::Image(doc) => &doc.digest,
+            Manifest::Index(doc) => &doc.digest,
+        }
+    }
+
+    /// The exact bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Manifest::Image(doc) => &doc.bytes,
+            Manifest::Index(doc) => &doc.bytes,
+        }
+    }
+
+    /// Media type of the document.
+    pub fn media_type(&self) -> &'static str {
+        match self {
+            Manifest::Image(doc) => doc.media_type(),
+            Manifest::Index(doc) => doc.media_type(),
+        }
+    }
+}
+
+/// The few fields needed to tell what a JSON document is before parsing it fully.
+#[derive(Deserialize)]
+struct Probe {
+    #[serde(rename = "schemaVersion")]
+    schema_version: Option<serde_json::Value>,
+    #[serde(rename = "mediaType")]
+    media_type: Option<String>,
+    manifests: Option<serde_json::Value>,
+    config: Option<serde_json::Value>,
+    layers: Option<serde_json::Value>,
+}
+
+/// Parses a manifest, index or manifest list from its exact bytes.
+///
+/// `declared_media_type` is the type its descriptor (or registry) gave; the
+/// document's own `mediaType` field wins when both are present and disagree only
+/// if the declared one is absent. Never panics, whatever the bytes.
+pub fn parse_manifest(bytes: &[u8], declared_media_type: Option<&str>) -> Result<Manifest> {
+    let digest = sha256_digest(bytes);
+    let what = digest.to_string();
+    let bad = |why: String| ImageError::InvalidManifest {
+        what: what.clone(),
+        why,
+    };
+    let probe: Probe =
+        serde_json::from_slice(bytes).map_err(|err| bad(format!("not a JSON manifest: {err}")))?;
+    let media_type = probe
+        .media_type
+        .as_deref()
+        .or(declared_media_type)
+        .map(str::to_string);
+    if let (Some(declared), Some(inner)) = (declared_media_type, probe.media_type.as_deref()) {
+        if declared != inner {
+            return Err(bad(format!(
+                "descriptor says media type `{declared}` but the document says `{inner}`"
+            )));
+        }
+    }
+    let schema_version = probe
+        .schema_version
+        .as_ref()
+        .and_then(serde_json::Value::as_u64);
+    if schema_version == Some(1)
+        || matches!(
+            media_type.as_deref(),
+            Some(media_types::DOCKER_SCHEMA1 | media_types::DOCKER_SCHEMA1_SIGNED)
+        )
+    {
+        return Err(bad(
+            "Docker schema1 manifests are not supported; re-push the image with a current docker or skopeo".into(),
+        ));
+    }
+    if schema_version != Some(2) {
+        return Err(bad(format!(
+            "schemaVersion must be 2, found {}",
+            probe
+                .schema_version
+                .map_or_else(|| "none".to_string(), |value| value.to_string())
+        )));
+    }
+    let is_index = match media_type.as_deref() {
+        Some(media_types::OCI_INDEX | media_types::DOCKER_MANIFEST_LIST) => true,
+        Some(media_types::OCI_MANIFEST | media_types::DOCKER_MANIFEST) => false,
+        Some(other) => {
+            return Err(ImageError::UnsupportedMediaType {
+                media_type: other.to_string(),
+                what: format!("manifest {what}"),
+            });
+        }
+        None if probe.manifests.is_some() => true,
+        None if probe.config.is_some() && probe.layers.is_some() => false,
+        None => {
+            return Err(bad(
+                "neither an index (no `manifests`) nor an image manifest (no `config` and `layers`)".into(),
+            ));
+        }
+    };
+    let flavor = match media_type.as_deref() {
+        Some(media_types::DOCKER_MANIFEST | media_types::DOCKER_MANIFEST_LIST) => {
+            ManifestFlavor::Docker
+        }
+        _ => ManifestFlavor::Oci,
+    };
+    if is_index {
+        let index: ImageIndex =
+            serde_json::from_slice(bytes).map_err(|err| bad(format!("bad index: {err}")))?;
+        return Ok(Manifest::Index(IndexDoc {
+            digest,
+            bytes: bytes.to_vec(),
+            flavor,
+            index,
+        }));
+    }
+    let manifest: ImageManifest =
+        serde_json::from_slice(bytes).map_err(|err| bad(format!("bad image manifest: {err}")))?;
+    let config_type = manifest.config().media_type().to_string();
+    if !matches!(
+        config_type.as_str(),
+        media_types::OCI_CONFIG | media_types::DOCKER_CONFIG
+    ) {
+        return Err(ImageError::UnsupportedMediaType {
+            media_type: config_type,
+            what: format!("config of manifest {what} (not a container image; an artifact?)"),
+        });
+    }
+    let mut layers = Vec::with_capacity(manifest.layers().len());
+    for (position, descriptor) in manifest.layers().iter().enumerate() {
+        let layer_type = descriptor.media_type().to_string();
+        let compression = LayerCompression::from_media_type(&layer_type).ok_or_else(|| {
+            ImageError::UnsupportedMediaType {
+                media_type: layer_type.clone(),
+                what: format!("layer {} of manifest {what}", position + 1),
+            }
+        })?;
+        layers.push(Layer {
+            descriptor: descriptor.clone(),
+            compression,
+        });
+    }
+    Ok(Manifest::Image(ManifestDoc {
+        digest,
+        bytes: bytes.to_vec(),
+        flavor,
+        manifest,
+        layers,
+    }))
+}
+
+/// An image config and the bytes it was parsed from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigDoc {
+    /// sha256 of `bytes` (docker's image ID).
+    pub digest: Digest,
+    /// The exact bytes read.
+    pub bytes: Vec<u8>,
+    /// The parsed config.
+    pub config: ImageConfiguration,
+}
+
+impl ConfigDoc {
+    /// The layer diff IDs (digests of the uncompressed layer tars), base first.
+    pub fn diff_ids(&self) -> Result<Vec<Digest>> {
+        self.config
+            .rootfs()
+            .diff_ids()
+            .iter()
+            .map(|text| {
+                Digest::from_str(text).map_err(|err| ImageError::InvalidConfig {
+                    what: self.digest.to_string(),
+                    why: format!("rootfs.diff_ids has `{text}`: {err}"),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Parses an image config (OCI or Docker; they are the same JSON). Never panics.
+pub fn parse_config(bytes: &[u8]) -> Result<ConfigDoc> {
+    let digest = sha256_digest(bytes);
+    let config: ImageConfiguration =
+        serde_json::from_slice(bytes).map_err(|err| ImageError::InvalidConfig {
+            what: digest.to_string(),
+            why: err.to_string(),
+        })?;
+    Ok(ConfigDoc {
+        digest,
+        bytes: bytes.to_vec(),
+        config,
+    })
+}
+
+/// A platform to select from an index: `os/arch[/variant]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Platform {
+    /// `linux`.
+    pub os: String,
+    /// GOARCH spelling: `amd64`, `arm64`, `arm`.
+    pub architecture: String,
+    /// `v7`, `v8`; None matches any (with arm64 `v8` preferred as docker does).
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// The platform this binary runs on, in GOOS/GOARCH spelling.
+    pub fn host() -> Self {
+        let architecture = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            "arm" => "arm",
+            "powerpc64" => "ppc64le",
+            "s390x" => "s390x",
+            "riscv64" => "riscv64",
+            other => other,
+        };
+        Platform {
+            os: "linux".into(),
+            architecture: architecture.into(),
+            variant: None,
+        }
+    }
+
+    /// Parses `linux/amd64`, `linux/arm64/v8`, `linux/arm/v7`.
+    pub fn parse(text: &str) -> Result<Self> {
+        let parts: Vec<&str> = text.split('/').collect();
+        let valid = |part: &&str| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+        };
+        match parts.as_slice() {
+            [os, arch] if valid(os) && valid(arch) => Ok(Platform {
+                os: os.to_lowercase(),
+                architecture: normalize_arch(arch),
+                variant: None,
+            }),
+            [os, arch, variant] if valid(os) && valid(arch) && valid(variant) => Ok(Platform {
+                os: os.to_lowercase(),
+                architecture: normalize_arch(arch),
+                variant: Some(variant.to_lowercase()),
+            }),
+            _ => Err(ImageError::InvalidManifest {
+                what: "platform".into(),
+                why: format!(
+                    "`{text}` is not os/arch[/variant], e.g. linux/amd64 or linux/arm64/v8"
+                ),
+            }),
+        }
+    }
+}
+
+fn normalize_arch(arch: &str) -> String {
+    match arch.to_lowercase().as_str() {
+        "x86_64" | "x86-64" => "amd64".into(),
+        "aarch64" => "arm64".into(),
+        "i386" => "386".into(),
+        other => other.into(),
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(variant) = &self.variant {
+            write!(f, "/{variant}")?;
+        }
+        Ok(())
+    }
+}
+
+fn os_name(os: &Os) -> String {
+    os.to_string()
+}
+
+fn arch_name(arch: &Arch) -> String {
+    arch.to_string()
+}
+
+/// Picks the manifest for `wanted` from an index, as containerd's platform
+/// matcher does for the common cases: os and architecture must match; a wanted
+/// variant must match (arm64's `v8` also matches an entry without variant); with
+/// no wanted variant the first entry of that os/arch wins. Entries without a
+/// platform (attestations, unknown) are skipped.
+pub fn select_platform<'a>(
+    index: &'a ImageIndex,
+    index_name: &str,
+    wanted: &Platform,
+) -> Result<&'a Descriptor> {
+    let mut fallback = None;
+    for descriptor in index.manifests() {
+        let Some(platform) = descriptor.platform() else {
+            continue;
+        };
+        if os_name(platform.os()) != wanted.os
+            || normalize_arch(&arch_name(platform.architecture())) != wanted.architecture
+        {
+            continue;
+        }
+        let variant = platform.variant().as_deref();
+        match (&wanted.variant, variant) {
+            (None, _) => return Ok(descriptor),
+            (Some(want), Some(have)) if want == have => return Ok(descriptor),
+            (Some(want), None) if wanted.architecture == "arm64" && want == "v8" => {
+                fallback.get_or_insert(descriptor);
+            }
+            _ => {}
+        }
+    }
+    fallback.ok_or_else(|| ImageError::NoMatchingPlatform {
+        wanted: wanted.to_string(),
+        index: index_name.to_string(),
+        available: index
+            .manifests()
+            .iter()
+            .filter_map(|descriptor| descriptor.platform().as_ref())
+            .map(|platform| {
+                let mut text = format!(
+                    "{}/{}",
+                    os_name(platform.os()),
+                    arch_name(platform.architecture())
+                );
+                if let Some(variant) = platform.variant() {
+                    text.push('/');
+                    text.push_str(variant);
+                }
+                text
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
