@@ -63,7 +63,9 @@ enum Node {
     AnyExceptNewline,
     Assert(Assertion),
     Group(Vec<Node>),
+    Alternation(Vec<Vec<Node>>),
     Repeat { body: Box<Node>, kind: RepeatKind },
+    Counted { body: Box<Node>, min: u32, max: Option<u32> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,7 +196,50 @@ impl<'a> Parser<'a> {
         Some(ch)
     }
 
+    /// `{n}`, `{n,}` or `{n,m}` at the cursor: (min, max, length). Anything
+    /// else is not a repetition, and Go reads the `{` as a literal.
+    fn repeat_braces(&self) -> Option<(u32, Option<u32>, usize)> {
+        let rest = &self.text[self.pos..];
+        let close = rest.iter().position(|&c| c == '}')?;
+        let inner: String = rest.get(1..close)?.iter().collect();
+        let number = |s: &str| -> Option<u32> {
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            // Go refuses leading zeros, which makes the `{` a literal.
+            if s.len() >= 2 && s.starts_with('0') {
+                return None;
+            }
+            // Go caps counts at 1000 later; huge numbers are still repeats.
+            Some(s.parse::<u32>().unwrap_or(u32::MAX))
+        };
+        let (min, max) = match inner.split_once(',') {
+            None => {
+                let n = number(&inner)?;
+                (n, Some(n))
+            }
+            Some((lo, "")) => (number(lo)?, None),
+            Some((lo, hi)) => (number(lo)?, Some(number(hi)?)),
+        };
+        Some((min, max, close + 1))
+    }
+
+    /// Parses alternatives separated by `|` up to `)` or the end.
     fn parse_sequence(&mut self, depth: usize) -> Result<Vec<Node>, RegexError> {
+        let mut alternatives: Vec<Vec<Node>> = Vec::new();
+        let nodes = self.parse_branches(depth, &mut alternatives)?;
+        if alternatives.is_empty() {
+            return Ok(nodes);
+        }
+        alternatives.push(nodes);
+        Ok(vec![Node::Alternation(alternatives)])
+    }
+
+    fn parse_branches(
+        &mut self,
+        depth: usize,
+        alternatives: &mut Vec<Vec<Node>>,
+    ) -> Result<Vec<Node>, RegexError> {
         let mut nodes: Vec<Node> = Vec::new();
         // Whether the last node is a repetition (Go rejects `a**`).
         let mut last_was_repeat = false;
@@ -219,7 +264,40 @@ impl<'a> Parser<'a> {
                     last_was_repeat = false;
                 }
                 '|' => {
-                    return Err(RegexError::Unsupported("alternation `|`".into()));
+                    self.pos += 1;
+                    alternatives.push(std::mem::take(&mut nodes));
+                }
+                '{' => {
+                    let Some((min, max, len)) = self.repeat_braces() else {
+                        self.pos += 1;
+                        nodes.push(Node::Literal('{'));
+                        last_was_repeat = false;
+                        continue;
+                    };
+                    self.pos += len;
+                    if last_was_repeat {
+                        return Err(RegexError::Syntax(
+                            "invalid nested repetition operator `{`".into(),
+                        ));
+                    }
+                    if min > 1000 || max.is_some_and(|m| m > 1000 || m < min) {
+                        return Err(RegexError::Syntax("invalid repeat count".into()));
+                    }
+                    let Some(body) = nodes.pop() else {
+                        return Err(RegexError::Syntax(
+                            "missing argument to repetition operator `{`".into(),
+                        ));
+                    };
+                    if self.peek() == Some('?') {
+                        self.pos += 1;
+                    }
+                    nodes.push(Node::Counted {
+                        body: Box::new(body),
+                        min,
+                        max,
+                    });
+                    last_was_repeat = true;
+                    continue;
                 }
                 '*' | '+' | '?' => {
                     self.pos += 1;
@@ -474,6 +552,53 @@ fn compile_node(node: &Node, program: &mut Vec<Inst>) {
         Node::AnyExceptNewline => program.push(Inst::Char(CharTest::AnyExceptNewline)),
         Node::Assert(a) => program.push(Inst::Assert(*a)),
         Node::Group(inner) => compile_nodes(inner, program),
+        Node::Alternation(branches) => {
+            // split(b1, split(b2, ... bn)); each branch jumps to the end.
+            let mut jumps = Vec::new();
+            for (i, branch) in branches.iter().enumerate() {
+                let last = i + 1 == branches.len();
+                let split_at = program.len();
+                if !last {
+                    program.push(Inst::Split(0, 0));
+                }
+                compile_nodes(branch, program);
+                if !last {
+                    jumps.push(program.len());
+                    program.push(Inst::Jump(0));
+                    let next_branch = program.len();
+                    program[split_at] = Inst::Split(split_at + 1, next_branch);
+                }
+            }
+            let end = program.len();
+            for j in jumps {
+                program[j] = Inst::Jump(end);
+            }
+        }
+        Node::Counted { body, min, max } => {
+            for _ in 0..*min {
+                compile_node(body, program);
+            }
+            match max {
+                None => compile_node(
+                    &Node::Repeat {
+                        body: body.clone(),
+                        kind: RepeatKind::ZeroOrMore,
+                    },
+                    program,
+                ),
+                Some(max) => {
+                    for _ in *min..*max {
+                        compile_node(
+                            &Node::Repeat {
+                                body: body.clone(),
+                                kind: RepeatKind::ZeroOrOne,
+                            },
+                            program,
+                        );
+                    }
+                }
+            }
+        }
         Node::Repeat { body, kind } => match kind {
             RepeatKind::ZeroOrMore => {
                 let split_at = program.len();
@@ -661,7 +786,24 @@ mod tests {
     }
 
     #[test]
+    fn alternation_and_counted_repeats() {
+        assert!(matches("^a|b$", "ax"));
+        assert!(matches("^a|b$", "xb"));
+        assert!(!matches("^a|b$", "xa"));
+        assert!(matches("^(a|bc)$", "bc"));
+        assert!(matches("^a{2}$", "aa"));
+        assert!(!matches("^a{2}$", "a"));
+        assert!(matches("^a{1,}$", "aaa"));
+        assert!(matches("^a{0,1}b$", "b"));
+        assert!(matches("^a{x}$", "a{x}"));
+        assert!(matches("^a{01}$", "a{01}"));
+    }
+
+    #[test]
     fn syntax_errors() {
+        assert!(matches!(compile_err("^a|{2}"), RegexError::Syntax(_)));
+        assert!(matches!(compile_err("^a{3,2}"), RegexError::Syntax(_)));
+        assert!(matches!(compile_err("^a{1001}"), RegexError::Syntax(_)));
         assert!(matches!(compile_err("^[a"), RegexError::Syntax(_)));
         assert!(matches!(compile_err("^[b-a]"), RegexError::Syntax(_)));
         assert!(matches!(compile_err("^\\q"), RegexError::Syntax(_)));

@@ -258,9 +258,12 @@ pub(crate) enum MatchKind {
     Regex(Result<GoRegex, RegexError>),
 }
 
-/// Go regex metacharacters that are not glob characters and get escaped.
+/// Go regex metacharacters that patternmatcher escapes. It means to escape
+/// `.+()|{}$`, but its bitmap lookup overflows for characters from 64 up, so
+/// `{`, `|` and `}` reach the regex unescaped (alternation, counted
+/// repetition); Docker behaves that way, so kiln does too.
 fn needs_regex_escape(ch: char) -> bool {
-    matches!(ch, '.' | '+' | '(' | ')' | '|' | '{' | '}' | '$')
+    matches!(ch, '.' | '+' | '(' | ')' | '$')
 }
 
 /// Classifies a cleaned pattern (without its `!`) and builds its regex text
