@@ -1,0 +1,615 @@
+//! Layer creation: a deterministic tar of a directory, or of an overlayfs upper directory
+//! with overlay whiteouts and opaque directories turned into OCI whiteout entries.
+//!
+//! Headers follow what docker (moby `pkg/archive`) and BuildKit (containerd `archive`)
+//! write with Go's `archive/tar`: USTAR with the name split into prefix/name when it fits,
+//! a PAX record for anything that does not (long or non-ASCII names and link targets,
+//! big ids, sizes and times, xattrs as `SCHILY.xattr.*`), directories named with a
+//! trailing `/`, numeric owners only (no user/group names), whole-second mtimes and no
+//! atime/ctime, a second hard link to an inode written as a tar hard link. Entries are in
+//! depth-first order with each directory's names sorted bytewise, so the same tree always
+//! gives the same bytes; `source_date_epoch` clamps mtimes for reproducible digests.
+
+use crate::compress::{CompressError, CompressWriter, CompressedBlob, Compression};
+use crate::digest::{Digest, HashingWriter};
+use crate::fsutil::{open_root_dir, proc_fd_path, read_xattrs, sorted_names};
+use crate::{WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// What the source directory is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiffKind {
+    /// A plain directory: every entry goes into the layer as it is.
+    Directory,
+    /// An overlayfs upper directory: 0/0 character devices are whiteouts, directories with
+    /// `trusted.overlay.opaque=y` (or `user.overlay.opaque=y`) are opaque.
+    OverlayUpper,
+}
+
+/// Which extended attributes go into the layer. overlayfs' own (`trusted.overlay.*`,
+/// `user.overlay.*`) never do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum XattrPolicy {
+    /// Every readable xattr.
+    #[default]
+    All,
+    /// Only `security.capability` (file capabilities), exactly what docker and BuildKit
+    /// put in layers.
+    CapabilitiesOnly,
+    /// None.
+    None,
+}
+
+/// Options for [`create_layer`].
+#[derive(Clone, Debug, Default)]
+pub struct CreateOptions {
+    /// Clamp every mtime to at most this Unix time (callers set it from the
+    /// `SOURCE_DATE_EPOCH` environment variable) so the same content gives the same digest.
+    pub source_date_epoch: Option<i64>,
+    /// Which xattrs to record.
+    pub xattrs: XattrPolicy,
+}
+
+impl CreateOptions {
+    /// Options with `source_date_epoch` read from the `SOURCE_DATE_EPOCH` environment
+    /// variable (ignored when unset or not an integer).
+    pub fn from_env() -> Self {
+        let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .and_then(|v| v.trim().parse().ok());
+        CreateOptions {
+            source_date_epoch,
+            ..CreateOptions::default()
+        }
+    }
+}
+
+/// What [`create_layer`] wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerStats {
+    /// sha256 of the uncompressed tar (the diff_id).
+    pub diff_id: Digest,
+    /// Bytes of the uncompressed tar.
+    pub size: u64,
+    /// Tar entries written (whiteouts included, PAX headers not).
+    pub entries: u64,
+}
+
+/// Why a layer could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The source directory cannot be opened.
+    #[error(
+        "cannot open layer source directory {source_dir}: {error}; check that it exists and is readable"
+    )]
+    Source {
+        /// The source directory.
+        source_dir: PathBuf,
+        /// The OS error.
+        error: io::Error,
+    },
+    /// Reading an entry of the source failed.
+    #[error("creating layer: cannot {op} {path:?}: {error}")]
+    Read {
+        /// Path relative to the source.
+        path: String,
+        /// What was being done.
+        op: &'static str,
+        /// The OS error.
+        error: io::Error,
+    },
+    /// A file changed size while it was being archived.
+    #[error(
+        "creating layer: file {path:?} changed while it was archived (expected {expected} bytes, read {read}); stop whatever writes to the source and retry"
+    )]
+    Changed {
+        /// Path relative to the source.
+        path: String,
+        /// Size when the header was written.
+        expected: u64,
+        /// Bytes actually read.
+        read: u64,
+    },
+    /// Writing the layer failed.
+    #[error("creating layer: cannot write the layer: {0}")]
+    Write(#[source] io::Error),
+    /// Compressing the layer failed.
+    #[error(transparent)]
+    Compress(#[from] CompressError),
+}
+
+/// Writes a layer tar of `source` to `out` and returns its diff_id, size and entry count.
+/// `out` receives the uncompressed tar; wrap it in a [`CompressWriter`] (or use
+/// [`create_layer_compressed`]) for a compressed blob.
+pub fn create_layer(
+    source: &Path,
+    kind: DiffKind,
+    out: impl Write,
+    opts: &CreateOptions,
+) -> Result<LayerStats, CreateError> {
+    let root = open_root_dir(source).map_err(|error| CreateError::Source {
+        source_dir: source.into(),
+        error,
+    })?;
+    let mut writer = LayerWriter {
+        out: BufWriter::with_capacity(256 * 1024, HashingWriter::new(out)),
+        kind,
+        opts,
+        entries: 0,
+        first_link: HashMap::new(),
+        buffer: vec![0u8; 256 * 1024],
+    };
+    writer.walk(root.as_fd(), Path::new(""))?;
+    writer
+        .out
+        .write_all(&[0u8; 1024])
+        .map_err(CreateError::Write)?;
+    let entries = writer.entries;
+    let hashed = writer
+        .out
+        .into_inner()
+        .map_err(|e| CreateError::Write(e.into_error()))?;
+    let (mut out, diff_id, size) = hashed.finish();
+    out.flush().map_err(CreateError::Write)?;
+    Ok(LayerStats {
+        diff_id,
+        size,
+        entries,
+    })
+}
+
+/// [`create_layer`] into a compressed blob: returns the layer stats and the blob's
+/// digest/size (whose `diff_id` equals the stats' one).
+pub fn create_layer_compressed<W: Write>(
+    source: &Path,
+    kind: DiffKind,
+    compression: Compression,
+    out: W,
+    opts: &CreateOptions,
+) -> Result<(LayerStats, CompressedBlob), CreateError> {
+    let mut compressed = CompressWriter::new(out, compression)?;
+    let stats = create_layer(source, kind, &mut compressed, opts)?;
+    let (_, blob) = compressed.finish()?;
+    Ok((stats, blob))
+}
+
+/// One header's worth of metadata.
+struct TarEntry<'a> {
+    name: Vec<u8>,
+    entry_type: tar::EntryType,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    size: u64,
+    mtime: i64,
+    link_name: Option<&'a [u8]>,
+    device: (u32, u32),
+    xattrs: Vec<(std::ffi::OsString, Vec<u8>)>,
+}
+
+struct LayerWriter<'o, W: Write> {
+    out: BufWriter<HashingWriter<W>>,
+    kind: DiffKind,
+    opts: &'o CreateOptions,
+    entries: u64,
+    /// (device, inode) of multiply-linked files already written → their tar name.
+    first_link: HashMap<(u64, u64), Vec<u8>>,
+    buffer: Vec<u8>,
+}
+
+fn display(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+const USTAR_NAME_LEN: usize = 100;
+const USTAR_PREFIX_LEN: usize = 155;
+/// Largest value of an 8-byte octal field (7 digits + NUL).
+const MAX_OCTAL_8: u64 = 0o7777777;
+/// Largest value of a 12-byte octal field (11 digits + NUL).
+const MAX_OCTAL_12: u64 = 0o77777777777;
+
+/// Splits a long ASCII name into USTAR prefix and name the way Go's `archive/tar` does.
+fn split_ustar_name(name: &[u8]) -> Option<(&[u8], &[u8])> {
+    if name.len() <= USTAR_NAME_LEN || !name.is_ascii() {
+        return None;
+    }
+    let mut search_len = name.len().min(USTAR_PREFIX_LEN + 1);
+    if name.len() <= USTAR_PREFIX_LEN + 1 && name.last() == Some(&b'/') {
+        search_len -= 1;
+    }
+    let slash = name.get(..search_len)?.iter().rposition(|&b| b == b'/')?;
+    let (prefix, rest) = (name.get(..slash)?, name.get(slash + 1..)?);
+    if slash == 0
+        || rest.is_empty()
+        || rest.len() > USTAR_NAME_LEN
+        || prefix.len() > USTAR_PREFIX_LEN
+    {
+        return None;
+    }
+    Some((prefix, rest))
+}
+
+fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
+    // "<len> <key>=<value>\n" where <len> counts its own digits.
+    let body = key.len() + value.len() + 3;
+    let mut len = body + body.to_string().len();
+    if len.to_string().len() != body.to_string().len() {
+        len = body + len.to_string().len();
+    }
+    let mut record = Vec::with_capacity(len);
+    record.extend_from_slice(len.to_string().as_bytes());
+    record.push(b' ');
+    record.extend_from_slice(key);
+    record.push(b'=');
+    record.extend_from_slice(value);
+    record.push(b'\n');
+    record
+}
+
+impl<W: Write> LayerWriter<'_, W> {
+    fn read_error<'a>(
+        path: &'a Path,
+        op: &'static str,
+    ) -> impl FnOnce(io::Error) -> CreateError + 'a {
+        move |error| CreateError::Read {
+            path: display(path),
+            op,
+            error,
+        }
+    }
+
+    fn clamp(&self, mtime: i64) -> i64 {
+        match self.opts.source_date_epoch {
+            Some(epoch) => mtime.min(epoch),
+            None => mtime,
+        }
+    }
+
+    fn keep_xattr(&self, name: &[u8]) -> bool {
+        if name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.") {
+            return false;
+        }
+        match self.opts.xattrs {
+            XattrPolicy::All => true,
+            XattrPolicy::CapabilitiesOnly => name == b"security.capability",
+            XattrPolicy::None => false,
+        }
+    }
+
+    /// Writes every entry below the directory `dir` (whose path in the layer is `dir_path`).
+    fn walk(&mut self, dir: BorrowedFd<'_>, dir_path: &Path) -> Result<(), CreateError> {
+        let names = sorted_names(dir).map_err(Self::read_error(dir_path, "list directory"))?;
+        for name in names {
+            let path = dir_path.join(&name);
+            let stat = rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| Self::read_error(&path, "stat")(e.into()))?;
+            let file_type = FileType::from_raw_mode(stat.st_mode);
+            let mut tar_name = path.as_os_str().as_bytes().to_vec();
+            let mut entry = TarEntry {
+                name: Vec::new(),
+                entry_type: tar::EntryType::Regular,
+                mode: stat.st_mode & 0o7777,
+                uid: u64::from(stat.st_uid),
+                gid: u64::from(stat.st_gid),
+                size: 0,
+                mtime: self.clamp(stat.st_mtime),
+                link_name: None,
+                device: (0, 0),
+                xattrs: Vec::new(),
+            };
+            if self.kind == DiffKind::OverlayUpper
+                && file_type == FileType::CharacterDevice
+                && stat.st_rdev == 0
+            {
+                let mut whiteout = dir_path.as_os_str().as_bytes().to_vec();
+                if !whiteout.is_empty() {
+                    whiteout.push(b'/');
+                }
+                whiteout.extend_from_slice(WHITEOUT_PREFIX.as_bytes());
+                whiteout.extend_from_slice(name.as_bytes());
+                entry.name = whiteout;
+                entry.mode = 0;
+                entry.uid = 0;
+                entry.gid = 0;
+                self.write_entry(&entry, &path)?;
+                continue;
+            }
+            if file_type != FileType::Directory {
+                entry.xattrs = self.xattrs_of(dir, &name, &path)?;
+            }
+            if file_type != FileType::Directory && stat.st_nlink > 1 {
+                let key = (stat.st_dev, stat.st_ino);
+                if let Some(first) = self.first_link.get(&key) {
+                    entry.name = tar_name;
+                    entry.entry_type = tar::EntryType::Link;
+                    let first = first.clone();
+                    entry.link_name = Some(&first);
+                    self.write_entry(&entry, &path)?;
+                    continue;
+                }
+                self.first_link.insert(key, tar_name.clone());
+            }
+            match file_type {
+                FileType::Directory => {
+                    tar_name.push(b'/');
+                    let child = rustix::fs::openat(
+                        dir,
+                        &name,
+                        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(|e| Self::read_error(&path, "open directory")(e.into()))?;
+                    let readable_xattrs = self.xattrs_of(dir, &name, &path)?;
+                    let opaque = self.kind == DiffKind::OverlayUpper
+                        && readable_xattrs.iter().any(|(k, v)| {
+                            (k.as_bytes() == b"trusted.overlay.opaque"
+                                || k.as_bytes() == b"user.overlay.opaque")
+                                && v.as_slice() == b"y"
+                        });
+                    entry.xattrs = readable_xattrs;
+                    entry.name = tar_name;
+                    entry.entry_type = tar::EntryType::Directory;
+                    self.write_entry(&entry, &path)?;
+                    if opaque {
+                        let mut marker = entry.name.clone();
+                        marker.extend_from_slice(WHITEOUT_OPAQUE.as_bytes());
+                        let opaque_entry = TarEntry {
+                            name: marker,
+                            entry_type: tar::EntryType::Regular,
+                            mode: 0,
+                            uid: 0,
+                            gid: 0,
+                            size: 0,
+                            mtime: entry.mtime,
+                            link_name: None,
+                            device: (0, 0),
+                            xattrs: Vec::new(),
+                        };
+                        self.write_entry(&opaque_entry, &path)?;
+                    }
+                    self.walk(child.as_fd(), &path)?;
+                }
+                FileType::RegularFile => {
+                    let file = rustix::fs::openat(
+                        dir,
+                        &name,
+                        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(|e| Self::read_error(&path, "open file")(e.into()))?;
+                    entry.name = tar_name;
+                    entry.size = stat.st_size as u64;
+                    self.write_entry(&entry, &path)?;
+                    self.copy_file(file, entry.size, &path)?;
+                }
+                FileType::Symlink => {
+                    let target = rustix::fs::readlinkat(dir, &name, Vec::new())
+                        .map_err(|e| Self::read_error(&path, "read symlink")(e.into()))?;
+                    entry.name = tar_name;
+                    entry.entry_type = tar::EntryType::Symlink;
+                    entry.link_name = Some(target.as_bytes());
+                    self.write_entry(&entry, &path)?;
+                }
+                FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo => {
+                    entry.name = tar_name;
+                    entry.entry_type = match file_type {
+                        FileType::CharacterDevice => tar::EntryType::Char,
+                        FileType::BlockDevice => tar::EntryType::Block,
+                        _ => tar::EntryType::Fifo,
+                    };
+                    if file_type != FileType::Fifo {
+                        entry.device = (
+                            rustix::fs::major(stat.st_rdev),
+                            rustix::fs::minor(stat.st_rdev),
+                        );
+                    }
+                    self.write_entry(&entry, &path)?;
+                }
+                // Sockets (and anything unknown) cannot be represented in a tar: docker skips them too.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn xattrs_of(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        path: &Path,
+    ) -> Result<Vec<(std::ffi::OsString, Vec<u8>)>, CreateError> {
+        let all = read_xattrs(&proc_fd_path(dir, name))
+            .map_err(Self::read_error(path, "read extended attributes"))?;
+        if self.kind == DiffKind::OverlayUpper || self.opts.xattrs != XattrPolicy::All {
+            // Opaque detection needs the overlay xattrs; the filter runs at write time.
+        }
+        Ok(all)
+    }
+
+    fn copy_file(&mut self, file: OwnedFd, size: u64, path: &Path) -> Result<(), CreateError> {
+        let mut file = File::from(file);
+        let mut remaining = size;
+        while remaining > 0 {
+            let want = remaining.min(self.buffer.len() as u64) as usize;
+            let chunk = self.buffer.get_mut(..want).unwrap_or(&mut []);
+            let read = match file.read(chunk) {
+                Ok(0) => {
+                    return Err(CreateError::Changed {
+                        path: display(path),
+                        expected: size,
+                        read: size - remaining,
+                    });
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Self::read_error(path, "read file")(e)),
+            };
+            self.out
+                .write_all(self.buffer.get(..read).unwrap_or(&[]))
+                .map_err(CreateError::Write)?;
+            remaining -= read as u64;
+        }
+        let padding = (512 - (size % 512) as usize) % 512;
+        self.out
+            .write_all(&[0u8; 512][..padding])
+            .map_err(CreateError::Write)?;
+        Ok(())
+    }
+
+    fn write_entry(&mut self, entry: &TarEntry<'_>, path: &Path) -> Result<(), CreateError> {
+        let mut header = tar::Header::new_ustar();
+        let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        // Name: plain, split into prefix/name, or PAX `path`.
+        {
+            let ustar = header
+                .as_ustar_mut()
+                .ok_or_else(|| CreateError::Write(io::Error::other("ustar header")))?;
+            if entry.name.len() <= USTAR_NAME_LEN && entry.name.is_ascii() {
+                ustar.name[..entry.name.len()].copy_from_slice(&entry.name);
+            } else if let Some((prefix, name)) = split_ustar_name(&entry.name) {
+                ustar.prefix[..prefix.len()].copy_from_slice(prefix);
+                ustar.name[..name.len()].copy_from_slice(name);
+            } else {
+                let truncated = &entry.name[..entry.name.len().min(USTAR_NAME_LEN)];
+                ustar.name[..truncated.len()].copy_from_slice(truncated);
+                pax.push((b"path".to_vec(), entry.name.clone()));
+            }
+            if let Some(link) = entry.link_name {
+                if link.len() <= USTAR_NAME_LEN && link.is_ascii() {
+                    ustar.linkname[..link.len()].copy_from_slice(link);
+                } else {
+                    let truncated = &link[..link.len().min(USTAR_NAME_LEN)];
+                    ustar.linkname[..truncated.len()].copy_from_slice(truncated);
+                    pax.push((b"linkpath".to_vec(), link.to_vec()));
+                }
+            }
+        }
+        header.set_entry_type(entry.entry_type);
+        header.set_mode(entry.mode);
+        for (key, value, set) in [
+            (b"uid".as_slice(), entry.uid, 0),
+            (b"gid".as_slice(), entry.gid, 1),
+        ] {
+            let field = if value > MAX_OCTAL_8 {
+                pax.push((key.to_vec(), value.to_string().into_bytes()));
+                0
+            } else {
+                value
+            };
+            if set == 0 {
+                header.set_uid(field)
+            } else {
+                header.set_gid(field)
+            }
+        }
+        if entry.size > MAX_OCTAL_12 {
+            pax.push((b"size".to_vec(), entry.size.to_string().into_bytes()));
+            header.set_size(0);
+        } else {
+            header.set_size(entry.size);
+        }
+        if entry.mtime < 0 || entry.mtime as u64 > MAX_OCTAL_12 {
+            pax.push((b"mtime".to_vec(), entry.mtime.to_string().into_bytes()));
+            header.set_mtime(0);
+        } else {
+            header.set_mtime(entry.mtime as u64);
+        }
+        header
+            .set_device_major(entry.device.0)
+            .map_err(CreateError::Write)?;
+        header
+            .set_device_minor(entry.device.1)
+            .map_err(CreateError::Write)?;
+        for (name, value) in &entry.xattrs {
+            if self.keep_xattr(name.as_bytes()) {
+                let mut key = b"SCHILY.xattr.".to_vec();
+                key.extend_from_slice(name.as_bytes());
+                pax.push((key, value.clone()));
+            }
+        }
+        header.set_cksum();
+        if !pax.is_empty() {
+            pax.sort();
+            let records: Vec<u8> = pax.iter().flat_map(|(k, v)| pax_record(k, v)).collect();
+            let mut pax_header = tar::Header::new_ustar();
+            let base = entry
+                .name
+                .rsplit(|&b| b == b'/')
+                .find(|p| !p.is_empty())
+                .unwrap_or(b"entry");
+            let mut pax_name = b"PaxHeaders.0/".to_vec();
+            pax_name.extend_from_slice(&base[..base.len().min(USTAR_NAME_LEN - pax_name.len())]);
+            if let Some(ustar) = pax_header.as_ustar_mut() {
+                ustar.name[..pax_name.len()].copy_from_slice(&pax_name);
+            }
+            pax_header.set_entry_type(tar::EntryType::XHeader);
+            pax_header.set_mode(0o644);
+            pax_header.set_uid(0);
+            pax_header.set_gid(0);
+            pax_header.set_size(records.len() as u64);
+            pax_header.set_mtime(0);
+            pax_header.set_device_major(0).map_err(CreateError::Write)?;
+            pax_header.set_device_minor(0).map_err(CreateError::Write)?;
+            pax_header.set_cksum();
+            self.out
+                .write_all(pax_header.as_bytes())
+                .map_err(CreateError::Write)?;
+            self.out.write_all(&records).map_err(CreateError::Write)?;
+            let padding = (512 - records.len() % 512) % 512;
+            self.out
+                .write_all(&[0u8; 512][..padding])
+                .map_err(CreateError::Write)?;
+        }
+        self.out
+            .write_all(header.as_bytes())
+            .map_err(CreateError::Write)?;
+        self.entries += 1;
+        let _ = path;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_record_length_counts_itself() {
+        let record = pax_record(b"path", b"a");
+        assert_eq!(record, b"9 path=a\n");
+        let long_value = vec![b'x'; 95];
+        let record = pax_record(b"path", &long_value);
+        // 95 + "path" + " =\\n" = 102, plus 3 digits = 105.
+        assert!(
+            record.starts_with(b"105 path="),
+            "{:?}",
+            String::from_utf8_lossy(&record[..10])
+        );
+        assert_eq!(record.len(), 105);
+    }
+
+    #[test]
+    fn ustar_split_matches_go() {
+        let name = format!("{}/{}", "d".repeat(120), "f".repeat(50));
+        let (prefix, rest) = split_ustar_name(name.as_bytes()).expect("splittable");
+        assert_eq!(prefix.len(), 120);
+        assert_eq!(rest.len(), 50);
+        assert!(split_ustar_name("short".as_bytes()).is_none());
+        assert!(
+            split_ustar_name("x".repeat(200).as_bytes()).is_none(),
+            "no slash: needs PAX"
+        );
+        let long_base = format!("d/{}", "f".repeat(150));
+        assert!(
+            split_ustar_name(long_base.as_bytes()).is_none(),
+            "base > 100: needs PAX"
+        );
+    }
+}
