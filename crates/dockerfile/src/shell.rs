@@ -261,6 +261,24 @@ impl Lexer {
             .map(|mut state| state.words.finish())
     }
 
+    /// Like [`Lexer::expand`], but computes [`Expansion::words`] only when
+    /// `split` is true (it is left empty otherwise), which saves work for
+    /// single-word expansion.
+    pub fn expand_with(
+        &self,
+        word: &str,
+        env: &(impl Env + ?Sized),
+        split: bool,
+    ) -> Result<Expansion, ExpandError> {
+        let mut state = self.run(word, env, split)?;
+        Ok(Expansion {
+            words: state.words.finish(),
+            word: state.result,
+            matched: state.matched,
+            unmatched: state.unmatched,
+        })
+    }
+
     /// Expands `word`, returning the single-string and the split results and
     /// the variables that were used and missing.
     pub fn expand(&self, word: &str, env: &(impl Env + ?Sized)) -> Result<Expansion, ExpandError> {

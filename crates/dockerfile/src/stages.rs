@@ -1,0 +1,598 @@
+//! Stages and the stage graph: a parsed Dockerfile split into its build
+//! stages, with BuildKit's semantic rules checked, and the dependencies
+//! between stages resolved.
+//!
+//! Rules (BuildKit's `instructions.Parse` and `dockerfile2llb`):
+//! - only ARG may come before the first FROM; those *meta* ARGs are in scope
+//!   for FROM lines only, and inside a stage only after `ARG NAME` re-declares
+//!   them (a use without re-declaration expands to nothing and is warned
+//!   about);
+//! - stage names match `^[a-z][a-z0-9-_.]*$` after lowercasing, compare
+//!   case-insensitively, must be unique, and may not be `scratch` or
+//!   `context` (BuildKit lints both; kiln rejects them);
+//! - `FROM x` refers to an *earlier* stage named `x` if there is one, else
+//!   to an image (`scratch` is the empty image);
+//! - `COPY --from=x` and `RUN --mount=from=x` refer to a stage by name or
+//!   index (any stage, as long as no cycle forms), else to an image (or the
+//!   build context for `context`); `--from` is never expanded;
+//! - a `--target` that names no stage is an error listing the stage names.
+//!
+//! [`Stages::from_dockerfile`] builds the typed model; [`Stages::resolve`]
+//! expands the FROM lines with the meta ARGs (and `--build-arg` values) and
+//! returns the [`Graph`].
+
+// `Diagnostic` is the frontend's single error type: large, but errors are rare.
+#![allow(clippy::result_large_err)]
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use crate::ast::{self, Keyword, Span, Text};
+use crate::diagnostics::{Diagnostic, closest_match};
+use crate::instructions::{self, ArgDecl, Command, From};
+use crate::shell::{EmptyEnv, Lexer};
+
+/// Stage names BuildKit reserves.
+pub const RESERVED_STAGE_NAMES: [&str; 2] = ["context", "scratch"];
+
+/// One build stage: its FROM and the instructions after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stage {
+    /// Position in the Dockerfile, from 0 (usable as `--from=N`).
+    pub index: usize,
+    pub from: From,
+    pub commands: Vec<Command>,
+}
+
+impl Stage {
+    /// The lowercase stage name, if the stage has one.
+    pub fn name(&self) -> Option<&str> {
+        self.from.name.as_ref().map(|n| n.name.as_str())
+    }
+
+    /// The name, or `stage-N` like BuildKit's progress output.
+    pub fn display_name(&self) -> String {
+        self.name().map_or_else(|| format!("stage-{}", self.index), str::to_string)
+    }
+
+    /// From the FROM line to the end of the last instruction.
+    pub fn span(&self) -> Span {
+        self.commands.last().map_or(self.from.span, |last| self.from.span.to(last.span()))
+    }
+}
+
+/// A Dockerfile as typed stages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stages {
+    /// The escape character in effect (`\` or `` ` ``).
+    pub escape: char,
+    /// ARGs declared before the first FROM, in order.
+    pub meta_args: Vec<ArgDecl>,
+    pub stages: Vec<Stage>,
+    /// Problems that do not stop a build (meta ARGs used without
+    /// re-declaration, ...).
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// What a stage starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    /// `FROM scratch`: an empty filesystem.
+    Scratch,
+    /// An image reference, expanded.
+    Image(String),
+    /// An earlier stage, by index.
+    Stage(usize),
+}
+
+/// What a `--from` refers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reference {
+    Stage(usize),
+    Image(String),
+    /// `--from=context`: the build context (when no stage has that name).
+    Context,
+}
+
+/// Why one stage needs something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DependencyKind {
+    From,
+    CopyFrom,
+    MountFrom,
+}
+
+impl DependencyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DependencyKind::From => "FROM",
+            DependencyKind::CopyFrom => "COPY --from",
+            DependencyKind::MountFrom => "RUN --mount from",
+        }
+    }
+}
+
+/// One edge of the stage graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependency {
+    pub kind: DependencyKind,
+    pub reference: Reference,
+    /// The instruction that creates the dependency.
+    pub span: Span,
+}
+
+/// A stage with its base and dependencies resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageNode {
+    pub index: usize,
+    pub name: Option<String>,
+    pub base: Base,
+    /// `--platform`, expanded with the meta ARGs.
+    pub platform: Option<String>,
+    /// Every dependency, FROM first, then in instruction order.
+    pub dependencies: Vec<Dependency>,
+}
+
+impl StageNode {
+    /// The stages this stage needs directly.
+    pub fn stage_dependencies(&self) -> BTreeSet<usize> {
+        self.dependencies
+            .iter()
+            .filter_map(|d| match d.reference {
+                Reference::Stage(index) => Some(index),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn display_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| format!("stage-{}", self.index))
+    }
+}
+
+/// The resolved stage graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Graph {
+    pub stages: Vec<StageNode>,
+    /// The meta ARG values used for FROM lines.
+    pub meta_env: Vec<(String, String)>,
+}
+
+impl Graph {
+    /// The stage a build of `target` ends at: the named stage
+    /// (case-insensitive), or the last stage when `target` is `None`.
+    pub fn target(&self, target: Option<&str>) -> Result<usize, Diagnostic> {
+        match target {
+            None => self.stages.len().checked_sub(1).ok_or_else(|| {
+                Diagnostic::new(crate::diagnostics::Severity::Error, "the Dockerfile has no stages", None)
+            }),
+            Some(name) => {
+                let lower = name.to_lowercase();
+                if let Some(node) = self.stages.iter().find(|s| s.name.as_deref() == Some(lower.as_str())) {
+                    return Ok(node.index);
+                }
+                let names: Vec<&str> = self.stages.iter().filter_map(|s| s.name.as_deref()).collect();
+                let mut hint = if names.is_empty() {
+                    "the Dockerfile has no named stages; name one with FROM IMAGE AS NAME".to_string()
+                } else {
+                    format!("stages are: {}", names.join(", "))
+                };
+                if let Some(close) = closest_match(&lower, names.iter().copied()) {
+                    hint = format!("did you mean {close}? {hint}");
+                }
+                Err(Diagnostic::new(
+                    crate::diagnostics::Severity::Error,
+                    format!("target stage {name:?} could not be found"),
+                    None,
+                )
+                .with_hint(hint))
+            }
+        }
+    }
+
+    /// Every stage a build of stage `target` needs (itself included), in
+    /// Dockerfile order.
+    pub fn required_stages(&self, target: usize) -> Vec<usize> {
+        let mut needed = BTreeSet::new();
+        let mut queue = vec![target];
+        while let Some(index) = queue.pop() {
+            if !needed.insert(index) {
+                continue;
+            }
+            if let Some(node) = self.stages.get(index) {
+                queue.extend(node.stage_dependencies());
+            }
+        }
+        needed.into_iter().collect()
+    }
+}
+
+/// The platform ARGs BuildKit defines automatically for FROM lines, for
+/// the machine kiln runs on (build and target platform alike).
+pub fn default_platform_args() -> Vec<(String, String)> {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "arm" => "arm",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => other,
+    };
+    let os = std::env::consts::OS;
+    let platform = format!("{os}/{arch}");
+    [
+        ("BUILDPLATFORM", platform.as_str()),
+        ("BUILDOS", os),
+        ("BUILDARCH", arch),
+        ("BUILDVARIANT", ""),
+        ("TARGETPLATFORM", platform.as_str()),
+        ("TARGETOS", os),
+        ("TARGETARCH", arch),
+        ("TARGETVARIANT", ""),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+impl Stages {
+    /// Types every instruction and checks the rules in the module docs.
+    /// All errors found are returned, not only the first.
+    pub fn from_dockerfile(dockerfile: &ast::Dockerfile) -> Result<Stages, Vec<Diagnostic>> {
+        let mut errors = Vec::new();
+        let mut meta_args = Vec::new();
+        let mut stages: Vec<Stage> = Vec::new();
+        for instruction in &dockerfile.instructions {
+            let command = match instructions::convert(instruction) {
+                Ok(command) => command,
+                Err(diagnostic) => {
+                    errors.push(diagnostic);
+                    continue;
+                }
+            };
+            match command {
+                Command::From(from) => stages.push(Stage { index: stages.len(), from, commands: Vec::new() }),
+                Command::Arg { args, .. } if stages.is_empty() => meta_args.extend(args),
+                other => match stages.last_mut() {
+                    Some(stage) => stage.commands.push(other),
+                    None => errors.push(
+                        Diagnostic::error("no build stage in current context", instruction.name_span)
+                            .with_label(format!("{} before the first FROM", other.keyword()))
+                            .with_hint("a Dockerfile starts with FROM; only ARG may come before it"),
+                    ),
+                },
+            }
+        }
+        if stages.is_empty() && errors.is_empty() {
+            let diagnostic = match dockerfile.instructions.first() {
+                Some(first) => Diagnostic::error("dockerfile contains no stages to build", first.span)
+                    .with_hint("add a FROM instruction, e.g. FROM busybox"),
+                None => Diagnostic::new(crate::diagnostics::Severity::Error, "the Dockerfile has no instructions", None)
+                    .with_hint("add a FROM instruction, e.g. FROM busybox"),
+            };
+            errors.push(diagnostic);
+        }
+        check_stage_names(&stages, &mut errors);
+        let mut result = Stages { escape: dockerfile.escape, meta_args, stages, warnings: Vec::new() };
+        result.check_from_references(&mut errors);
+        result.warnings = result.meta_arg_scope_warnings();
+        if errors.is_empty() { Ok(result) } else { Err(errors) }
+    }
+
+    /// The index of the stage named `name` (case-insensitive).
+    pub fn find(&self, name: &str) -> Option<usize> {
+        let lower = name.to_lowercase();
+        self.stages.iter().position(|s| s.name() == Some(lower.as_str()))
+    }
+
+    /// The lexer for this Dockerfile's escape character.
+    pub fn lexer(&self) -> Lexer {
+        Lexer::new(self.escape)
+    }
+
+    /// The values of the meta ARGs for FROM lines: the automatic platform
+    /// ARGs, then each meta ARG's `--build-arg` value or its default
+    /// (expanded with the meta ARGs before it). `build_args` values for names
+    /// that no meta ARG declares are not visible, as in BuildKit.
+    pub fn meta_env(&self, build_args: &[(String, String)]) -> Result<Vec<(String, String)>, Diagnostic> {
+        let lexer = self.lexer();
+        let mut env: Vec<(String, String)> = default_platform_args();
+        for (key, value) in build_args {
+            if let Some(slot) = env.iter_mut().find(|(k, _)| k == key) {
+                slot.1 = value.clone();
+            }
+        }
+        for arg in &self.meta_args {
+            let name = lexer
+                .process_word(&arg.name.value, &env)
+                .map_err(|err| instructions::expand_diagnostic(&err, arg.name.span))?;
+            let provided = build_args.iter().rev().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
+            let value = match (provided, &arg.default) {
+                (Some(value), _) => Some(value),
+                (None, Some(default)) => Some(
+                    lexer
+                        .process_word(&default.value, &env)
+                        .map_err(|err| instructions::expand_diagnostic(&err, default.span))?,
+                ),
+                (None, None) => None,
+            };
+            // An ARG without a value and without a --build-arg is declared
+            // but unset: `${NAME-x}` sees it as unset.
+            if let Some(value) = value {
+                env.push((name, value));
+            }
+        }
+        Ok(env)
+    }
+
+    /// Expands every FROM with the meta ARGs and resolves bases, `--from`
+    /// references and mount sources into the stage [`Graph`]; rejects cycles.
+    pub fn resolve(&self, build_args: &[(String, String)]) -> Result<Graph, Vec<Diagnostic>> {
+        let meta_env = self.meta_env(build_args).map_err(|d| vec![d])?;
+        let lexer = self.lexer();
+        let mut errors = Vec::new();
+        let mut nodes: Vec<StageNode> = Vec::with_capacity(self.stages.len());
+        for stage in &self.stages {
+            let from = &stage.from;
+            let image = match lexer.process_word(&from.image.value, &meta_env) {
+                Ok(image) => image,
+                Err(err) => {
+                    errors.push(instructions::expand_diagnostic(&err, from.image.span));
+                    String::new()
+                }
+            };
+            if image.is_empty() && errors.is_empty() {
+                errors.push(
+                    Diagnostic::error(format!("base name ({}) should not be blank", from.image.value), from.image.span)
+                        .with_label("expands to nothing")
+                        .with_hint("give the ARG a default before the first FROM, or pass --build-arg"),
+                );
+            }
+            let platform = match &from.platform {
+                Some(platform) => match lexer.process_word(&platform.value, &meta_env) {
+                    Ok(value) => Some(value),
+                    Err(err) => {
+                        errors.push(instructions::expand_diagnostic(&err, platform.span));
+                        None
+                    }
+                },
+                None => None,
+            };
+            let lower = image.to_lowercase();
+            let base = if image == "scratch" {
+                Base::Scratch
+            } else if let Some(earlier) = nodes.iter().position(|n| n.name.as_deref() == Some(lower.as_str())) {
+                Base::Stage(earlier)
+            } else {
+                Base::Image(image)
+            };
+            let mut dependencies = Vec::new();
+            if let Base::Stage(index) = base {
+                dependencies.push(Dependency { kind: DependencyKind::From, reference: Reference::Stage(index), span: from.span });
+            }
+            for command in &stage.commands {
+                match command {
+                    Command::Copy(copy) => {
+                        if let Some(source) = &copy.from {
+                            match self.resolve_reference(&source.value, true) {
+                                Ok(reference) => dependencies.push(Dependency {
+                                    kind: DependencyKind::CopyFrom,
+                                    reference,
+                                    span: copy.span,
+                                }),
+                                Err(message) => errors.push(
+                                    Diagnostic::error(message, source.span)
+                                        .with_hint(format!("stages are numbered 0 to {}", self.stages.len().saturating_sub(1))),
+                                ),
+                            }
+                        }
+                    }
+                    Command::Run(run) => {
+                        for mount in &run.mounts {
+                            let Some(source) = &mount.mount.from else { continue };
+                            match self.resolve_reference(source, true) {
+                                Ok(reference) => dependencies.push(Dependency {
+                                    kind: DependencyKind::MountFrom,
+                                    reference,
+                                    span: mount.spec.span,
+                                }),
+                                Err(message) => errors.push(Diagnostic::error(message, mount.spec.span)),
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            nodes.push(StageNode { index: stage.index, name: stage.name().map(str::to_string), base, platform, dependencies });
+        }
+        if errors.is_empty() {
+            if let Some(diagnostic) = find_cycle(&nodes) {
+                errors.push(diagnostic);
+            }
+        }
+        if errors.is_empty() { Ok(Graph { stages: nodes, meta_env }) } else { Err(errors) }
+    }
+
+    /// A `--from` value: a stage name, a stage index (when `allow_index`), the
+    /// build context, or else an image.
+    fn resolve_reference(&self, value: &str, allow_index: bool) -> Result<Reference, String> {
+        if let Some(index) = self.find(value) {
+            return Ok(Reference::Stage(index));
+        }
+        if allow_index && !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+            return match value.parse::<usize>() {
+                Ok(index) if index < self.stages.len() => Ok(Reference::Stage(index)),
+                _ => Err(format!("invalid stage index {value}")),
+            };
+        }
+        if value == "context" {
+            return Ok(Reference::Context);
+        }
+        Ok(Reference::Image(value.to_string()))
+    }
+
+    /// `COPY --from` is never expanded: a `$` in it is a mistake.
+    fn check_from_references(&self, errors: &mut Vec<Diagnostic>) {
+        for stage in &self.stages {
+            for command in &stage.commands {
+                if let Command::Copy(copy) = command {
+                    if let Some(from) = &copy.from {
+                        if from.value.contains('$') {
+                            errors.push(
+                                Diagnostic::error("COPY --from doesn't support variable expansion", from.span)
+                                    .with_label("not expanded")
+                                    .with_hint("declare `FROM ${VAR} AS alias` and use --from=alias"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Warnings for meta ARGs used in a stage without re-declaration.
+    fn meta_arg_scope_warnings(&self) -> Vec<Diagnostic> {
+        let lexer = self.lexer();
+        let meta_names: HashSet<&str> = self.meta_args.iter().map(|a| a.name.value.as_str()).collect();
+        let mut warnings = Vec::new();
+        if meta_names.is_empty() {
+            return warnings;
+        }
+        // ENV names each stage defines, inherited by stages built on it.
+        let mut stage_env: Vec<HashSet<String>> = Vec::with_capacity(self.stages.len());
+        for stage in &self.stages {
+            let mut declared: HashSet<String> = HashSet::new();
+            let base_lower = stage.from.image.value.to_lowercase();
+            if let Some(base) = self.stages.iter().take(stage.index).rposition(|s| s.name() == Some(base_lower.as_str())) {
+                if let Some(inherited) = stage_env.get(base) {
+                    declared.extend(inherited.iter().cloned());
+                }
+            }
+            let mut env_names: HashSet<String> = declared.clone();
+            for command in &stage.commands {
+                for word in command.expandable_words() {
+                    let Ok(expansion) = lexer.expand_with(&word.value, &EmptyEnv, false) else { continue };
+                    for name in expansion.unmatched {
+                        if meta_names.contains(name.as_str()) && !declared.contains(&name) {
+                            warnings.push(
+                                Diagnostic::warning(
+                                    format!("ARG {name} is declared before the first FROM and is not in scope here; it expands to an empty string"),
+                                    word.span,
+                                )
+                                .with_code("UndefinedArgInStage")
+                                .with_hint(format!("re-declare it inside this stage with `ARG {name}` before using it")),
+                            );
+                        }
+                    }
+                }
+                match command {
+                    Command::Arg { args, .. } => declared.extend(args.iter().map(|a| a.name.value.clone())),
+                    Command::Env { pairs, .. } => {
+                        for pair in pairs {
+                            declared.insert(pair.key.value.clone());
+                            env_names.insert(pair.key.value.clone());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            stage_env.push(env_names);
+        }
+        warnings
+    }
+}
+
+fn check_stage_names(stages: &[Stage], errors: &mut Vec<Diagnostic>) {
+    let mut seen: HashMap<&str, &Text> = HashMap::new();
+    for stage in stages {
+        let Some(name) = &stage.from.name else { continue };
+        if RESERVED_STAGE_NAMES.contains(&name.name.as_str()) {
+            errors.push(
+                Diagnostic::error(format!("'{}' is reserved and should not be used as a stage name", name.name), name.written.span)
+                    .with_label("reserved name")
+                    .with_hint(format!("rename the stage, e.g. AS {}-stage", name.name)),
+            );
+        }
+        if let Some(first) = seen.get(name.name.as_str()) {
+            errors.push(
+                Diagnostic::error(format!("duplicate stage name {:?}", name.name), name.written.span)
+                    .with_label("already used")
+                    .with_hint(format!(
+                        "stage names are case-insensitive and must be unique; {:?} is first used at line {}",
+                        first.value, first.span.start.line
+                    )),
+            );
+        } else {
+            seen.insert(name.name.as_str(), &name.written);
+        }
+    }
+}
+
+/// The first cycle among stage dependencies, as BuildKit reports it.
+fn find_cycle(nodes: &[StageNode]) -> Option<Diagnostic> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Active,
+        Done,
+    }
+    let mut marks = vec![Mark::New; nodes.len()];
+    // Iterative DFS; the stack holds (node, dependency cursor).
+    for start in 0..nodes.len() {
+        if marks.get(start) != Some(&Mark::New) {
+            continue;
+        }
+        let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+        if let Some(mark) = marks.get_mut(start) {
+            *mark = Mark::Active;
+        }
+        while let Some(&mut (node, ref mut cursor)) = stack.last_mut() {
+            let deps = nodes.get(node).map(|n| &n.dependencies[..]).unwrap_or(&[]);
+            let Some(dependency) = deps.get(*cursor) else {
+                if let Some(mark) = marks.get_mut(node) {
+                    *mark = Mark::Done;
+                }
+                stack.pop();
+                continue;
+            };
+            *cursor += 1;
+            let Reference::Stage(next) = dependency.reference else { continue };
+            match marks.get(next) {
+                Some(Mark::Active) => {
+                    let name = nodes.get(next).map_or_else(String::new, StageNode::display_name);
+                    return Some(
+                        Diagnostic::error(format!("circular dependency detected on stage: {name}"), dependency.span)
+                            .with_label(format!("{} refers back to {name}", dependency.kind.as_str()))
+                            .with_hint("a stage cannot use itself or a stage that depends on it"),
+                    );
+                }
+                Some(Mark::New) => {
+                    if let Some(mark) = marks.get_mut(next) {
+                        *mark = Mark::Active;
+                    }
+                    stack.push((next, 0));
+                }
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
+/// Renders a stage's base for humans: `image busybox`, `stage build`, `scratch`.
+pub fn describe_base(graph: &Graph, base: &Base) -> String {
+    match base {
+        Base::Scratch => "scratch".to_string(),
+        Base::Image(image) => format!("image {image}"),
+        Base::Stage(index) => format!(
+            "stage {}",
+            graph.stages.get(*index).map_or_else(|| index.to_string(), StageNode::display_name)
+        ),
+    }
+}
+
+/// Whether a keyword may appear before the first FROM.
+pub fn allowed_before_from(keyword: Keyword) -> bool {
+    keyword == Keyword::Arg
+}
