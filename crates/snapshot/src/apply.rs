@@ -566,9 +566,25 @@ impl Applier<'_> {
                     self.stats.skipped_devices += 1;
                     return drain(&mut entry, &raw_path);
                 }
-                let bad = |source: io::Error| ApplyError::Tar { entries: 0, source };
-                let major = entry.header().device_major().map_err(bad)?.unwrap_or(0);
-                let minor = entry.header().device_minor().map_err(bad)?.unwrap_or(0);
+                let (major, minor) = if file_type == FileType::Fifo {
+                    // Fifos have no device number; some writers leave the fields empty.
+                    (0, 0)
+                } else {
+                    let bad = |source: io::Error| ApplyError::Tar {
+                        entries: 0,
+                        source: io::Error::new(
+                            source.kind(),
+                            format!(
+                                "entry {:?}: bad device number: {source}",
+                                display(&raw_path)
+                            ),
+                        ),
+                    };
+                    let header = entry.header();
+                    let major = header.device_major().map_err(bad)?.unwrap_or(0);
+                    let minor = header.device_minor().map_err(bad)?.unwrap_or(0);
+                    (major, minor)
+                };
                 self.replace_existing(parent.as_fd(), name, false, &raw_path)?;
                 rustix::fs::mknodat(
                     parent.as_fd(),
@@ -741,6 +757,9 @@ impl Applier<'_> {
         let target_parent_path: PathBuf = target_parents.iter().collect();
         let target_parent = open_dir_beneath_no_symlinks(self.root.as_fd(), &target_parent_path)
             .map_err(|e| {
+                if e.kind() == io::ErrorKind::NotFound {
+                    return bad("does not exist in the layer or below it");
+                }
                 if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
                     || e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error())
                 {

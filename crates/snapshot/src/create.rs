@@ -318,7 +318,7 @@ impl<W: Write> LayerWriter<'_, W> {
                 entry.mode = 0;
                 entry.uid = 0;
                 entry.gid = 0;
-                self.write_entry(&entry, &path)?;
+                self.write_entry(&entry)?;
                 continue;
             }
             if file_type != FileType::Directory {
@@ -331,7 +331,7 @@ impl<W: Write> LayerWriter<'_, W> {
                     entry.entry_type = tar::EntryType::Link;
                     let first = first.clone();
                     entry.link_name = Some(&first);
-                    self.write_entry(&entry, &path)?;
+                    self.write_entry(&entry)?;
                     continue;
                 }
                 self.first_link.insert(key, tar_name.clone());
@@ -356,7 +356,7 @@ impl<W: Write> LayerWriter<'_, W> {
                     entry.xattrs = readable_xattrs;
                     entry.name = tar_name;
                     entry.entry_type = tar::EntryType::Directory;
-                    self.write_entry(&entry, &path)?;
+                    self.write_entry(&entry)?;
                     if opaque {
                         let mut marker = entry.name.clone();
                         marker.extend_from_slice(WHITEOUT_OPAQUE.as_bytes());
@@ -372,7 +372,7 @@ impl<W: Write> LayerWriter<'_, W> {
                             device: (0, 0),
                             xattrs: Vec::new(),
                         };
-                        self.write_entry(&opaque_entry, &path)?;
+                        self.write_entry(&opaque_entry)?;
                     }
                     self.walk(child.as_fd(), &path)?;
                 }
@@ -386,7 +386,7 @@ impl<W: Write> LayerWriter<'_, W> {
                     .map_err(|e| Self::read_error(&path, "open file")(e.into()))?;
                     entry.name = tar_name;
                     entry.size = stat.st_size as u64;
-                    self.write_entry(&entry, &path)?;
+                    self.write_entry(&entry)?;
                     self.copy_file(file, entry.size, &path)?;
                 }
                 FileType::Symlink => {
@@ -395,7 +395,7 @@ impl<W: Write> LayerWriter<'_, W> {
                     entry.name = tar_name;
                     entry.entry_type = tar::EntryType::Symlink;
                     entry.link_name = Some(target.as_bytes());
-                    self.write_entry(&entry, &path)?;
+                    self.write_entry(&entry)?;
                 }
                 FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo => {
                     entry.name = tar_name;
@@ -410,7 +410,7 @@ impl<W: Write> LayerWriter<'_, W> {
                             rustix::fs::minor(stat.st_rdev),
                         );
                     }
-                    self.write_entry(&entry, &path)?;
+                    self.write_entry(&entry)?;
                 }
                 // Sockets (and anything unknown) cannot be represented in a tar: docker skips them too.
                 _ => {}
@@ -427,9 +427,7 @@ impl<W: Write> LayerWriter<'_, W> {
     ) -> Result<Vec<(std::ffi::OsString, Vec<u8>)>, CreateError> {
         let all = read_xattrs(&proc_fd_path(dir, name))
             .map_err(Self::read_error(path, "read extended attributes"))?;
-        if self.kind == DiffKind::OverlayUpper || self.opts.xattrs != XattrPolicy::All {
-            // Opaque detection needs the overlay xattrs; the filter runs at write time.
-        }
+        // Filtered at write time: opaque detection needs the overlay xattrs first.
         Ok(all)
     }
 
@@ -463,7 +461,7 @@ impl<W: Write> LayerWriter<'_, W> {
         Ok(())
     }
 
-    fn write_entry(&mut self, entry: &TarEntry<'_>, path: &Path) -> Result<(), CreateError> {
+    fn write_entry(&mut self, entry: &TarEntry<'_>) -> Result<(), CreateError> {
         let mut header = tar::Header::new_ustar();
         let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         // Name: plain, split into prefix/name, or PAX `path`.
@@ -571,7 +569,6 @@ impl<W: Write> LayerWriter<'_, W> {
             .write_all(header.as_bytes())
             .map_err(CreateError::Write)?;
         self.entries += 1;
-        let _ = path;
         Ok(())
     }
 }
