@@ -62,7 +62,11 @@ fn run_oracle(cases: &[Case]) -> Vec<String> {
         .expect("start go run");
     let mut input = String::new();
     for case in cases {
-        input.push_str(&format!("case {} {}\n", case.patterns.len(), case.paths.len()));
+        input.push_str(&format!(
+            "case {} {}\n",
+            case.patterns.len(),
+            case.paths.len()
+        ));
         for p in case.patterns.iter().chain(&case.paths) {
             input.push_str(&hex(p));
             input.push('\n');
@@ -72,7 +76,11 @@ fn run_oracle(cases: &[Case]) -> Vec<String> {
     let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
     let output = child.wait_with_output().expect("go run output");
     writer.join().expect("writer thread").expect("write to go");
-    assert!(output.status.success(), "go-oracle failed: {:?}", output.status);
+    assert!(
+        output.status.success(),
+        "go-oracle failed: {:?}",
+        output.status
+    );
     String::from_utf8(output.stdout)
         .expect("oracle prints ASCII")
         .lines()
@@ -137,10 +145,54 @@ impl Rng {
 }
 
 const PATTERN_SEGMENTS: &[&str] = &[
-    "a", "b", "ab", "c", "x.y", "*", "**", "?", "a*", "*b", "?b", "[ab]", "[^a]", "[a-c]", "[!a]",
-    "\\*", "\\a", ".", "..", "a?", "*.y", "[[:alpha:]]", "é", "a b", "a+b", "(a)", "{a}", "$a", "^a",
-    "a|b", "[]a]", "\\.", "a\\", "[a", "**a", "a**", "a{2}", "b{1,}", "x|", "|a", "[a|b]", "\\{",
-    "[\\d]", "\\d", "a{0,1}", "a{x}", "[a-]", "a\\b",
+    "a",
+    "b",
+    "ab",
+    "c",
+    "x.y",
+    "*",
+    "**",
+    "?",
+    "a*",
+    "*b",
+    "?b",
+    "[ab]",
+    "[^a]",
+    "[a-c]",
+    "[!a]",
+    "\\*",
+    "\\a",
+    ".",
+    "..",
+    "a?",
+    "*.y",
+    "[[:alpha:]]",
+    "é",
+    "a b",
+    "a+b",
+    "(a)",
+    "{a}",
+    "$a",
+    "^a",
+    "a|b",
+    "[]a]",
+    "\\.",
+    "a\\",
+    "[a",
+    "**a",
+    "a**",
+    "a{2}",
+    "b{1,}",
+    "x|",
+    "|a",
+    "[a|b]",
+    "\\{",
+    "[\\d]",
+    "\\d",
+    "a{0,1}",
+    "a{x}",
+    "[a-]",
+    "a\\b",
 ];
 const PATH_SEGMENTS: &[&str] = &[
     "a", "b", "ab", "c", "x.y", "ba", "a b", "é", "x\ny", "*", "[ab]", "a+b", "(a)", "{a}", "$a",
@@ -189,10 +241,37 @@ fn generated_cases(seed: u64, count: usize) -> Vec<Case> {
 
 fn hand_written_cases() -> Vec<Case> {
     let paths: Vec<Vec<u8>> = [
-        "a", "a/b", "a/b/c", "b", "b/a", "node_modules", "node_modules/x/y.js", "src/main.go",
-        "src/x/util.go", "README.md", "docs/README.md", "x.tmp", "deep/x.tmp", ".git", ".git/HEAD",
-        "Dockerfile", ".dockerignore", "sub/keep/x", "sub/drop/y", "sub/z", "foo", "foobar", "foo/bar",
-        "dir/file.txt", "a.b", "a+b", "a(b)", "a{b}", "a$", "x\ny", "é/ü",
+        "a",
+        "a/b",
+        "a/b/c",
+        "b",
+        "b/a",
+        "node_modules",
+        "node_modules/x/y.js",
+        "src/main.go",
+        "src/x/util.go",
+        "README.md",
+        "docs/README.md",
+        "x.tmp",
+        "deep/x.tmp",
+        ".git",
+        ".git/HEAD",
+        "Dockerfile",
+        ".dockerignore",
+        "sub/keep/x",
+        "sub/drop/y",
+        "sub/z",
+        "foo",
+        "foobar",
+        "foo/bar",
+        "dir/file.txt",
+        "a.b",
+        "a+b",
+        "a(b)",
+        "a{b}",
+        "a$",
+        "x\ny",
+        "é/ü",
     ]
     .iter()
     .map(|s| s.as_bytes().to_vec())
@@ -291,7 +370,10 @@ fn matcher_agrees_with_go_patternmatcher() {
         for (i, (o, t)) in ours.iter().zip(&theirs).enumerate() {
             compared += 1;
             if o != t {
-                let path = case.paths.get(i).map(|p| String::from_utf8_lossy(p).into_owned());
+                let path = case
+                    .paths
+                    .get(i)
+                    .map(|p| String::from_utf8_lossy(p).into_owned());
                 mismatches.push(format!(
                     "patterns {:?} path {:?}: kiln {o}, go {t}",
                     lossy(&case.patterns),
@@ -306,11 +388,19 @@ fn matcher_agrees_with_go_patternmatcher() {
         mismatches.is_empty(),
         "{} of {compared} answers differ from Go:\n{}",
         mismatches.len(),
-        mismatches.iter().take(40).cloned().collect::<Vec<_>>().join("\n")
+        mismatches
+            .iter()
+            .take(40)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     eprintln!("go-oracle: {} cases, {compared} answers agree", cases.len());
 }
 
 fn lossy(items: &[Vec<u8>]) -> Vec<String> {
-    items.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect()
+    items
+        .iter()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect()
 }

@@ -64,8 +64,15 @@ enum Node {
     Assert(Assertion),
     Group(Vec<Node>),
     Alternation(Vec<Vec<Node>>),
-    Repeat { body: Box<Node>, kind: RepeatKind },
-    Counted { body: Box<Node>, min: u32, max: Option<u32> },
+    Repeat {
+        body: Box<Node>,
+        kind: RepeatKind,
+    },
+    Counted {
+        body: Box<Node>,
+        min: u32,
+        max: Option<u32>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,7 +131,10 @@ const POSIX_CLASSES: &[(&str, &[(u32, u32)])] = &[
     ),
     ("space", &[(0x09, 0x0d), (0x20, 0x20)]),
     ("upper", &[(0x41, 0x5a)]),
-    ("word", &[(0x30, 0x39), (0x41, 0x5a), (0x61, 0x7a), (0x5f, 0x5f)]),
+    (
+        "word",
+        &[(0x30, 0x39), (0x41, 0x5a), (0x61, 0x7a), (0x5f, 0x5f)],
+    ),
     ("xdigit", &[(0x30, 0x39), (0x41, 0x46), (0x61, 0x66)]),
 ];
 
@@ -261,7 +271,6 @@ impl<'a> Parser<'a> {
                         return Err(RegexError::Syntax("missing closing )".into()));
                     }
                     nodes.push(Node::Group(inner));
-                    last_was_repeat = false;
                 }
                 '|' => {
                     self.pos += 1;
@@ -371,7 +380,9 @@ impl<'a> Parser<'a> {
     /// Parses what follows a backslash. `in_class` disables the assertions.
     fn parse_escape(&mut self, in_class: bool) -> Result<Escape, RegexError> {
         let Some(ch) = self.bump() else {
-            return Err(RegexError::Syntax("trailing backslash at end of expression".into()));
+            return Err(RegexError::Syntax(
+                "trailing backslash at end of expression".into(),
+            ));
         };
         if ch.is_ascii() && !ch.is_ascii_alphanumeric() {
             return Ok(Escape::Char(ch));
@@ -465,7 +476,9 @@ impl<'a> Parser<'a> {
         let mut first = true;
         loop {
             let Some(ch) = self.peek() else {
-                return Err(RegexError::Syntax("missing closing ] of a character class".into()));
+                return Err(RegexError::Syntax(
+                    "missing closing ] of a character class".into(),
+                ));
             };
             if ch == ']' && !first {
                 self.pos += 1;
@@ -504,10 +517,14 @@ impl<'a> Parser<'a> {
 
     fn parse_class_char(&mut self) -> Result<char, RegexError> {
         match self.bump() {
-            None => Err(RegexError::Syntax("missing closing ] of a character class".into())),
+            None => Err(RegexError::Syntax(
+                "missing closing ] of a character class".into(),
+            )),
             Some('\\') => match self.parse_escape(true)? {
                 Escape::Char(c) => Ok(c),
-                _ => Err(RegexError::Syntax("invalid escape in a character class range".into())),
+                _ => Err(RegexError::Syntax(
+                    "invalid escape in a character class range".into(),
+                )),
             },
             Some(c) => Ok(c),
         }
@@ -660,7 +677,14 @@ impl GoRegex {
             for &pc in &current {
                 if let Some(Inst::Char(test)) = self.program.get(pc) {
                     if test.accepts(ch)
-                        && self.add_thread(pc + 1, pos + 1, text, &mut next, &mut on_list, &mut stack)
+                        && self.add_thread(
+                            pc + 1,
+                            pos + 1,
+                            text,
+                            &mut next,
+                            &mut on_list,
+                            &mut stack,
+                        )
                     {
                         return true;
                     }
@@ -674,7 +698,10 @@ impl GoRegex {
     /// Generated texts start with `^`, so threads seeded after position 0
     /// die at once; this lets the search stop early.
     fn may_start_later(&self) -> bool {
-        !matches!(self.program.first(), Some(Inst::Assert(Assertion::BeginText)))
+        !matches!(
+            self.program.first(),
+            Some(Inst::Assert(Assertion::BeginText))
+        )
     }
 
     /// Adds `start` and everything reachable from it without consuming a
@@ -735,7 +762,9 @@ mod tests {
     fn matches(re: &str, text: &str) -> bool {
         let re: Vec<char> = re.chars().collect();
         let text: Vec<char> = text.chars().collect();
-        GoRegex::compile(&re).expect("test regex compiles").is_match(&text)
+        GoRegex::compile(&re)
+            .expect("test regex compiles")
+            .is_match(&text)
     }
 
     fn compile_err(re: &str) -> RegexError {

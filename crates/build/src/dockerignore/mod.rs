@@ -43,7 +43,9 @@ pub enum IgnoreError {
     },
     /// A pattern whose generated regular expression does not compile; Docker
     /// fails the build the first time such a pattern is evaluated.
-    #[error("{source_name}:{line}: pattern {pattern:?} cannot be matched: {why}; escape special characters with `\\`")]
+    #[error(
+        "{source_name}:{line}: pattern {pattern:?} cannot be matched: {why}; escape special characters with `\\`"
+    )]
     BadRegex {
         source_name: String,
         line: usize,
@@ -223,7 +225,9 @@ pub struct MatchInfo {
 
 /// An error met while matching: the pattern whose regex cannot compile.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{source_name}:{line}: pattern {pattern:?} cannot be matched: {why}; escape special characters with `\\`")]
+#[error(
+    "{source_name}:{line}: pattern {pattern:?} cannot be matched: {why}; escape special characters with `\\`"
+)]
 pub struct MatchError {
     pub source_name: String,
     pub line: usize,
@@ -403,7 +407,8 @@ impl PatternMatcher {
         parent_info: &MatchInfo,
     ) -> Result<(bool, MatchInfo), MatchError> {
         let parent_matched = &parent_info.parent_matched;
-        let known_parent = parent_matched.len() == self.patterns.len() && !parent_matched.is_empty();
+        let known_parent =
+            parent_matched.len() == self.patterns.len() && !parent_matched.is_empty();
         let mut matched = false;
         let mut info = MatchInfo {
             parent_matched: vec![false; self.patterns.len()],
@@ -422,7 +427,10 @@ impl PatternMatcher {
                     if parent != b"." {
                         let parts: Vec<&[u8]> = parent.split(|&b| b == b'/').collect();
                         for depth in 1..=parts.len() {
-                            if pattern.matches(&parts[..depth].join(&b'/')).unwrap_or(false) {
+                            if pattern
+                                .matches(&parts[..depth].join(&b'/'))
+                                .unwrap_or(false)
+                            {
                                 hit = true;
                                 break;
                             }
@@ -567,7 +575,10 @@ mod tests {
     #[test]
     fn bad_glob_is_an_error() {
         let err = PatternMatcher::new(&["ok", "a["], ".dockerignore").expect_err("must fail");
-        assert!(matches!(err, IgnoreError::BadPattern { line: 2, .. }), "{err}");
+        assert!(
+            matches!(err, IgnoreError::BadPattern { line: 2, .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -583,7 +594,10 @@ mod tests {
     fn directory_pattern_covers_contents() {
         let m = matcher(&["node_modules"]);
         assert!(walk_match(&m, "node_modules/a/b.js"));
-        assert!(m.matches_or_parent_matches(b"node_modules/a/b.js").expect("ok"));
+        assert!(
+            m.matches_or_parent_matches(b"node_modules/a/b.js")
+                .expect("ok")
+        );
         assert!(!walk_match(&m, "src/node_modules_x"));
     }
 
@@ -660,7 +674,11 @@ mod tests {
             .expect("ok")
             .expect("some");
         assert_eq!(found.path, dir.path().join(".dockerignore"));
-        std::fs::write(dir.path().join("build.Dockerfile.dockerignore"), "specific\n").expect("write");
+        std::fs::write(
+            dir.path().join("build.Dockerfile.dockerignore"),
+            "specific\n",
+        )
+        .expect("write");
         let found = locate_ignore_file(dir.path(), Some(&dockerfile))
             .expect("ok")
             .expect("some");
