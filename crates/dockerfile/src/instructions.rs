@@ -152,7 +152,8 @@ impl RunMount {
             unset.extend(expansion.unmatched);
             Ok(expansion.word)
         };
-        mounts::parse_mount(&self.spec.value, Some(&mut expand)).map_err(|err| mount_diagnostic(&err, self.spec.span))
+        mounts::parse_mount(&self.spec.value, Some(&mut expand))
+            .map_err(|err| mount_diagnostic(&err, self.spec.span))
     }
 }
 
@@ -229,7 +230,9 @@ pub struct Onbuild {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Healthcheck {
     /// `HEALTHCHECK NONE`: disable the base image's check.
-    None { span: Span },
+    None {
+        span: Span,
+    },
     Check(HealthcheckCommand),
 }
 
@@ -253,22 +256,52 @@ pub enum Command {
     Run(Run),
     Cmd(ContainerCommand),
     Entrypoint(ContainerCommand),
-    Label { pairs: Vec<Pair>, span: Span },
+    Label {
+        pairs: Vec<Pair>,
+        span: Span,
+    },
     /// Deprecated; accepted and recorded as the image author.
-    Maintainer { name: Text, span: Span },
-    Expose { ports: Vec<Text>, span: Span },
-    Env { pairs: Vec<Pair>, span: Span },
+    Maintainer {
+        name: Text,
+        span: Span,
+    },
+    Expose {
+        ports: Vec<Text>,
+        span: Span,
+    },
+    Env {
+        pairs: Vec<Pair>,
+        span: Span,
+    },
     Add(Add),
     Copy(Copy),
-    Volume { paths: Vec<Text>, span: Span },
-    User { user: Text, span: Span },
-    Workdir { path: Text, span: Span },
-    Arg { args: Vec<ArgDecl>, span: Span },
+    Volume {
+        paths: Vec<Text>,
+        span: Span,
+    },
+    User {
+        user: Text,
+        span: Span,
+    },
+    Workdir {
+        path: Text,
+        span: Span,
+    },
+    Arg {
+        args: Vec<ArgDecl>,
+        span: Span,
+    },
     Onbuild(Onbuild),
-    Stopsignal { signal: Text, span: Span },
+    Stopsignal {
+        signal: Text,
+        span: Span,
+    },
     Healthcheck(Healthcheck),
     /// `SHELL ["executable", "params"]` (JSON form only).
-    Shell { shell: Vec<Text>, span: Span },
+    Shell {
+        shell: Vec<Text>,
+        span: Span,
+    },
 }
 
 impl Command {
@@ -384,9 +417,18 @@ impl Command {
     /// that were used (for cache keys) and that were not set (for lint).
     /// FROM is returned unchanged: use [`crate::stages::Stages::resolve`].
     pub fn expand(&self, lexer: &Lexer, env: &dyn Env) -> Result<Expanded, Diagnostic> {
-        let mut expander = Expander { lexer, env, used: BTreeSet::new(), unset: BTreeSet::new() };
+        let mut expander = Expander {
+            lexer,
+            env,
+            used: BTreeSet::new(),
+            unset: BTreeSet::new(),
+        };
         let command = expander.command(self)?;
-        Ok(Expanded { command, used: expander.used, unset: expander.unset })
+        Ok(Expanded {
+            command,
+            used: expander.used,
+            unset: expander.unset,
+        })
     }
 }
 
@@ -409,10 +451,15 @@ struct Expander<'a> {
 
 impl Expander<'_> {
     fn word_with(&mut self, lexer: &Lexer, text: &Text) -> Result<Text, Diagnostic> {
-        let expansion = lexer.expand_with(&text.value, self.env, false).map_err(|err| expand_diagnostic(&err, text.span))?;
+        let expansion = lexer
+            .expand_with(&text.value, self.env, false)
+            .map_err(|err| expand_diagnostic(&err, text.span))?;
         self.used.extend(expansion.matched);
         self.unset.extend(expansion.unmatched);
-        Ok(Text { value: expansion.word, span: text.span })
+        Ok(Text {
+            value: expansion.word,
+            span: text.span,
+        })
     }
 
     fn word(&mut self, text: &Text) -> Result<Text, Diagnostic> {
@@ -431,7 +478,13 @@ impl Expander<'_> {
     fn pairs(&mut self, pairs: &[Pair]) -> Result<Vec<Pair>, Diagnostic> {
         pairs
             .iter()
-            .map(|p| Ok(Pair { key: self.word(&p.key)?, value: self.word(&p.value)?, span: p.span }))
+            .map(|p| {
+                Ok(Pair {
+                    key: self.word(&p.key)?,
+                    value: self.word(&p.value)?,
+                    span: p.span,
+                })
+            })
             .collect()
     }
 
@@ -444,9 +497,16 @@ impl Expander<'_> {
             .map(|source| match source {
                 Source::Path(path) => Ok(Source::Path(self.word(path)?)),
                 Source::Heredoc(heredoc) if heredoc.expand => {
-                    let body = Text { value: heredoc.text(), span: heredoc.content_span };
+                    let body = Text {
+                        value: heredoc.text(),
+                        span: heredoc.content_span,
+                    };
                     let expanded = self.word_with(&raw_lexer, &body)?;
-                    Ok(Source::Heredoc(Heredoc { content: expanded.value, chomp: false, ..heredoc.clone() }))
+                    Ok(Source::Heredoc(Heredoc {
+                        content: expanded.value,
+                        chomp: false,
+                        ..heredoc.clone()
+                    }))
                 }
                 Source::Heredoc(heredoc) => Ok(Source::Heredoc(heredoc.clone())),
             })
@@ -455,12 +515,24 @@ impl Expander<'_> {
 
     fn command(&mut self, command: &Command) -> Result<Command, Diagnostic> {
         Ok(match command {
-            Command::Env { pairs, span } => Command::Env { pairs: self.pairs(pairs)?, span: *span },
-            Command::Label { pairs, span } => Command::Label { pairs: self.pairs(pairs)?, span: *span },
+            Command::Env { pairs, span } => Command::Env {
+                pairs: self.pairs(pairs)?,
+                span: *span,
+            },
+            Command::Label { pairs, span } => Command::Label {
+                pairs: self.pairs(pairs)?,
+                span: *span,
+            },
             Command::Arg { args, span } => Command::Arg {
                 args: args
                     .iter()
-                    .map(|a| Ok(ArgDecl { name: self.word(&a.name)?, default: self.opt(&a.default)?, span: a.span }))
+                    .map(|a| {
+                        Ok(ArgDecl {
+                            name: self.word(&a.name)?,
+                            default: self.opt(&a.default)?,
+                            span: a.span,
+                        })
+                    })
                     .collect::<Result<_, Diagnostic>>()?,
                 span: *span,
             },
@@ -481,28 +553,59 @@ impl Expander<'_> {
                 dest: self.word(&copy.dest)?,
                 ..copy.clone()
             }),
-            Command::Workdir { path, span } => Command::Workdir { path: self.word(path)?, span: *span },
-            Command::User { user, span } => Command::User { user: self.word(user)?, span: *span },
-            Command::Stopsignal { signal, span } => Command::Stopsignal { signal: self.word(signal)?, span: *span },
-            Command::Volume { paths, span } => Command::Volume { paths: self.all(paths)?, span: *span },
+            Command::Workdir { path, span } => Command::Workdir {
+                path: self.word(path)?,
+                span: *span,
+            },
+            Command::User { user, span } => Command::User {
+                user: self.word(user)?,
+                span: *span,
+            },
+            Command::Stopsignal { signal, span } => Command::Stopsignal {
+                signal: self.word(signal)?,
+                span: *span,
+            },
+            Command::Volume { paths, span } => Command::Volume {
+                paths: self.all(paths)?,
+                span: *span,
+            },
             Command::Expose { ports, span } => {
                 let mut expanded = Vec::new();
                 for port in ports {
-                    let expansion =
-                        self.lexer.expand_with(&port.value, self.env, true).map_err(|err| expand_diagnostic(&err, port.span))?;
+                    let expansion = self
+                        .lexer
+                        .expand_with(&port.value, self.env, true)
+                        .map_err(|err| expand_diagnostic(&err, port.span))?;
                     self.used.extend(expansion.matched);
                     self.unset.extend(expansion.unmatched);
-                    expanded.extend(expansion.words.into_iter().map(|value| Text { value, span: port.span }));
+                    expanded.extend(expansion.words.into_iter().map(|value| Text {
+                        value,
+                        span: port.span,
+                    }));
                 }
-                Command::Expose { ports: expanded, span: *span }
+                Command::Expose {
+                    ports: expanded,
+                    span: *span,
+                }
             }
             Command::Run(run) => {
                 let mut mounts = Vec::with_capacity(run.mounts.len());
                 for mount in &run.mounts {
-                    let expanded = mount.expand_tracking(self.lexer, self.env, &mut self.used, &mut self.unset)?;
-                    mounts.push(RunMount { spec: mount.spec.clone(), mount: expanded });
+                    let expanded = mount.expand_tracking(
+                        self.lexer,
+                        self.env,
+                        &mut self.used,
+                        &mut self.unset,
+                    )?;
+                    mounts.push(RunMount {
+                        spec: mount.spec.clone(),
+                        mount: expanded,
+                    });
                 }
-                Command::Run(Run { mounts, ..run.clone() })
+                Command::Run(Run {
+                    mounts,
+                    ..run.clone()
+                })
             }
             other => other.clone(),
         })
@@ -534,7 +637,12 @@ fn flag_specs(keyword: Keyword) -> &'static [(&'static str, FlagKind)] {
     use FlagKind::*;
     match keyword {
         Keyword::From => &[("platform", String)],
-        Keyword::Run => &[("mount", Strings), ("network", String), ("security", String), ("device", Strings)],
+        Keyword::Run => &[
+            ("mount", Strings),
+            ("network", String),
+            ("security", String),
+            ("device", Strings),
+        ],
         Keyword::Add => &[
             ("chown", String),
             ("chmod", String),
@@ -585,9 +693,12 @@ impl Flags {
                 return Err(unknown_flag(flag, keyword, specs));
             };
             if kind != FlagKind::Strings && values.iter().any(|(seen, _)| *seen == name) {
-                return Err(Diagnostic::error(format!("duplicate flag specified: --{name}"), flag.span)
-                    .with_label("given more than once")
-                    .with_hint(format!("give --{name} only once")));
+                return Err(Diagnostic::error(
+                    format!("duplicate flag specified: --{name}"),
+                    flag.span,
+                )
+                .with_label("given more than once")
+                .with_hint(format!("give --{name} only once")));
             }
             let value = match (kind, &flag.value) {
                 (FlagKind::Bool, None) => Some("true".to_string()),
@@ -603,13 +714,23 @@ impl Flags {
                     Some(lower)
                 }
                 (_, None) => {
-                    return Err(Diagnostic::error(format!("missing a value on flag: --{name}"), flag.span)
-                        .with_hint(format!("write --{name}=VALUE")));
+                    return Err(Diagnostic::error(
+                        format!("missing a value on flag: --{name}"),
+                        flag.span,
+                    )
+                    .with_hint(format!("write --{name}=VALUE")));
                 }
                 (_, Some(value)) => Some(value.clone()),
             };
             let span = value_span(flag);
-            values.push((name, FlagValue { value, span, flag_span: flag.span }));
+            values.push((
+                name,
+                FlagValue {
+                    value,
+                    span,
+                    flag_span: flag.span,
+                },
+            ));
         }
         Ok(Flags { values })
     }
@@ -618,27 +739,47 @@ impl Flags {
         self.values
             .iter()
             .find(|(n, _)| *n == name)
-            .and_then(|(_, v)| v.value.clone().map(|value| Text { value, span: v.span }))
+            .and_then(|(_, v)| {
+                v.value.clone().map(|value| Text {
+                    value,
+                    span: v.span,
+                })
+            })
     }
 
     fn texts(&self, name: &str) -> Vec<Text> {
         self.values
             .iter()
             .filter(|(n, _)| *n == name)
-            .filter_map(|(_, v)| v.value.clone().map(|value| Text { value, span: v.span }))
+            .filter_map(|(_, v)| {
+                v.value.clone().map(|value| Text {
+                    value,
+                    span: v.span,
+                })
+            })
             .collect()
     }
 
     fn bool(&self, name: &str) -> Option<bool> {
-        self.values.iter().find(|(n, _)| *n == name).and_then(|(_, v)| v.value.as_deref().map(|v| v == "true"))
+        self.values
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.value.as_deref().map(|v| v == "true"))
     }
 
     fn flag_span(&self, name: &str) -> Option<Span> {
-        self.values.iter().find(|(n, _)| *n == name).map(|(_, v)| v.flag_span)
+        self.values
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.flag_span)
     }
 }
 
-fn unknown_flag(flag: &ast::Flag, keyword: Keyword, specs: &[(&'static str, FlagKind)]) -> Diagnostic {
+fn unknown_flag(
+    flag: &ast::Flag,
+    keyword: Keyword,
+    specs: &[(&'static str, FlagKind)],
+) -> Diagnostic {
     let valid: Vec<String> = specs.iter().map(|(name, _)| format!("--{name}")).collect();
     let mut hint = if valid.is_empty() {
         format!("{keyword} takes no flags")
@@ -656,7 +797,9 @@ fn unknown_flag(flag: &ast::Flag, keyword: Keyword, specs: &[(&'static str, Flag
 /// The span of the part after `=` of a flag, when the flag is written on
 /// one line exactly as its raw text (otherwise the whole flag).
 fn value_span(flag: &ast::Flag) -> Span {
-    let Some(eq) = flag.raw.find('=') else { return flag.span };
+    let Some(eq) = flag.raw.find('=') else {
+        return flag.span;
+    };
     sub_span(flag.span, flag.raw.len(), eq + 1, flag.raw.len())
 }
 
@@ -690,15 +833,21 @@ fn exactly_one(keyword: Keyword, span: Span) -> Diagnostic {
 /// The instruction's syntax, for hints.
 fn usage(keyword: Keyword) -> String {
     let syntax = match keyword {
-        Keyword::Add => "ADD [--chown=U:G] [--chmod=M] [--link] [--checksum=D] [--keep-git-dir] [--exclude=P] [--unpack] SRC... DEST",
+        Keyword::Add => {
+            "ADD [--chown=U:G] [--chmod=M] [--link] [--checksum=D] [--keep-git-dir] [--exclude=P] [--unpack] SRC... DEST"
+        }
         Keyword::Arg => "ARG NAME[=DEFAULT] ...",
         Keyword::Cmd => "CMD [\"executable\", \"arg\"] or CMD command arg",
-        Keyword::Copy => "COPY [--from=STAGE] [--chown=U:G] [--chmod=M] [--link] [--parents] [--exclude=P] SRC... DEST",
+        Keyword::Copy => {
+            "COPY [--from=STAGE] [--chown=U:G] [--chmod=M] [--link] [--parents] [--exclude=P] SRC... DEST"
+        }
         Keyword::Entrypoint => "ENTRYPOINT [\"executable\", \"arg\"] or ENTRYPOINT command arg",
         Keyword::Env => "ENV KEY=VALUE ...",
         Keyword::Expose => "EXPOSE PORT[/PROTOCOL] ...",
         Keyword::From => "FROM [--platform=P] IMAGE [AS NAME]",
-        Keyword::Healthcheck => "HEALTHCHECK [--interval=D] [--timeout=D] [--start-period=D] [--start-interval=D] [--retries=N] CMD command, or HEALTHCHECK NONE",
+        Keyword::Healthcheck => {
+            "HEALTHCHECK [--interval=D] [--timeout=D] [--start-period=D] [--start-interval=D] [--retries=N] CMD command, or HEALTHCHECK NONE"
+        }
         Keyword::Label => "LABEL KEY=VALUE ...",
         Keyword::Maintainer => "MAINTAINER NAME (deprecated: use LABEL maintainer=NAME)",
         Keyword::Onbuild => "ONBUILD INSTRUCTION",
@@ -716,10 +865,19 @@ fn usage(keyword: Keyword) -> String {
 pub fn convert(instruction: &ast::Instruction) -> Result<Command, Diagnostic> {
     let span = instruction.span;
     let Some(keyword) = instruction.keyword else {
-        let mut diagnostic = error(format!("unknown instruction: {}", instruction.name.to_ascii_uppercase()), instruction.name_span)
-            .with_label("not a Dockerfile instruction");
-        if let Some(close) = closest_match(&instruction.name, Keyword::ALL.iter().map(|k| k.as_str())) {
-            diagnostic = diagnostic.with_hint(format!("did you mean {}?", close.to_ascii_uppercase()));
+        let mut diagnostic = error(
+            format!(
+                "unknown instruction: {}",
+                instruction.name.to_ascii_uppercase()
+            ),
+            instruction.name_span,
+        )
+        .with_label("not a Dockerfile instruction");
+        if let Some(close) =
+            closest_match(&instruction.name, Keyword::ALL.iter().map(|k| k.as_str()))
+        {
+            diagnostic =
+                diagnostic.with_hint(format!("did you mean {}?", close.to_ascii_uppercase()));
         }
         return Err(diagnostic);
     };
@@ -727,31 +885,64 @@ pub fn convert(instruction: &ast::Instruction) -> Result<Command, Diagnostic> {
     // validates them first.
     let healthcheck_none = keyword == Keyword::Healthcheck
         && matches!(&instruction.args, Arguments::Healthcheck { kind, .. } if kind.value.eq_ignore_ascii_case("none"));
-    let flags = if healthcheck_none { Flags { values: Vec::new() } } else { Flags::parse(instruction, keyword)? };
+    let flags = if healthcheck_none {
+        Flags { values: Vec::new() }
+    } else {
+        Flags::parse(instruction, keyword)?
+    };
     let args = &instruction.args;
     Ok(match keyword {
         Keyword::From => Command::From(convert_from(instruction, &flags)?),
         Keyword::Run => Command::Run(convert_run(instruction, &flags)?),
-        Keyword::Cmd => Command::Cmd(ContainerCommand { command: command_line(args, span), span }),
-        Keyword::Entrypoint => Command::Entrypoint(ContainerCommand { command: command_line(args, span), span }),
+        Keyword::Cmd => Command::Cmd(ContainerCommand {
+            command: command_line(args, span),
+            span,
+        }),
+        Keyword::Entrypoint => Command::Entrypoint(ContainerCommand {
+            command: command_line(args, span),
+            span,
+        }),
         Keyword::Env | Keyword::Label => {
-            let Arguments::KeyValues(kvs) = args else { return Err(at_least_one(keyword, span)) };
+            let Arguments::KeyValues(kvs) = args else {
+                return Err(at_least_one(keyword, span));
+            };
             if kvs.is_empty() {
                 return Err(at_least_one(keyword, span));
             }
             let mut pairs = Vec::with_capacity(kvs.len());
             for kv in kvs {
                 if kv.key.value.is_empty() {
-                    return Err(error(format!("{keyword} names can not be blank"), kv.span).with_hint(usage(keyword)));
+                    return Err(error(format!("{keyword} names can not be blank"), kv.span)
+                        .with_hint(usage(keyword)));
                 }
-                pairs.push(Pair { key: kv.key.clone(), value: kv.value.clone(), span: kv.span });
+                pairs.push(Pair {
+                    key: kv.key.clone(),
+                    value: kv.value.clone(),
+                    span: kv.span,
+                });
             }
-            if keyword == Keyword::Env { Command::Env { pairs, span } } else { Command::Label { pairs, span } }
+            if keyword == Keyword::Env {
+                Command::Env { pairs, span }
+            } else {
+                Command::Label { pairs, span }
+            }
         }
-        Keyword::Maintainer => Command::Maintainer { name: single(args, keyword, span)?, span },
-        Keyword::User => Command::User { user: single(args, keyword, span)?, span },
-        Keyword::Workdir => Command::Workdir { path: single(args, keyword, span)?, span },
-        Keyword::Stopsignal => Command::Stopsignal { signal: single(args, keyword, span)?, span },
+        Keyword::Maintainer => Command::Maintainer {
+            name: single(args, keyword, span)?,
+            span,
+        },
+        Keyword::User => Command::User {
+            user: single(args, keyword, span)?,
+            span,
+        },
+        Keyword::Workdir => Command::Workdir {
+            path: single(args, keyword, span)?,
+            span,
+        },
+        Keyword::Stopsignal => Command::Stopsignal {
+            signal: single(args, keyword, span)?,
+            span,
+        },
         Keyword::Expose => {
             let ports = words(args);
             if ports.is_empty() {
@@ -768,12 +959,20 @@ pub fn convert(instruction: &ast::Instruction) -> Result<Command, Diagnostic> {
             for path in paths {
                 let value = path.value.trim();
                 if value.is_empty() {
-                    return Err(error("VOLUME specified can not be an empty string", path.span)
-                        .with_hint("give a path such as /data"));
+                    return Err(
+                        error("VOLUME specified can not be an empty string", path.span)
+                            .with_hint("give a path such as /data"),
+                    );
                 }
-                trimmed.push(Text { value: value.to_string(), span: path.span });
+                trimmed.push(Text {
+                    value: value.to_string(),
+                    span: path.span,
+                });
             }
-            Command::Volume { paths: trimmed, span }
+            Command::Volume {
+                paths: trimmed,
+                span,
+            }
         }
         Keyword::Arg => {
             let words = words(args);
@@ -785,11 +984,15 @@ pub fn convert(instruction: &ast::Instruction) -> Result<Command, Diagnostic> {
                 let decl = match word.value.split_once('=') {
                     Some((name, default)) => {
                         if name.is_empty() {
-                            return Err(error("ARG names can not be blank", word.span).with_hint(usage(keyword)));
+                            return Err(error("ARG names can not be blank", word.span)
+                                .with_hint(usage(keyword)));
                         }
                         let len = word.value.len();
                         ArgDecl {
-                            name: Text { value: name.to_string(), span: sub_span(word.span, len, 0, name.len()) },
+                            name: Text {
+                                value: name.to_string(),
+                                span: sub_span(word.span, len, 0, name.len()),
+                            },
                             default: Some(Text {
                                 value: default.to_string(),
                                 span: sub_span(word.span, len, name.len() + 1, len),
@@ -797,7 +1000,11 @@ pub fn convert(instruction: &ast::Instruction) -> Result<Command, Diagnostic> {
                             span: word.span,
                         }
                     }
-                    None => ArgDecl { name: word.clone(), default: None, span: word.span },
+                    None => ArgDecl {
+                        name: word.clone(),
+                        default: None,
+                        span: word.span,
+                    },
                 };
                 decls.push(decl);
             }
@@ -805,11 +1012,16 @@ pub fn convert(instruction: &ast::Instruction) -> Result<Command, Diagnostic> {
         }
         Keyword::Add | Keyword::Copy => convert_copy(instruction, keyword, &flags)?,
         Keyword::Onbuild => {
-            let Arguments::Onbuild(trigger) = args else { return Err(at_least_one(keyword, span)) };
+            let Arguments::Onbuild(trigger) = args else {
+                return Err(at_least_one(keyword, span));
+            };
             match trigger.keyword {
                 Some(Keyword::Onbuild) => {
-                    return Err(error("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed", trigger.name_span)
-                        .with_hint("an ONBUILD trigger cannot itself be ONBUILD"));
+                    return Err(error(
+                        "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
+                        trigger.name_span,
+                    )
+                    .with_hint("an ONBUILD trigger cannot itself be ONBUILD"));
                 }
                 Some(k @ (Keyword::From | Keyword::Maintainer)) => {
                     return Err(error(format!("{k} isn't allowed as an ONBUILD trigger"), trigger.name_span)
@@ -818,15 +1030,24 @@ pub fn convert(instruction: &ast::Instruction) -> Result<Command, Diagnostic> {
                 _ => {}
             }
             let command = convert(trigger)?;
-            Command::Onbuild(Onbuild { trigger: Box::new(command), expression: onbuild_expression(instruction, trigger), span })
+            Command::Onbuild(Onbuild {
+                trigger: Box::new(command),
+                expression: onbuild_expression(instruction, trigger),
+                span,
+            })
         }
         Keyword::Healthcheck => Command::Healthcheck(convert_healthcheck(instruction, &flags)?),
         Keyword::Shell => match args {
-            Arguments::Exec(items) if !items.is_empty() => Command::Shell { shell: items.clone(), span },
+            Arguments::Exec(items) if !items.is_empty() => Command::Shell {
+                shell: items.clone(),
+                span,
+            },
             Arguments::Exec(_) | Arguments::None => return Err(at_least_one(keyword, span)),
             _ => {
-                return Err(error("SHELL requires the arguments to be in JSON form", span)
-                    .with_hint("write SHELL [\"/bin/bash\", \"-c\"]"));
+                return Err(
+                    error("SHELL requires the arguments to be in JSON form", span)
+                        .with_hint("write SHELL [\"/bin/bash\", \"-c\"]"),
+                );
             }
         },
     })
@@ -837,7 +1058,9 @@ pub fn convert(instruction: &ast::Instruction) -> Result<Command, Diagnostic> {
 fn onbuild_expression(instruction: &ast::Instruction, trigger: &ast::Instruction) -> String {
     let original = instruction.original.trim_start();
     let mut expression = match original.get(..7) {
-        Some(head) if head.eq_ignore_ascii_case("onbuild") => original.get(7..).unwrap_or("").trim_start().to_string(),
+        Some(head) if head.eq_ignore_ascii_case("onbuild") => {
+            original.get(7..).unwrap_or("").trim_start().to_string()
+        }
         _ => trigger.original.clone(),
     };
     for heredoc in instruction.heredocs.iter().chain(trigger.heredocs.iter()) {
@@ -853,14 +1076,21 @@ fn command_line(args: &Arguments, span: Span) -> CommandLine {
         Arguments::Exec(items) => CommandLine::Exec(items.clone()),
         Arguments::Shell(text) => CommandLine::Shell(text.clone()),
         Arguments::Words(words) => {
-            let value = words.iter().map(|w| w.value.as_str()).collect::<Vec<_>>().join(" ");
+            let value = words
+                .iter()
+                .map(|w| w.value.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
             let span = match (words.first(), words.last()) {
                 (Some(first), Some(last)) => first.span.to(last.span),
                 _ => span,
             };
             CommandLine::Shell(Text { value, span })
         }
-        _ => CommandLine::Shell(Text { value: String::new(), span }),
+        _ => CommandLine::Shell(Text {
+            value: String::new(),
+            span,
+        }),
     }
 }
 
@@ -879,11 +1109,13 @@ fn single(args: &Arguments, keyword: Keyword, span: Span) -> Result<Text, Diagno
         Arguments::Words(words) | Arguments::Exec(words) => match words.as_slice() {
             [one] => Ok(one.clone()),
             [] => Err(exactly_one(keyword, span)),
-            [_, second, ..] => Err(exactly_one(keyword, span).with_label("unexpected extra argument").with_hint(format!(
-                "{}; quote the value if it contains spaces (second argument at {})",
-                usage(keyword),
-                second.span
-            ))),
+            [_, second, ..] => Err(exactly_one(keyword, span)
+                .with_label("unexpected extra argument")
+                .with_hint(format!(
+                    "{}; quote the value if it contains spaces (second argument at {})",
+                    usage(keyword),
+                    second.span
+                ))),
         },
         _ => Err(exactly_one(keyword, span)),
     }
@@ -914,24 +1146,39 @@ fn convert_from(instruction: &ast::Instruction, flags: &Flags) -> Result<From, D
                 .with_label("invalid stage name")
                 .with_hint("stage names start with a letter and contain only letters, digits, '-', '_' and '.'"));
             }
-            (image.clone(), Some(StageName { name: lower, written: name.clone() }))
+            (
+                image.clone(),
+                Some(StageName {
+                    name: lower,
+                    written: name.clone(),
+                }),
+            )
         }
         [_, second, _] => {
-            return Err(error("FROM requires either one or three arguments", second.span)
-                .with_label("expected AS")
-                .with_hint(usage(Keyword::From)));
+            return Err(
+                error("FROM requires either one or three arguments", second.span)
+                    .with_label("expected AS")
+                    .with_hint(usage(Keyword::From)),
+            );
         }
         _ => {
-            return Err(error("FROM requires either one or three arguments", span).with_hint(usage(Keyword::From)));
+            return Err(error("FROM requires either one or three arguments", span)
+                .with_hint(usage(Keyword::From)));
         }
     };
-    Ok(From { image, platform: flags.text("platform"), name, span })
+    Ok(From {
+        image,
+        platform: flags.text("platform"),
+        name,
+        span,
+    })
 }
 
 fn convert_run(instruction: &ast::Instruction, flags: &Flags) -> Result<Run, Diagnostic> {
     let mut mounts = Vec::new();
     for spec in flags.texts("mount") {
-        let mount = mounts::parse_mount(&spec.value, None).map_err(|err| mount_diagnostic(&err, spec.span))?;
+        let mount = mounts::parse_mount(&spec.value, None)
+            .map_err(|err| mount_diagnostic(&err, spec.span))?;
         mounts.push(RunMount { spec, mount });
     }
     let network = match flags.text("network") {
@@ -941,8 +1188,10 @@ fn convert_run(instruction: &ast::Instruction, flags: &Flags) -> Result<Run, Dia
             "none" => NetworkMode::None,
             "host" => NetworkMode::Host,
             other => {
-                return Err(error(format!("network mode {other:?} not supported"), text.span)
-                    .with_hint("valid values are default, none, host"));
+                return Err(
+                    error(format!("network mode {other:?} not supported"), text.span)
+                        .with_hint("valid values are default, none, host"),
+                );
             }
         }),
     };
@@ -973,7 +1222,8 @@ fn convert_run(instruction: &ast::Instruction, flags: &Flags) -> Result<Run, Dia
 }
 
 fn parse_device(text: &Text) -> Result<Device, Diagnostic> {
-    let fields = mounts::split_csv(&text.value).map_err(|err| error(format!("invalid --device: {err}"), text.span))?;
+    let fields = mounts::split_csv(&text.value)
+        .map_err(|err| error(format!("invalid --device: {err}"), text.span))?;
     let mut name = String::new();
     let mut required = false;
     for (index, field) in fields.iter().enumerate() {
@@ -986,21 +1236,32 @@ fn parse_device(text: &Text) -> Result<Device, Diagnostic> {
                     "1" | "t" | "true" => true,
                     "0" | "f" | "false" => false,
                     _ => {
-                        return Err(error(format!("invalid value for required: {value}"), text.span)
-                            .with_hint("write required, required=true or required=false"));
+                        return Err(error(
+                            format!("invalid value for required: {value}"),
+                            text.span,
+                        )
+                        .with_hint("write required, required=true or required=false"));
                     }
                 }
             }
             _ => {
-                return Err(error(format!("unexpected key '{field}' in --device"), text.span)
-                    .with_hint("write --device=NAME[,required]"));
+                return Err(
+                    error(format!("unexpected key '{field}' in --device"), text.span)
+                        .with_hint("write --device=NAME[,required]"),
+                );
             }
         }
     }
     if name.is_empty() {
-        return Err(error("device name is required", text.span).with_hint("write --device=NAME[,required]"));
+        return Err(
+            error("device name is required", text.span).with_hint("write --device=NAME[,required]")
+        );
     }
-    Ok(Device { name, required, span: text.span })
+    Ok(Device {
+        name,
+        required,
+        span: text.span,
+    })
 }
 
 /// Parses a heredoc marker word (`<<EOF`, `<<-"EOF"`, `3<<EOF`) into the
@@ -1013,10 +1274,17 @@ fn heredoc_marker_name(word: &str) -> Option<String> {
     (!name.is_empty() && !name.contains('<')).then_some(name)
 }
 
-fn convert_copy(instruction: &ast::Instruction, keyword: Keyword, flags: &Flags) -> Result<Command, Diagnostic> {
+fn convert_copy(
+    instruction: &ast::Instruction,
+    keyword: Keyword,
+    flags: &Flags,
+) -> Result<Command, Diagnostic> {
     let span = instruction.span;
     let words = words(&instruction.args);
-    let Some((dest, sources)) = words.split_last().filter(|(_, sources)| !sources.is_empty()) else {
+    let Some((dest, sources)) = words
+        .split_last()
+        .filter(|(_, sources)| !sources.is_empty())
+    else {
         return Err(error(
             format!(
                 "{keyword} requires at least two arguments, but only one was provided. Destination could not be determined"
@@ -1027,8 +1295,11 @@ fn convert_copy(instruction: &ast::Instruction, keyword: Keyword, flags: &Flags)
     };
     let allows_heredoc_sources = !instruction.heredocs.is_empty();
     if allows_heredoc_sources && heredoc_marker_name(&dest.value).is_some() {
-        return Err(error(format!("{keyword} cannot accept a heredoc as a destination"), dest.span)
-            .with_hint("the last argument must be a path"));
+        return Err(error(
+            format!("{keyword} cannot accept a heredoc as a destination"),
+            dest.span,
+        )
+        .with_hint("the last argument must be a path"));
     }
     let mut typed_sources = Vec::with_capacity(sources.len());
     for source in sources {
@@ -1064,8 +1335,11 @@ fn convert_copy(instruction: &ast::Instruction, keyword: Keyword, flags: &Flags)
     let from = flags.text("from");
     if let Some(from) = &from {
         if from.value.is_empty() {
-            return Err(error("COPY --from requires a stage name, index or image", flags.flag_span("from").unwrap_or(span))
-                .with_hint("write --from=STAGE"));
+            return Err(error(
+                "COPY --from requires a stage name, index or image",
+                flags.flag_span("from").unwrap_or(span),
+            )
+            .with_hint("write --from=STAGE"));
         }
     }
     Ok(Command::Copy(Copy {
@@ -1081,7 +1355,10 @@ fn convert_copy(instruction: &ast::Instruction, keyword: Keyword, flags: &Flags)
     }))
 }
 
-fn convert_healthcheck(instruction: &ast::Instruction, flags: &Flags) -> Result<Healthcheck, Diagnostic> {
+fn convert_healthcheck(
+    instruction: &ast::Instruction,
+    flags: &Flags,
+) -> Result<Healthcheck, Diagnostic> {
     let span = instruction.span;
     let Arguments::Healthcheck { kind, command } = &instruction.args else {
         return Err(at_least_one(Keyword::Healthcheck, span));
@@ -1089,31 +1366,41 @@ fn convert_healthcheck(instruction: &ast::Instruction, flags: &Flags) -> Result<
     let kind_upper = kind.value.to_ascii_uppercase();
     if kind_upper == "NONE" {
         if !matches!(**command, Arguments::None) {
-            return Err(error("HEALTHCHECK NONE takes no arguments", span).with_hint("write just HEALTHCHECK NONE"));
+            return Err(error("HEALTHCHECK NONE takes no arguments", span)
+                .with_hint("write just HEALTHCHECK NONE"));
         }
         return Ok(Healthcheck::None { span });
     }
     if kind_upper != "CMD" {
-        return Err(error(format!("Unknown type {kind_upper:?} in HEALTHCHECK (try CMD)"), kind.span)
-            .with_hint(usage(Keyword::Healthcheck)));
+        return Err(error(
+            format!("Unknown type {kind_upper:?} in HEALTHCHECK (try CMD)"),
+            kind.span,
+        )
+        .with_hint(usage(Keyword::Healthcheck)));
     }
     let command_line = match &**command {
         Arguments::Exec(items) if !items.is_empty() => CommandLine::Exec(items.clone()),
         Arguments::Shell(text) if !text.value.is_empty() => CommandLine::Shell(text.clone()),
         Arguments::Words(words) if !words.is_empty() => command_line(command, span),
         _ => {
-            return Err(error("Missing command after HEALTHCHECK CMD", span).with_hint(usage(Keyword::Healthcheck)));
+            return Err(error("Missing command after HEALTHCHECK CMD", span)
+                .with_hint(usage(Keyword::Healthcheck)));
         }
     };
     let duration = |name: &str| -> Result<Option<Duration>, Diagnostic> {
-        let Some(text) = flags.text(name) else { return Ok(None) };
+        let Some(text) = flags.text(name) else {
+            return Ok(None);
+        };
         if text.value.is_empty() {
             return Ok(None);
         }
         match parse_go_duration(&text.value) {
             Ok(nanos) if nanos == 0 => Ok(None),
-            Ok(nanos) if nanos < 1_000_000 => Err(error(format!("Interval {name:?} cannot be less than 1ms"), text.span)
-                .with_hint("use a duration of at least 1ms, e.g. 30s")),
+            Ok(nanos) if nanos < 1_000_000 => Err(error(
+                format!("Interval {name:?} cannot be less than 1ms"),
+                text.span,
+            )
+            .with_hint("use a duration of at least 1ms, e.g. 30s")),
             Ok(nanos) => Ok(Some(Duration::from_nanos(nanos.unsigned_abs()))),
             Err(message) => Err(error(format!("--{name}: {message}"), text.span)
                 .with_hint("durations look like 30s, 1m30s, 500ms or 2h")),
@@ -1124,15 +1411,24 @@ fn convert_healthcheck(instruction: &ast::Instruction, flags: &Flags) -> Result<
         Some(text) if text.value.is_empty() => None,
         Some(text) => match text.value.parse::<i64>() {
             Ok(n) if n < 0 => {
-                return Err(error(format!("--retries cannot be negative ({n})"), text.span).with_hint("use 0 or more"));
+                return Err(
+                    error(format!("--retries cannot be negative ({n})"), text.span)
+                        .with_hint("use 0 or more"),
+                );
             }
             Ok(n) if n > i64::from(i32::MAX) => {
-                return Err(error(format!("--retries: value out of range: {n}"), text.span).with_hint("use a smaller number"));
+                return Err(
+                    error(format!("--retries: value out of range: {n}"), text.span)
+                        .with_hint("use a smaller number"),
+                );
             }
             Ok(n) => Some(n as u32),
             Err(_) => {
-                return Err(error(format!("--retries: invalid number {:?}", text.value), text.span)
-                    .with_hint("write a whole number, e.g. --retries=3"));
+                return Err(error(
+                    format!("--retries: invalid number {:?}", text.value),
+                    text.span,
+                )
+                .with_hint("write a whole number, e.g. --retries=3"));
             }
         },
     };
@@ -1164,13 +1460,17 @@ pub fn parse_go_duration(input: &str) -> Result<i64, String> {
     }
     let mut total: f64 = 0.0;
     while !rest.is_empty() {
-        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let number = rest.get(..number_len).unwrap_or("");
         if number.is_empty() || number == "." || number.matches('.').count() > 1 {
             return Err(invalid());
         }
         rest = rest.get(number_len..).unwrap_or("");
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let unit = rest.get(..unit_len).unwrap_or("");
         rest = rest.get(unit_len..).unwrap_or("");
         let scale: f64 = match unit {
@@ -1181,7 +1481,11 @@ pub fn parse_go_duration(input: &str) -> Result<i64, String> {
             "m" => 60e9,
             "h" => 3600e9,
             "" => return Err(format!("time: missing unit in duration {input:?}")),
-            other => return Err(format!("time: unknown unit {other:?} in duration {input:?}")),
+            other => {
+                return Err(format!(
+                    "time: unknown unit {other:?} in duration {input:?}"
+                ));
+            }
         };
         let value: f64 = number.parse().map_err(|_| invalid())?;
         total += value * scale;
@@ -1205,8 +1509,14 @@ mod tests {
         assert_eq!(parse_go_duration("500ms"), Ok(500_000_000));
         assert_eq!(parse_go_duration("0"), Ok(0));
         assert_eq!(parse_go_duration("-1s"), Ok(-1_000_000_000));
-        assert_eq!(parse_go_duration("10"), Err("time: missing unit in duration \"10\"".into()));
-        assert_eq!(parse_go_duration("3d"), Err("time: unknown unit \"d\" in duration \"3d\"".into()));
+        assert_eq!(
+            parse_go_duration("10"),
+            Err("time: missing unit in duration \"10\"".into())
+        );
+        assert_eq!(
+            parse_go_duration("3d"),
+            Err("time: unknown unit \"d\" in duration \"3d\"".into())
+        );
         assert!(parse_go_duration("").is_err());
         assert!(parse_go_duration("s").is_err());
     }

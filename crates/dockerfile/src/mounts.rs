@@ -72,7 +72,11 @@ pub enum CacheSharing {
 }
 
 impl CacheSharing {
-    pub const ALL: [CacheSharing; 3] = [CacheSharing::Shared, CacheSharing::Private, CacheSharing::Locked];
+    pub const ALL: [CacheSharing; 3] = [
+        CacheSharing::Shared,
+        CacheSharing::Private,
+        CacheSharing::Locked,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -179,22 +183,35 @@ impl MountError {
     /// A suggestion for the user, when an obvious fix exists.
     pub fn hint(&self) -> Option<String> {
         match self {
-            MountError::UnsupportedType(value) => Some(match crate::diagnostics::closest_match(
-                value,
-                MountType::ALL.iter().map(|t| t.as_str()),
-            ) {
-                Some(close) => format!("did you mean type={close}? valid types are bind, cache, tmpfs, secret, ssh"),
-                None => "valid types are bind, cache, tmpfs, secret, ssh".into(),
-            }),
-            MountError::UnsupportedSharing(_) => Some("valid values are shared, private, locked".into()),
-            MountError::UnknownKey { key, .. } => Some(match crate::diagnostics::closest_match(key, MOUNT_KEYS) {
-                Some(close) => format!("did you mean {close}? valid keys are {}", MOUNT_KEYS.join(", ")),
-                None => format!("valid keys are {}", MOUNT_KEYS.join(", ")),
-            }),
+            MountError::UnsupportedType(value) => Some(
+                match crate::diagnostics::closest_match(
+                    value,
+                    MountType::ALL.iter().map(|t| t.as_str()),
+                ) {
+                    Some(close) => format!(
+                        "did you mean type={close}? valid types are bind, cache, tmpfs, secret, ssh"
+                    ),
+                    None => "valid types are bind, cache, tmpfs, secret, ssh".into(),
+                },
+            ),
+            MountError::UnsupportedSharing(_) => {
+                Some("valid values are shared, private, locked".into())
+            }
+            MountError::UnknownKey { key, .. } => {
+                Some(match crate::diagnostics::closest_match(key, MOUNT_KEYS) {
+                    Some(close) => format!(
+                        "did you mean {close}? valid keys are {}",
+                        MOUNT_KEYS.join(", ")
+                    ),
+                    None => format!("valid keys are {}", MOUNT_KEYS.join(", ")),
+                })
+            }
             MountError::FromWithVariable => {
                 Some("declare `FROM ${VAR} AS alias` and use from=alias".into())
             }
-            MountError::NotKeyValue(_) => Some("write key=value; only ro, rw and required stand alone".into()),
+            MountError::NotKeyValue(_) => {
+                Some("write key=value; only ro, rw and required stand alone".into())
+            }
             MountError::Expand(err) => err.hint(),
             _ => None,
         }
@@ -213,7 +230,11 @@ pub fn split_csv(line: &str) -> Result<Vec<String>, MountError> {
             chars.next();
             loop {
                 match chars.next() {
-                    None => return Err(MountError::Csv("extraneous or missing \" in quoted-field".into())),
+                    None => {
+                        return Err(MountError::Csv(
+                            "extraneous or missing \" in quoted-field".into(),
+                        ));
+                    }
                     Some('"') => match chars.peek() {
                         Some('"') => {
                             chars.next();
@@ -221,7 +242,9 @@ pub fn split_csv(line: &str) -> Result<Vec<String>, MountError> {
                         }
                         Some(',') | None => break,
                         Some(_) => {
-                            return Err(MountError::Csv("extraneous or missing \" in quoted-field".into()));
+                            return Err(MountError::Csv(
+                                "extraneous or missing \" in quoted-field".into(),
+                            ));
                         }
                     },
                     Some(ch) => field.push(ch),
@@ -271,7 +294,11 @@ pub fn parse_ram_size(value: &str) -> Option<u64> {
         .find(|(_, c)| !(c.is_ascii_digit() || *c == '.'))
         .map_or(value.len(), |(i, _)| i);
     let (number, unit) = value.split_at(number_len);
-    if number.is_empty() || number.starts_with('.') || number.ends_with('.') || number.contains("..") {
+    if number.is_empty()
+        || number.starts_with('.')
+        || number.ends_with('.')
+        || number.contains("..")
+    {
         return None;
     }
     let unit = unit.strip_prefix(' ').unwrap_or(unit).to_ascii_lowercase();
@@ -341,7 +368,10 @@ pub fn parse_mount(
                     if !kind_known || matches!(mount.kind, MountType::Secret | MountType::Ssh) {
                         mount.required = true;
                     } else {
-                        return Err(MountError::KeyNotForType { key, kind: mount.kind });
+                        return Err(MountError::KeyNotForType {
+                            key,
+                            kind: mount.kind,
+                        });
                     }
                 }
                 _ => return Err(MountError::NotKeyValue(field.clone())),
@@ -377,13 +407,19 @@ pub fn parse_mount(
             }
         };
         let bool_value = |key: &str, value: &str| {
-            parse_go_bool(value).ok_or_else(|| MountError::InvalidValue { key: key.to_string(), value: value.to_string() })
+            parse_go_bool(value).ok_or_else(|| MountError::InvalidValue {
+                key: key.to_string(),
+                value: value.to_string(),
+            })
         };
         let number = |key: &str, value: &str, radix: u32| {
             u32::from_str_radix(value, radix)
                 .ok()
                 .filter(|_| !value.starts_with('+'))
-                .ok_or_else(|| MountError::InvalidNumber { key: key.to_string(), value: value.to_string() })
+                .ok_or_else(|| MountError::InvalidNumber {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                })
         };
         match key.as_str() {
             "type" => {
@@ -404,15 +440,24 @@ pub fn parse_mount(
             }
             "required" => {
                 if kind_known && !matches!(mount.kind, MountType::Secret | MountType::Ssh) {
-                    return Err(MountError::KeyNotForType { key, kind: mount.kind });
+                    return Err(MountError::KeyNotForType {
+                        key,
+                        kind: mount.kind,
+                    });
                 }
                 mount.required = bool_value(&key, &value)?;
             }
             "size" => {
                 if kind_known && mount.kind != MountType::Tmpfs {
-                    return Err(MountError::KeyNotForType { key, kind: mount.kind });
+                    return Err(MountError::KeyNotForType {
+                        key,
+                        kind: mount.kind,
+                    });
                 }
-                mount.size = Some(parse_ram_size(&value).ok_or_else(|| MountError::InvalidValue { key, value })?);
+                mount.size = Some(
+                    parse_ram_size(&value)
+                        .ok_or_else(|| MountError::InvalidValue { key, value })?,
+                );
             }
             "id" => mount.id = Some(value),
             "sharing" => {
@@ -428,13 +473,21 @@ pub fn parse_mount(
             "uid" => mount.uid = Some(number("uid", &value, 10)?),
             "gid" => mount.gid = Some(number("gid", &value, 10)?),
             "env" => mount.env = Some(value),
-            _ => return Err(MountError::UnknownKey { key, field: field.clone() }),
+            _ => {
+                return Err(MountError::UnknownKey {
+                    key,
+                    field: field.clone(),
+                });
+            }
         }
     }
     if !kind_known {
         return Ok(mount);
     }
-    let file_info_allowed = matches!(mount.kind, MountType::Secret | MountType::Ssh | MountType::Cache);
+    let file_info_allowed = matches!(
+        mount.kind,
+        MountType::Secret | MountType::Ssh | MountType::Cache
+    );
     if !file_info_allowed {
         let kind = mount.kind.as_str().to_string();
         if mount.mode.is_some() {
@@ -457,7 +510,11 @@ pub fn parse_mount(
         if mount.sharing.is_some() {
             return Err(MountError::SecretWithSharing);
         }
-        if mount.source.is_none() && mount.target.is_none() && mount.id.is_none() && mount.env.is_none() {
+        if mount.source.is_none()
+            && mount.target.is_none()
+            && mount.id.is_none()
+            && mount.env.is_none()
+        {
             return Err(MountError::SecretWithoutSourceOrTarget);
         }
         if mount.source.is_some() && mount.id.is_some() {
@@ -481,7 +538,10 @@ mod tests {
 
     #[test]
     fn cache_mount_with_all_keys() {
-        let m = parse("type=cache,target=/root/.cache,id=go,sharing=locked,mode=0755,uid=1000,gid=1000").unwrap();
+        let m = parse(
+            "type=cache,target=/root/.cache,id=go,sharing=locked,mode=0755,uid=1000,gid=1000",
+        )
+        .unwrap();
         assert_eq!(m.kind, MountType::Cache);
         assert_eq!(m.target.as_deref(), Some("/root/.cache"));
         assert_eq!(m.id.as_deref(), Some("go"));
@@ -500,7 +560,11 @@ mod tests {
         assert_eq!(m.target.as_deref(), Some("/in"));
         assert!(m.read_only, "bind mounts are read-only by default");
         assert!(!parse("type=bind,target=/x,rw").unwrap().read_only);
-        assert!(!parse("type=bind,destination=/x,readwrite=true").unwrap().read_only);
+        assert!(
+            !parse("type=bind,destination=/x,readwrite=true")
+                .unwrap()
+                .read_only
+        );
         assert!(parse("type=cache,target=/x,ro").unwrap().read_only);
         assert!(parse("TYPE=CACHE,Target=/x,readonly=1").unwrap().read_only);
     }
@@ -513,38 +577,85 @@ mod tests {
         let m = parse("type=secret,id=token,env=TOKEN").unwrap();
         assert_eq!(m.env.as_deref(), Some("TOKEN"));
         assert!(parse("type=ssh,required=true").unwrap().required);
-        assert_eq!(parse("type=tmpfs,target=/t,size=64m").unwrap().size, Some(64 << 20));
+        assert_eq!(
+            parse("type=tmpfs,target=/t,size=64m").unwrap().size,
+            Some(64 << 20)
+        );
     }
 
     #[test]
     fn errors_match_buildkit() {
         let cases = [
             ("type=volume,target=/x", "unsupported mount type \"volume\""),
-            ("type=cache,target=/x,sharing=sometimes", "unsupported sharing value \"sometimes\""),
-            ("type=cache,targte=/x", "unexpected key 'targte' in 'targte=/x'"),
-            ("type=bind,target=/x,required", "unexpected key 'required' for mount type 'bind'"),
-            ("type=cache,size=1g", "unexpected key 'size' for mount type 'cache'"),
+            (
+                "type=cache,target=/x,sharing=sometimes",
+                "unsupported sharing value \"sometimes\"",
+            ),
+            (
+                "type=cache,targte=/x",
+                "unexpected key 'targte' in 'targte=/x'",
+            ),
+            (
+                "type=bind,target=/x,required",
+                "unexpected key 'required' for mount type 'bind'",
+            ),
+            (
+                "type=cache,size=1g",
+                "unexpected key 'size' for mount type 'cache'",
+            ),
             ("type=cache,mode=999", "invalid value 999 for mode"),
             ("type=cache,uid=-1", "invalid value -1 for uid"),
             ("type=bind,ro=maybe", "invalid value for ro: maybe"),
-            ("type=bind,target=/x,mode=0644", "mode not allowed for \"bind\" type mounts"),
-            ("type=secret,from=x,id=a", "secret mount should not have a from"),
-            ("type=secret", "invalid secret mount. one of source, target required"),
-            ("type=secret,source=a,id=b", "both source and id can't be set"),
-            ("type=bind,target=/x,sharing=shared", "invalid cache sharing set for bind mount"),
-            ("from=$STAGE,target=/x", "'from' doesn't support variable expansion, define alias stage instead"),
+            (
+                "type=bind,target=/x,mode=0644",
+                "mode not allowed for \"bind\" type mounts",
+            ),
+            (
+                "type=secret,from=x,id=a",
+                "secret mount should not have a from",
+            ),
+            (
+                "type=secret",
+                "invalid secret mount. one of source, target required",
+            ),
+            (
+                "type=secret,source=a,id=b",
+                "both source and id can't be set",
+            ),
+            (
+                "type=bind,target=/x,sharing=shared",
+                "invalid cache sharing set for bind mount",
+            ),
+            (
+                "from=$STAGE,target=/x",
+                "'from' doesn't support variable expansion, define alias stage instead",
+            ),
             ("target", "invalid field 'target' must be a key=value pair"),
-            ("target=\"/x", "failed to parse csv mounts: bare \" in non-quoted-field"),
-            ("\"target=/x", "failed to parse csv mounts: extraneous or missing \" in quoted-field"),
+            (
+                "target=\"/x",
+                "failed to parse csv mounts: bare \" in non-quoted-field",
+            ),
+            (
+                "\"target=/x",
+                "failed to parse csv mounts: extraneous or missing \" in quoted-field",
+            ),
         ];
         for (spec, message) in cases {
             let err = parse(spec).expect_err(spec);
             assert_eq!(err.to_string(), message, "{spec}");
         }
         let err = parse("type=cach,target=/x").unwrap_err();
-        assert!(err.hint().unwrap().contains("did you mean type=cache"), "{:?}", err.hint());
+        assert!(
+            err.hint().unwrap().contains("did you mean type=cache"),
+            "{:?}",
+            err.hint()
+        );
         let err = parse("type=cache,taget=/x").unwrap_err();
-        assert!(err.hint().unwrap().starts_with("did you mean target?"), "{:?}", err.hint());
+        assert!(
+            err.hint().unwrap().starts_with("did you mean target?"),
+            "{:?}",
+            err.hint()
+        );
     }
 
     #[test]
@@ -565,7 +676,10 @@ mod tests {
 
     #[test]
     fn csv_quoting() {
-        assert_eq!(split_csv(r#"a,"b,c","d""e",f"#).unwrap(), ["a", "b,c", "d\"e", "f"]);
+        assert_eq!(
+            split_csv(r#"a,"b,c","d""e",f"#).unwrap(),
+            ["a", "b,c", "d\"e", "f"]
+        );
         assert_eq!(split_csv("").unwrap(), [""]);
         assert!(split_csv(r#"a"b"#).is_err());
     }

@@ -51,12 +51,15 @@ impl Stage {
 
     /// The name, or `stage-N` like BuildKit's progress output.
     pub fn display_name(&self) -> String {
-        self.name().map_or_else(|| format!("stage-{}", self.index), str::to_string)
+        self.name()
+            .map_or_else(|| format!("stage-{}", self.index), str::to_string)
     }
 
     /// From the FROM line to the end of the last instruction.
     pub fn span(&self) -> Span {
-        self.commands.last().map_or(self.from.span, |last| self.from.span.to(last.span()))
+        self.commands
+            .last()
+            .map_or(self.from.span, |last| self.from.span.to(last.span()))
     }
 }
 
@@ -145,7 +148,9 @@ impl StageNode {
     }
 
     pub fn display_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| format!("stage-{}", self.index))
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{}", self.index))
     }
 }
 
@@ -163,16 +168,29 @@ impl Graph {
     pub fn target(&self, target: Option<&str>) -> Result<usize, Diagnostic> {
         match target {
             None => self.stages.len().checked_sub(1).ok_or_else(|| {
-                Diagnostic::new(crate::diagnostics::Severity::Error, "the Dockerfile has no stages", None)
+                Diagnostic::new(
+                    crate::diagnostics::Severity::Error,
+                    "the Dockerfile has no stages",
+                    None,
+                )
             }),
             Some(name) => {
                 let lower = name.to_lowercase();
-                if let Some(node) = self.stages.iter().find(|s| s.name.as_deref() == Some(lower.as_str())) {
+                if let Some(node) = self
+                    .stages
+                    .iter()
+                    .find(|s| s.name.as_deref() == Some(lower.as_str()))
+                {
                     return Ok(node.index);
                 }
-                let names: Vec<&str> = self.stages.iter().filter_map(|s| s.name.as_deref()).collect();
+                let names: Vec<&str> = self
+                    .stages
+                    .iter()
+                    .filter_map(|s| s.name.as_deref())
+                    .collect();
                 let mut hint = if names.is_empty() {
-                    "the Dockerfile has no named stages; name one with FROM IMAGE AS NAME".to_string()
+                    "the Dockerfile has no named stages; name one with FROM IMAGE AS NAME"
+                        .to_string()
                 } else {
                     format!("stages are: {}", names.join(", "))
                 };
@@ -252,38 +270,62 @@ impl Stages {
                 }
             };
             match command {
-                Command::From(from) => stages.push(Stage { index: stages.len(), from, commands: Vec::new() }),
+                Command::From(from) => stages.push(Stage {
+                    index: stages.len(),
+                    from,
+                    commands: Vec::new(),
+                }),
                 Command::Arg { args, .. } if stages.is_empty() => meta_args.extend(args),
                 other => match stages.last_mut() {
                     Some(stage) => stage.commands.push(other),
                     None => errors.push(
-                        Diagnostic::error("no build stage in current context", instruction.name_span)
-                            .with_label(format!("{} before the first FROM", other.keyword()))
-                            .with_hint("a Dockerfile starts with FROM; only ARG may come before it"),
+                        Diagnostic::error(
+                            "no build stage in current context",
+                            instruction.name_span,
+                        )
+                        .with_label(format!("{} before the first FROM", other.keyword()))
+                        .with_hint("a Dockerfile starts with FROM; only ARG may come before it"),
                     ),
                 },
             }
         }
         if stages.is_empty() && errors.is_empty() {
             let diagnostic = match dockerfile.instructions.first() {
-                Some(first) => Diagnostic::error("dockerfile contains no stages to build", first.span)
-                    .with_hint("add a FROM instruction, e.g. FROM busybox"),
-                None => Diagnostic::new(crate::diagnostics::Severity::Error, "the Dockerfile has no instructions", None)
-                    .with_hint("add a FROM instruction, e.g. FROM busybox"),
+                Some(first) => {
+                    Diagnostic::error("dockerfile contains no stages to build", first.span)
+                        .with_hint("add a FROM instruction, e.g. FROM busybox")
+                }
+                None => Diagnostic::new(
+                    crate::diagnostics::Severity::Error,
+                    "the Dockerfile has no instructions",
+                    None,
+                )
+                .with_hint("add a FROM instruction, e.g. FROM busybox"),
             };
             errors.push(diagnostic);
         }
         check_stage_names(&stages, &mut errors);
-        let mut result = Stages { escape: dockerfile.escape, meta_args, stages, warnings: Vec::new() };
+        let mut result = Stages {
+            escape: dockerfile.escape,
+            meta_args,
+            stages,
+            warnings: Vec::new(),
+        };
         result.check_from_references(&mut errors);
         result.warnings = result.meta_arg_scope_warnings();
-        if errors.is_empty() { Ok(result) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(result)
+        } else {
+            Err(errors)
+        }
     }
 
     /// The index of the stage named `name` (case-insensitive).
     pub fn find(&self, name: &str) -> Option<usize> {
         let lower = name.to_lowercase();
-        self.stages.iter().position(|s| s.name() == Some(lower.as_str()))
+        self.stages
+            .iter()
+            .position(|s| s.name() == Some(lower.as_str()))
     }
 
     /// The lexer for this Dockerfile's escape character.
@@ -295,7 +337,10 @@ impl Stages {
     /// ARGs, then each meta ARG's `--build-arg` value or its default
     /// (expanded with the meta ARGs before it). `build_args` values for names
     /// that no meta ARG declares are not visible, as in BuildKit.
-    pub fn meta_env(&self, build_args: &[(String, String)]) -> Result<Vec<(String, String)>, Diagnostic> {
+    pub fn meta_env(
+        &self,
+        build_args: &[(String, String)],
+    ) -> Result<Vec<(String, String)>, Diagnostic> {
         let lexer = self.lexer();
         let mut env: Vec<(String, String)> = default_platform_args();
         for (key, value) in build_args {
@@ -307,7 +352,11 @@ impl Stages {
             let name = lexer
                 .process_word(&arg.name.value, &env)
                 .map_err(|err| instructions::expand_diagnostic(&err, arg.name.span))?;
-            let provided = build_args.iter().rev().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
+            let provided = build_args
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone());
             let value = match (provided, &arg.default) {
                 (Some(value), _) => Some(value),
                 (None, Some(default)) => Some(
@@ -344,9 +393,12 @@ impl Stages {
             };
             if image.is_empty() && errors.is_empty() {
                 errors.push(
-                    Diagnostic::error(format!("base name ({}) should not be blank", from.image.value), from.image.span)
-                        .with_label("expands to nothing")
-                        .with_hint("give the ARG a default before the first FROM, or pass --build-arg"),
+                    Diagnostic::error(
+                        format!("base name ({}) should not be blank", from.image.value),
+                        from.image.span,
+                    )
+                    .with_label("expands to nothing")
+                    .with_hint("give the ARG a default before the first FROM, or pass --build-arg"),
                 );
             }
             let platform = match &from.platform {
@@ -362,14 +414,21 @@ impl Stages {
             let lower = image.to_lowercase();
             let base = if image == "scratch" {
                 Base::Scratch
-            } else if let Some(earlier) = nodes.iter().position(|n| n.name.as_deref() == Some(lower.as_str())) {
+            } else if let Some(earlier) = nodes
+                .iter()
+                .position(|n| n.name.as_deref() == Some(lower.as_str()))
+            {
                 Base::Stage(earlier)
             } else {
                 Base::Image(image)
             };
             let mut dependencies = Vec::new();
             if let Base::Stage(index) = base {
-                dependencies.push(Dependency { kind: DependencyKind::From, reference: Reference::Stage(index), span: from.span });
+                dependencies.push(Dependency {
+                    kind: DependencyKind::From,
+                    reference: Reference::Stage(index),
+                    span: from.span,
+                });
             }
             for command in &stage.commands {
                 match command {
@@ -382,36 +441,55 @@ impl Stages {
                                     span: copy.span,
                                 }),
                                 Err(message) => errors.push(
-                                    Diagnostic::error(message, source.span)
-                                        .with_hint(format!("stages are numbered 0 to {}", self.stages.len().saturating_sub(1))),
+                                    Diagnostic::error(message, source.span).with_hint(format!(
+                                        "stages are numbered 0 to {}",
+                                        self.stages.len().saturating_sub(1)
+                                    )),
                                 ),
                             }
                         }
                     }
                     Command::Run(run) => {
                         for mount in &run.mounts {
-                            let Some(source) = &mount.mount.from else { continue };
+                            let Some(source) = &mount.mount.from else {
+                                continue;
+                            };
                             match self.resolve_reference(source, true) {
                                 Ok(reference) => dependencies.push(Dependency {
                                     kind: DependencyKind::MountFrom,
                                     reference,
                                     span: mount.spec.span,
                                 }),
-                                Err(message) => errors.push(Diagnostic::error(message, mount.spec.span)),
+                                Err(message) => {
+                                    errors.push(Diagnostic::error(message, mount.spec.span))
+                                }
                             }
                         }
                     }
                     _ => {}
                 }
             }
-            nodes.push(StageNode { index: stage.index, name: stage.name().map(str::to_string), base, platform, dependencies });
+            nodes.push(StageNode {
+                index: stage.index,
+                name: stage.name().map(str::to_string),
+                base,
+                platform,
+                dependencies,
+            });
         }
         if errors.is_empty() {
             if let Some(diagnostic) = find_cycle(&nodes) {
                 errors.push(diagnostic);
             }
         }
-        if errors.is_empty() { Ok(Graph { stages: nodes, meta_env }) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(Graph {
+                stages: nodes,
+                meta_env,
+            })
+        } else {
+            Err(errors)
+        }
     }
 
     /// A `--from` value: a stage name, a stage index (when `allow_index`), the
@@ -438,11 +516,18 @@ impl Stages {
             for command in &stage.commands {
                 if let Command::Copy(copy) = command {
                     if let Some(from) = &copy.from {
-                        if from.value.contains('$') {
+                        if from
+                            .value
+                            .find('$')
+                            .is_some_and(|i| i + 1 != from.value.len())
+                        {
                             errors.push(
-                                Diagnostic::error("COPY --from doesn't support variable expansion", from.span)
-                                    .with_label("not expanded")
-                                    .with_hint("declare `FROM ${VAR} AS alias` and use --from=alias"),
+                                Diagnostic::error(
+                                    "COPY --from doesn't support variable expansion",
+                                    from.span,
+                                )
+                                .with_label("not expanded")
+                                .with_hint("declare `FROM ${VAR} AS alias` and use --from=alias"),
                             );
                         }
                     }
@@ -454,7 +539,11 @@ impl Stages {
     /// Warnings for meta ARGs used in a stage without re-declaration.
     fn meta_arg_scope_warnings(&self) -> Vec<Diagnostic> {
         let lexer = self.lexer();
-        let meta_names: HashSet<&str> = self.meta_args.iter().map(|a| a.name.value.as_str()).collect();
+        let meta_names: HashSet<&str> = self
+            .meta_args
+            .iter()
+            .map(|a| a.name.value.as_str())
+            .collect();
         let mut warnings = Vec::new();
         if meta_names.is_empty() {
             return warnings;
@@ -464,7 +553,12 @@ impl Stages {
         for stage in &self.stages {
             let mut declared: HashSet<String> = HashSet::new();
             let base_lower = stage.from.image.value.to_lowercase();
-            if let Some(base) = self.stages.iter().take(stage.index).rposition(|s| s.name() == Some(base_lower.as_str())) {
+            if let Some(base) = self
+                .stages
+                .iter()
+                .take(stage.index)
+                .rposition(|s| s.name() == Some(base_lower.as_str()))
+            {
                 if let Some(inherited) = stage_env.get(base) {
                     declared.extend(inherited.iter().cloned());
                 }
@@ -472,7 +566,9 @@ impl Stages {
             let mut env_names: HashSet<String> = declared.clone();
             for command in &stage.commands {
                 for word in command.expandable_words() {
-                    let Ok(expansion) = lexer.expand_with(&word.value, &EmptyEnv, false) else { continue };
+                    let Ok(expansion) = lexer.expand_with(&word.value, &EmptyEnv, false) else {
+                        continue;
+                    };
                     for name in expansion.unmatched {
                         if meta_names.contains(name.as_str()) && !declared.contains(&name) {
                             warnings.push(
@@ -487,7 +583,9 @@ impl Stages {
                     }
                 }
                 match command {
-                    Command::Arg { args, .. } => declared.extend(args.iter().map(|a| a.name.value.clone())),
+                    Command::Arg { args, .. } => {
+                        declared.extend(args.iter().map(|a| a.name.value.clone()))
+                    }
                     Command::Env { pairs, .. } => {
                         for pair in pairs {
                             declared.insert(pair.key.value.clone());
@@ -506,12 +604,20 @@ impl Stages {
 fn check_stage_names(stages: &[Stage], errors: &mut Vec<Diagnostic>) {
     let mut seen: HashMap<&str, &Text> = HashMap::new();
     for stage in stages {
-        let Some(name) = &stage.from.name else { continue };
+        let Some(name) = &stage.from.name else {
+            continue;
+        };
         if RESERVED_STAGE_NAMES.contains(&name.name.as_str()) {
             errors.push(
-                Diagnostic::error(format!("'{}' is reserved and should not be used as a stage name", name.name), name.written.span)
-                    .with_label("reserved name")
-                    .with_hint(format!("rename the stage, e.g. AS {}-stage", name.name)),
+                Diagnostic::error(
+                    format!(
+                        "'{}' is reserved and should not be used as a stage name",
+                        name.name
+                    ),
+                    name.written.span,
+                )
+                .with_label("reserved name")
+                .with_hint(format!("rename the stage, e.g. AS {}-stage", name.name)),
             );
         }
         if let Some(first) = seen.get(name.name.as_str()) {
@@ -557,14 +663,24 @@ fn find_cycle(nodes: &[StageNode]) -> Option<Diagnostic> {
                 continue;
             };
             *cursor += 1;
-            let Reference::Stage(next) = dependency.reference else { continue };
+            let Reference::Stage(next) = dependency.reference else {
+                continue;
+            };
             match marks.get(next) {
                 Some(Mark::Active) => {
-                    let name = nodes.get(next).map_or_else(String::new, StageNode::display_name);
+                    let name = nodes
+                        .get(next)
+                        .map_or_else(String::new, StageNode::display_name);
                     return Some(
-                        Diagnostic::error(format!("circular dependency detected on stage: {name}"), dependency.span)
-                            .with_label(format!("{} refers back to {name}", dependency.kind.as_str()))
-                            .with_hint("a stage cannot use itself or a stage that depends on it"),
+                        Diagnostic::error(
+                            format!("circular dependency detected on stage: {name}"),
+                            dependency.span,
+                        )
+                        .with_label(format!(
+                            "{} refers back to {name}",
+                            dependency.kind.as_str()
+                        ))
+                        .with_hint("a stage cannot use itself or a stage that depends on it"),
                     );
                 }
                 Some(Mark::New) => {
@@ -587,7 +703,10 @@ pub fn describe_base(graph: &Graph, base: &Base) -> String {
         Base::Image(image) => format!("image {image}"),
         Base::Stage(index) => format!(
             "stage {}",
-            graph.stages.get(*index).map_or_else(|| index.to_string(), StageNode::display_name)
+            graph
+                .stages
+                .get(*index)
+                .map_or_else(|| index.to_string(), StageNode::display_name)
         ),
     }
 }
