@@ -16,8 +16,10 @@
 
 use std::fmt;
 
+use serde::Serialize;
+
 /// A place in the source text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize)]
 pub struct Position {
     /// 1-based line number.
     pub line: u32,
@@ -29,7 +31,7 @@ pub struct Position {
 }
 
 /// A half-open range `[start, end)` of the source text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 pub struct Span {
     pub start: Position,
     pub end: Position,
@@ -58,7 +60,7 @@ impl fmt::Display for Span {
 }
 
 /// A piece of text from the source with where it came from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Text {
     /// The text as BuildKit's parser gives it (continuations joined, JSON
     /// strings decoded, quotes otherwise kept).
@@ -67,7 +69,8 @@ pub struct Text {
 }
 
 /// The known Dockerfile instructions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Keyword {
     Add,
     Arg,
@@ -201,7 +204,7 @@ impl fmt::Display for Keyword {
 }
 
 /// A parser directive (`# syntax=...`, `# escape=...`, `# check=...`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Directive {
     /// Lowercase directive name: `syntax`, `escape` or `check`.
     pub name: String,
@@ -214,7 +217,7 @@ pub struct Directive {
 }
 
 /// A raw instruction flag as written: `--name=value` or `--name`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Flag {
     /// The flag with quotes and backslash escapes removed, as BuildKit's parser
     /// gives it (`--mount=type=cache,target=/root/.cache`).
@@ -227,7 +230,8 @@ pub struct Flag {
 }
 
 /// Which spelling an ENV or LABEL pair used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum KeyValueForm {
     /// `ENV key=value ...`
     Equals,
@@ -237,7 +241,7 @@ pub enum KeyValueForm {
 
 /// One ENV or LABEL pair. The value keeps its quotes and escapes: BuildKit
 /// removes them at word-expansion time.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KeyValue {
     pub key: Text,
     pub value: Text,
@@ -246,7 +250,8 @@ pub struct KeyValue {
 }
 
 /// The arguments of an instruction, in the shape BuildKit's parser gives them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "form", content = "value", rename_all = "lowercase")]
 pub enum Arguments {
     /// Nothing after the instruction name (and flags).
     None,
@@ -271,7 +276,7 @@ pub enum Arguments {
 }
 
 /// A heredoc attached to a RUN, COPY or ADD instruction.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Heredoc {
     /// The delimiter word with quotes removed (`EOF`).
     pub name: String,
@@ -311,7 +316,7 @@ impl Heredoc {
 }
 
 /// One Dockerfile instruction (one logical line plus its heredocs).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Instruction {
     /// The instruction name in lowercase (`run`), as BuildKit dumps it, even
     /// when unknown.
@@ -353,7 +358,7 @@ impl Instruction {
 pub use crate::diagnostics::Severity;
 
 /// A parsed Dockerfile.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Dockerfile {
     /// Parser directives found at the top of the file, in order.
     pub directives: Vec<Directive>,

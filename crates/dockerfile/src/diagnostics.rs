@@ -21,10 +21,14 @@ use codespan_reporting::files::SimpleFile;
 use codespan_reporting::term;
 use codespan_reporting::term::termcolor::{Buffer, WriteColor};
 
+/// The terminal colour types [`Diagnostic::emit`] writes to.
+pub use codespan_reporting::term::termcolor;
+
 use crate::ast::Span;
 
 /// How bad a [`Diagnostic`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Severity {
     Note,
     Warning,
@@ -44,7 +48,7 @@ impl fmt::Display for Severity {
 /// A message about a place in a Dockerfile: what is wrong (`message`), where
 /// (`span`, with an optional `label` printed under the caret), and what to do
 /// (`hint`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Diagnostic {
     pub severity: Severity,
     /// One sentence saying what is wrong.
