@@ -8,9 +8,7 @@ use proptest::prelude::*;
 
 /// Bytes biased towards the characters patterns care about.
 fn pattern_bytes() -> impl Strategy<Value = Vec<u8>> {
-    let special = prop::sample::select(
-        b"*?[]^!\\/.-{}|()$+:, \n\ta".to_vec(),
-    );
+    let special = prop::sample::select(b"*?[]^!\\/.-{}|()$+:, \n\ta".to_vec());
     prop::collection::vec(prop_oneof![3 => special, 1 => any::<u8>()], 0..24)
 }
 

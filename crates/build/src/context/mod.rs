@@ -20,7 +20,6 @@ mod stat_cache;
 
 pub use stat_cache::{StatCache, StatKey};
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::io::Read;
@@ -224,8 +223,9 @@ pub struct ScanOptions<'a> {
 #[derive(Debug, Clone)]
 pub struct Context {
     root: PathBuf,
+    /// In walk order, which is also sorted by [`stat_cache::walk_order`]
+    /// (so lookups are binary searches).
     entries: Vec<Entry>,
-    index: HashMap<Vec<u8>, usize>,
     root_digest: Digest,
     stats: ScanStats,
 }
@@ -334,21 +334,21 @@ fn walk(
     emitted_at.push(None);
 
     while let Some(top) = stack.last_mut() {
-        let Some((name, meta)) = top.children.get(top.next) else {
+        let Some(slot) = top.children.get_mut(top.next) else {
             stack.pop();
             emitted_at.pop();
             continue;
         };
         top.next += 1;
-        let name = name.clone();
-        let meta = meta.clone();
+        let name = std::mem::take(&mut slot.0);
+        let meta = slot.1.clone();
         let rel = join_rel(&top.rel, &name);
         let is_dir = meta.is_dir();
         let (ignored, info) = match ignore {
             Some(m) if !m.is_empty() => m.matches_using_parent_results(&rel, &top.info)?,
             _ => (false, MatchInfo::default()),
         };
-        let full = root.join(OsStr::from_bytes(&rel));
+        let full = || root.join(OsStr::from_bytes(&rel));
         if ignored {
             if !is_dir {
                 continue;
@@ -358,6 +358,7 @@ fn walk(
                 stats.dirs_skipped += 1;
                 continue;
             }
+            let full = full();
             let children = match read_children(&full) {
                 Ok(c) => c,
                 // Like fsutil: an unreadable directory that is ignored anyway
@@ -393,6 +394,7 @@ fn walk(
         }
         let parent = emitted_at.last().copied().flatten();
         let link_target = if meta.file_type().is_symlink() {
+            let full = full();
             let target =
                 std::fs::read_link(&full).map_err(|e| io_error("read symlink", &full, e))?;
             Some(target.into_os_string().as_bytes().to_vec())
@@ -402,6 +404,7 @@ fn walk(
         entries.push(entry_from(rel.clone(), &meta, link_target));
         parents.push(parent);
         if is_dir {
+            let full = full();
             let children =
                 read_children(&full).map_err(|e| io_error("read directory", &full, e))?;
             stack.push(OpenDir {
@@ -565,12 +568,11 @@ impl Context {
             }
         }
         if let Some(c) = cache.as_mut() {
-            for entry in &entries {
-                if let Some(hash) = entry.content_hash {
-                    c.insert(entry.path.clone(), entry.stat_key(), hash.0);
-                }
-            }
-            match c.save(scan_started) {
+            let items: Vec<(&[u8], StatKey, [u8; 32])> = entries
+                .iter()
+                .filter_map(|e| Some((e.path.as_slice(), e.stat_key(), e.content_hash?.0)))
+                .collect();
+            match c.save(scan_started, &items) {
                 Ok(written) => stats.cache_written = written,
                 Err(e) => {
                     stats.cache_warning = Some(format!(
@@ -604,15 +606,9 @@ impl Context {
         let root_digest = Digest(*h.finalize().as_bytes());
 
         stats.entries = entries.len();
-        let index = entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.path.clone(), i))
-            .collect();
         Ok(Context {
             root: root.to_path_buf(),
             entries,
-            index,
             root_digest,
             stats,
         })
@@ -643,7 +639,11 @@ impl Context {
     pub fn get(&self, path: &[u8]) -> Option<&Entry> {
         let cleaned = clean_path(path);
         let rel = cleaned.strip_prefix(b"/").unwrap_or(&cleaned);
-        self.index.get(rel).and_then(|&i| self.entries.get(i))
+        let at = self
+            .entries
+            .binary_search_by(|e| stat_cache::walk_order(&e.path, rel))
+            .ok()?;
+        self.entries.get(at)
     }
 
     /// Digest of one path: a file's entry digest, or a directory's subtree

@@ -16,7 +16,8 @@
 //! problem). Records whose ctime is not safely older than the scan that
 //! hashed them are never trusted; they are rehashed next time.
 
-use std::collections::HashMap;
+use std::cell::Cell;
+use std::cmp::Ordering;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -37,22 +38,48 @@ pub struct StatKey {
     pub dev: u64,
 }
 
+/// One record; its path is a range of the loaded file.
 #[derive(Debug, Clone, Copy)]
 struct Record {
+    path_start: usize,
+    path_len: usize,
     key: StatKey,
     hash: [u8; 32],
 }
 
+/// Compares `/`-separated paths component by component: the order of a
+/// depth-first walk that visits siblings by name (how scans list entries
+/// and how records are stored).
+pub(crate) fn walk_order(a: &[u8], b: &[u8]) -> Ordering {
+    let mut left = a.split(|&c| c == b'/');
+    let mut right = b.split(|&c| c == b'/');
+    loop {
+        match (left.next(), right.next()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) => match x.cmp(y) {
+                Ordering::Equal => continue,
+                other => return other,
+            },
+        }
+    }
+}
+
 /// An in-memory stat cache, loaded from and saved to one file.
+///
+/// Lookups are allocation-free: records are kept in walk order inside the
+/// loaded file's buffer, a cursor makes the common case (a rescan visiting
+/// the same paths in the same order) O(1), and anything else is a binary
+/// search.
 #[derive(Debug)]
 pub struct StatCache {
     file: PathBuf,
     /// When the scan that produced the loaded records started.
     previous_scan_ns: i64,
-    records: HashMap<Vec<u8>, Record>,
-    /// Records for the current scan (replaces `records` on save).
-    fresh: HashMap<Vec<u8>, Record>,
-    dirty: bool,
+    buf: Vec<u8>,
+    records: Vec<Record>,
+    cursor: Cell<usize>,
     /// Why an existing cache file was not used, if it was not.
     pub discarded: Option<String>,
 }
@@ -63,9 +90,9 @@ pub struct StatCache {
 fn is_racy(ctime_ns: i64, mtime_ns: i64, scan_ns: i64) -> bool {
     let newest = ctime_ns.max(mtime_ns);
     if newest.rem_euclid(1_000_000_000) == 0 {
-        return newest + 2_000_000_000 > scan_ns;
+        return newest.saturating_add(2_000_000_000) > scan_ns;
     }
-    newest + RACY_MARGIN_NS > scan_ns
+    newest.saturating_add(RACY_MARGIN_NS) > scan_ns
 }
 
 impl StatCache {
@@ -83,10 +110,10 @@ impl StatCache {
     pub fn load(file: PathBuf) -> StatCache {
         let mut cache = StatCache {
             file,
-            previous_scan_ns: i64::MIN,
-            records: HashMap::new(),
-            fresh: HashMap::new(),
-            dirty: false,
+            previous_scan_ns: i64::MAX,
+            buf: Vec::new(),
+            records: Vec::new(),
+            cursor: Cell::new(0),
             discarded: None,
         };
         match std::fs::read(&cache.file) {
@@ -94,86 +121,92 @@ impl StatCache {
                 Ok((scan_ns, records)) => {
                     cache.previous_scan_ns = scan_ns;
                     cache.records = records;
+                    cache.buf = bytes;
                 }
                 Err(why) => {
                     cache.discarded = Some(format!(
                         "stat cache {} is damaged ({why}); rehashing everything",
                         cache.file.display()
                     ));
-                    cache.dirty = true;
                 }
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => cache.dirty = true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 cache.discarded = Some(format!(
                     "stat cache {} is unreadable ({e}); rehashing everything",
                     cache.file.display()
                 ));
-                cache.dirty = true;
             }
         }
         cache
     }
 
+    fn record_path(&self, record: &Record) -> &[u8] {
+        self.buf
+            .get(record.path_start..record.path_start + record.path_len)
+            .unwrap_or_default()
+    }
+
+    fn find(&self, path: &[u8]) -> Option<&Record> {
+        let hint = self.cursor.get();
+        if let Some(record) = self.records.get(hint) {
+            if self.record_path(record) == path {
+                self.cursor.set(hint + 1);
+                return Some(record);
+            }
+        }
+        let at = self
+            .records
+            .binary_search_by(|r| walk_order(self.record_path(r), path))
+            .ok()?;
+        self.cursor.set(at + 1);
+        self.records.get(at)
+    }
+
     /// The cached content hash for `path` if its stat fields are unchanged
     /// and the record is not racy.
     pub fn lookup(&self, path: &[u8], key: &StatKey) -> Option<[u8; 32]> {
-        let record = self.records.get(path)?;
+        let record = self.find(path)?;
         if record.key != *key || is_racy(key.ctime_ns, key.mtime_ns, self.previous_scan_ns) {
             return None;
         }
         Some(record.hash)
     }
 
-    /// Records the hash of `path` for the scan in progress.
-    pub fn insert(&mut self, path: Vec<u8>, key: StatKey, hash: [u8; 32]) {
-        let unchanged = self
-            .records
-            .get(&path)
-            .is_some_and(|r| r.key == key && r.hash == hash);
-        if !unchanged {
-            self.dirty = true;
-        }
-        self.fresh.insert(path, Record { key, hash });
-    }
-
-    /// Writes the records of the current scan (started at `scan_ns`) if
-    /// anything changed. Files no longer present are dropped.
-    pub fn save(&mut self, scan_ns: i64) -> std::io::Result<bool> {
-        if self.fresh.len() != self.records.len() {
-            self.dirty = true;
-        }
-        // Racy records get rehashed next time, so the file must be
-        // rewritten with the new scan time once they have settled.
-        if !self.dirty
-            && self
-                .fresh
-                .values()
-                .any(|r| is_racy(r.key.ctime_ns, r.key.mtime_ns, self.previous_scan_ns))
-        {
-            self.dirty = true;
-        }
-        if !self.dirty {
+    /// Replaces the file with `items` (path, stat, hash) from a scan that
+    /// started at `scan_ns`, unless they equal what was loaded and none is
+    /// racy. `items` must be in walk order. Returns whether it wrote.
+    pub fn save(
+        &mut self,
+        scan_ns: i64,
+        items: &[(&[u8], StatKey, [u8; 32])],
+    ) -> std::io::Result<bool> {
+        let unchanged = items.len() == self.records.len()
+            && items
+                .iter()
+                .zip(&self.records)
+                .all(|((path, key, hash), r)| {
+                    self.record_path(r) == *path
+                        && r.key == *key
+                        && r.hash == *hash
+                        && !is_racy(key.ctime_ns, key.mtime_ns, self.previous_scan_ns)
+                });
+        if unchanged {
             return Ok(false);
         }
-        let mut out = Vec::with_capacity(32 + self.fresh.len() * 96);
+        let mut out = Vec::with_capacity(64 + items.len() * 96);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&scan_ns.to_le_bytes());
-        out.extend_from_slice(&(self.fresh.len() as u64).to_le_bytes());
-        let mut paths: Vec<&Vec<u8>> = self.fresh.keys().collect();
-        paths.sort();
-        for path in paths {
-            let Some(record) = self.fresh.get(path) else {
-                continue;
-            };
+        out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+        for (path, key, hash) in items {
             out.extend_from_slice(&(path.len() as u32).to_le_bytes());
             out.extend_from_slice(path);
-            out.extend_from_slice(&record.key.size.to_le_bytes());
-            out.extend_from_slice(&record.key.mtime_ns.to_le_bytes());
-            out.extend_from_slice(&record.key.ctime_ns.to_le_bytes());
-            out.extend_from_slice(&record.key.inode.to_le_bytes());
-            out.extend_from_slice(&record.key.dev.to_le_bytes());
-            out.extend_from_slice(&record.hash);
+            out.extend_from_slice(&key.size.to_le_bytes());
+            out.extend_from_slice(&key.mtime_ns.to_le_bytes());
+            out.extend_from_slice(&key.ctime_ns.to_le_bytes());
+            out.extend_from_slice(&key.inode.to_le_bytes());
+            out.extend_from_slice(&key.dev.to_le_bytes());
+            out.extend_from_slice(hash);
         }
         let checksum = blake3::hash(&out);
         out.extend_from_slice(checksum.as_bytes());
@@ -188,9 +221,12 @@ impl StatCache {
             f.write_all(&out)?;
         }
         std::fs::rename(&tmp, &self.file)?;
-        self.records = std::mem::take(&mut self.fresh);
-        self.previous_scan_ns = scan_ns;
-        self.dirty = false;
+        if let Ok((scan, records)) = parse(&out) {
+            self.previous_scan_ns = scan;
+            self.records = records;
+            self.buf = out;
+            self.cursor.set(0);
+        }
         Ok(true)
     }
 
@@ -202,6 +238,7 @@ impl StatCache {
 
 struct Reader<'a> {
     bytes: &'a [u8],
+    offset: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -211,6 +248,7 @@ impl<'a> Reader<'a> {
         }
         let (head, tail) = self.bytes.split_at(n);
         self.bytes = tail;
+        self.offset += n;
         Ok(head)
     }
     fn u64(&mut self) -> Result<u64, &'static str> {
@@ -230,9 +268,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-type Parsed = (i64, HashMap<Vec<u8>, Record>);
-
-fn parse(bytes: &[u8]) -> Result<Parsed, &'static str> {
+fn parse(bytes: &[u8]) -> Result<(i64, Vec<Record>), &'static str> {
     if bytes.len() < MAGIC.len() + 16 + 32 {
         return Err("too short");
     }
@@ -240,16 +276,21 @@ fn parse(bytes: &[u8]) -> Result<Parsed, &'static str> {
     if blake3::hash(body).as_bytes() != checksum {
         return Err("checksum mismatch");
     }
-    let mut r = Reader { bytes: body };
+    let mut r = Reader {
+        bytes: body,
+        offset: 0,
+    };
     if r.take(MAGIC.len())? != MAGIC {
         return Err("not a kiln stat cache, or another version");
     }
     let scan_ns = r.i64()?;
     let count = r.u64()?;
-    let mut records = HashMap::with_capacity(count.min(1 << 24) as usize);
+    // Each record takes at least 76 bytes: cap the allocation by the size.
+    let mut records = Vec::with_capacity((count as usize).min(body.len() / 76));
     for _ in 0..count {
-        let len = r.u32()? as usize;
-        let path = r.take(len)?.to_vec();
+        let path_len = r.u32()? as usize;
+        let path_start = r.offset;
+        r.take(path_len)?;
         let key = StatKey {
             size: r.u64()?,
             mtime_ns: r.i64()?,
@@ -259,7 +300,12 @@ fn parse(bytes: &[u8]) -> Result<Parsed, &'static str> {
         };
         let mut hash = [0u8; 32];
         hash.copy_from_slice(r.take(32)?);
-        records.insert(path, Record { key, hash });
+        records.push(Record {
+            path_start,
+            path_len,
+            key,
+            hash,
+        });
     }
     if !r.bytes.is_empty() {
         return Err("trailing bytes");
@@ -287,9 +333,11 @@ mod tests {
         let file = dir.path().join("c.statcache");
         let mut cache = StatCache::load(file.clone());
         assert!(cache.discarded.is_none());
-        cache.insert(b"a/b".to_vec(), key(3), [1; 32]);
-        cache.insert(b"odd\nname\xff".to_vec(), key(4), [2; 32]);
-        assert!(cache.save(10_000_000_000).expect("save"));
+        let items = [
+            (&b"a/b"[..], key(3), [1; 32]),
+            (&b"odd\nname\xff"[..], key(4), [2; 32]),
+        ];
+        assert!(cache.save(10_000_000_000, &items).expect("save"));
         let loaded = StatCache::load(file);
         assert_eq!(loaded.lookup(b"a/b", &key(3)), Some([1; 32]));
         assert_eq!(loaded.lookup(b"odd\nname\xff", &key(4)), Some([2; 32]));
@@ -302,10 +350,38 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("c.statcache");
         let mut cache = StatCache::load(file.clone());
-        cache.insert(b"a".to_vec(), key(3), [1; 32]);
         // The scan started 10 ms after the file's ctime.
-        cache.save(1_000_000_456 + 10_000_000).expect("save");
+        cache
+            .save(1_000_000_456 + 10_000_000, &[(&b"a"[..], key(3), [1; 32])])
+            .expect("save");
         assert_eq!(StatCache::load(file).lookup(b"a", &key(3)), None);
+    }
+
+    #[test]
+    fn walk_order_compares_components() {
+        assert_eq!(walk_order(b"a", b"a/b"), Ordering::Less);
+        assert_eq!(walk_order(b"a/b", b"a.txt"), Ordering::Less);
+        assert_eq!(walk_order(b"a/z", b"a.txt"), Ordering::Less);
+        assert_eq!(walk_order(b"b", b"a/z"), Ordering::Greater);
+        assert_eq!(walk_order(b"a/b", b"a/b"), Ordering::Equal);
+    }
+
+    #[test]
+    fn lookup_out_of_order_uses_binary_search() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.statcache");
+        let mut cache = StatCache::load(file.clone());
+        let items = [
+            (&b"a"[..], key(1), [1; 32]),
+            (&b"a/b"[..], key(2), [2; 32]),
+            (&b"a.txt"[..], key(3), [3; 32]),
+        ];
+        cache.save(10_000_000_000, &items).expect("save");
+        let loaded = StatCache::load(file);
+        assert_eq!(loaded.lookup(b"a.txt", &key(3)), Some([3; 32]));
+        assert_eq!(loaded.lookup(b"a", &key(1)), Some([1; 32]));
+        assert_eq!(loaded.lookup(b"a/b", &key(2)), Some([2; 32]));
+        assert_eq!(loaded.lookup(b"a/c", &key(2)), None);
     }
 
     #[test]
@@ -313,8 +389,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("c.statcache");
         let mut cache = StatCache::load(file.clone());
-        cache.insert(b"a".to_vec(), key(3), [1; 32]);
-        cache.save(10_000_000_000).expect("save");
+        cache
+            .save(10_000_000_000, &[(&b"a"[..], key(3), [1; 32])])
+            .expect("save");
         let mut bytes = std::fs::read(&file).expect("read");
         bytes[20] ^= 0xff;
         std::fs::write(&file, &bytes).expect("write");
@@ -330,10 +407,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("c.statcache");
         let mut cache = StatCache::load(file.clone());
-        cache.insert(b"a".to_vec(), key(3), [1; 32]);
-        assert!(cache.save(10_000_000_000).expect("save"));
-        let mut again = StatCache::load(file);
-        again.insert(b"a".to_vec(), key(3), [1; 32]);
-        assert!(!again.save(11_000_000_000).expect("save"));
+        let items = [(&b"a"[..], key(3), [1; 32])];
+        assert!(cache.save(10_000_000_000, &items).expect("save"));
+        let mut again = StatCache::load(file.clone());
+        assert_eq!(again.lookup(b"a", &key(3)), Some([1; 32]));
+        assert!(!again.save(11_000_000_000, &items).expect("save"));
+        // A removed file is a change.
+        assert!(again.save(11_000_000_000, &[]).expect("save"));
+        assert_eq!(StatCache::load(file).lookup(b"a", &key(3)), None);
     }
 }
