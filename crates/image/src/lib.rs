@@ -7,12 +7,18 @@
 //! schema2 into one model, exact bytes kept), and the [`archive`] module
 //! (`docker save`/`docker load` and OCI image layout, streamed in constant memory).
 
+pub mod archive;
 pub mod blob;
 pub mod digest;
 pub mod error;
 pub mod manifest;
 pub mod reference;
 
+pub use archive::{
+    ArchiveFormat, ExportImage, LoadedArchive, LoadedImage, ReadOptions, WriteOptions,
+    read_archive, read_oci_dir, sniff_archive_file, write_docker_archive, write_oci_archive,
+    write_oci_dir,
+};
 pub use blob::{BlobDir, BlobRead, BlobWrite, MemoryBlobs};
 pub use digest::{Digest, sha256_digest};
 pub use error::{ImageError, Result};
