@@ -243,6 +243,10 @@ fn remove_stubs(base: &Path, stubs: &[String]) {
     let Ok(base_dir) = File::open(base) else {
         return;
     };
+    // Deepest first, so that a parent created for two mounts goes after both.
+    let mut stubs: Vec<&String> = stubs.iter().collect();
+    stubs.sort_by_key(|s| std::cmp::Reverse(s.matches('/').count()));
+    stubs.dedup();
     for stub in stubs {
         let (parent_rel, name) = match stub.rsplit_once('/') {
             Some((parent, name)) => (parent.to_string(), name),
