@@ -345,3 +345,41 @@ fn damaged_stat_cache_is_rebuilt_not_trusted() {
     assert!(again.stats().cache_warning.is_some());
     assert_eq!(again.stats().files_hashed, 1);
 }
+
+#[test]
+fn parallel_walk_equals_sequential_walk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for i in 0..40 {
+        write(
+            dir.path(),
+            &format!("t{}/s{}/f{i}", i % 7, i % 3),
+            &format!("{i}"),
+        );
+        write(dir.path(), &format!("top{i}.txt"), "x");
+    }
+    write(dir.path(), "t1/keep.go", "go");
+    let m = matcher("t*\n!t1/*.go\n!t2/s1\n");
+    let scan_with = |threads| {
+        Context::scan(
+            dir.path(),
+            &ScanOptions {
+                ignore: Some(&m),
+                cache_dir: None,
+                threads,
+            },
+        )
+        .expect("scan")
+    };
+    let one = scan_with(1);
+    let four = scan_with(4);
+    assert_eq!(one.entries(), four.entries());
+    assert_eq!(one.root_digest(), four.root_digest());
+    let kept: Vec<String> = paths(&one)
+        .into_iter()
+        .filter(|p| p.starts_with("t1") || p.starts_with("t2"))
+        .collect();
+    assert_eq!(kept[0], "t1");
+    assert!(kept.contains(&"t1/keep.go".to_string()));
+    assert!(kept.contains(&"t2/s1".to_string()));
+    assert!(!kept.iter().any(|p| p.starts_with("t3")));
+}

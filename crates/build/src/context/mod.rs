@@ -312,26 +312,114 @@ fn read_children(path: &Path) -> std::io::Result<Vec<(Vec<u8>, Metadata)>> {
     Ok(children)
 }
 
-/// Walks `root` applying `ignore`; returns entries in walk order (parents
-/// before children, siblings by name) and per-entry parent indices.
-fn walk(
+/// What the walk does with one directory entry.
+enum Visit {
+    /// Ignored; `skipped_dir` when it is a directory left unread.
+    Skip { skipped_dir: bool },
+    /// Kept, not a directory.
+    Leaf(Entry),
+    /// A directory to walk: kept, or ignored but walked for exceptions
+    /// (`pending`: emit it only if something inside is kept).
+    Dir {
+        entry: Entry,
+        info: MatchInfo,
+        pending: bool,
+    },
+}
+
+fn visit(
     root: &Path,
     ignore: Option<&PatternMatcher>,
-    stats: &mut ScanStats,
-) -> Result<(Vec<Entry>, Vec<Option<usize>>), ContextError> {
+    rel: Vec<u8>,
+    meta: &Metadata,
+    parent_info: &MatchInfo,
+) -> Result<Visit, ContextError> {
+    let is_dir = meta.is_dir();
+    let (ignored, info) = match ignore {
+        Some(m) if !m.is_empty() => m.matches_using_parent_results(&rel, parent_info)?,
+        _ => (false, MatchInfo::default()),
+    };
+    if ignored {
+        if !is_dir {
+            return Ok(Visit::Skip { skipped_dir: false });
+        }
+        if !ignore.is_some_and(|m| m.must_descend_into_ignored_dir(&rel)) {
+            return Ok(Visit::Skip { skipped_dir: true });
+        }
+        return Ok(Visit::Dir {
+            entry: entry_from(rel, meta, None),
+            info,
+            pending: true,
+        });
+    }
+    if is_dir {
+        return Ok(Visit::Dir {
+            entry: entry_from(rel, meta, None),
+            info,
+            pending: false,
+        });
+    }
+    let link_target = if meta.file_type().is_symlink() {
+        let full = root.join(OsStr::from_bytes(&rel));
+        let target = std::fs::read_link(&full).map_err(|e| io_error("read symlink", &full, e))?;
+        Some(target.into_os_string().as_bytes().to_vec())
+    } else {
+        None
+    };
+    Ok(Visit::Leaf(entry_from(rel, meta, link_target)))
+}
+
+/// Entries of one walk, with each entry's parent index (None: top level).
+type Walked = (Vec<Entry>, Vec<Option<usize>>, usize);
+
+/// Reads a directory to walk; an unreadable ignored directory counts as
+/// empty, as in fsutil.
+fn open_dir(
+    root: &Path,
+    entry: &Entry,
+    info: MatchInfo,
+    pending: bool,
+) -> Result<OpenDir, ContextError> {
+    let full = root.join(OsStr::from_bytes(&entry.path));
+    let children = match read_children(&full) {
+        Ok(c) => c,
+        Err(e) if pending && e.kind() == std::io::ErrorKind::PermissionDenied => Vec::new(),
+        Err(e) => return Err(io_error("read directory", &full, e)),
+    };
+    Ok(OpenDir {
+        rel: entry.path.clone(),
+        children,
+        next: 0,
+        info,
+        pending: pending.then(|| entry.clone()),
+    })
+}
+
+/// Walks below one directory (depth first, siblings by name). `start` is
+/// emitted first unless it is pending. Returns entries, parent indices into
+/// them (None for `start` itself) and the number of ignored directories
+/// skipped unread.
+fn walk_tree(
+    root: &Path,
+    ignore: Option<&PatternMatcher>,
+    start: Entry,
+    info: MatchInfo,
+    pending: bool,
+) -> Result<Walked, ContextError> {
     let mut entries: Vec<Entry> = Vec::new();
     let mut parents: Vec<Option<usize>> = Vec::new();
-    // Index in `entries` of each open directory (None: root or pending).
+    let mut skipped = 0usize;
+    let first = open_dir(root, &start, info, pending)?;
+    // Index in `entries` of each open directory (None while pending).
     let mut emitted_at: Vec<Option<usize>> = Vec::new();
-    let root_children = read_children(root).map_err(|e| io_error("read directory", root, e))?;
-    let mut stack = vec![OpenDir {
-        rel: Vec::new(),
-        children: root_children,
-        next: 0,
-        info: MatchInfo::default(),
-        pending: None,
-    }];
-    emitted_at.push(None);
+    if pending {
+        emitted_at.push(None);
+    } else {
+        entries.push(start);
+        parents.push(None);
+        emitted_at.push(Some(0));
+    }
+    let mut stack = vec![first];
 
     while let Some(top) = stack.last_mut() {
         let Some(slot) = top.children.get_mut(top.next) else {
@@ -343,45 +431,31 @@ fn walk(
         let name = std::mem::take(&mut slot.0);
         let meta = slot.1.clone();
         let rel = join_rel(&top.rel, &name);
-        let is_dir = meta.is_dir();
-        let (ignored, info) = match ignore {
-            Some(m) if !m.is_empty() => m.matches_using_parent_results(&rel, &top.info)?,
-            _ => (false, MatchInfo::default()),
-        };
-        let full = || root.join(OsStr::from_bytes(&rel));
-        if ignored {
-            if !is_dir {
+        let parent_info = top.info.clone();
+        let visited = visit(root, ignore, rel, &meta, &parent_info)?;
+        let (entry, dir) = match visited {
+            Visit::Skip { skipped_dir } => {
+                skipped += usize::from(skipped_dir);
                 continue;
             }
-            let must_descend = ignore.is_some_and(|m| m.must_descend_into_ignored_dir(&rel));
-            if !must_descend {
-                stats.dirs_skipped += 1;
-                continue;
-            }
-            let full = full();
-            let children = match read_children(&full) {
-                Ok(c) => c,
-                // Like fsutil: an unreadable directory that is ignored anyway
-                // is not an error.
-                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => continue,
-                Err(e) => return Err(io_error("read directory", &full, e)),
-            };
-            let pending = entry_from(rel.clone(), &meta, None);
-            stack.push(OpenDir {
-                rel,
-                children,
-                next: 0,
+            Visit::Dir {
+                entry,
                 info,
-                pending: Some(pending),
-            });
-            emitted_at.push(None);
-            continue;
-        }
-
+                pending: true,
+            } => {
+                stack.push(open_dir(root, &entry, info, true)?);
+                emitted_at.push(None);
+                continue;
+            }
+            Visit::Dir { entry, info, .. } => {
+                let dir = open_dir(root, &entry, info, false)?;
+                (entry, Some(dir))
+            }
+            Visit::Leaf(entry) => (entry, None),
+        };
         // Kept: first emit any pending (ignored but walked) ancestors.
-        let first_pending = stack.iter().position(|d| d.pending.is_some());
-        if let Some(first) = first_pending {
-            for depth in first..stack.len() {
+        if let Some(first_pending) = stack.iter().position(|d| d.pending.is_some()) {
+            for depth in first_pending..stack.len() {
                 if let Some(pending) = stack[depth].pending.take() {
                     let parent = depth
                         .checked_sub(1)
@@ -393,28 +467,101 @@ fn walk(
             }
         }
         let parent = emitted_at.last().copied().flatten();
-        let link_target = if meta.file_type().is_symlink() {
-            let full = full();
-            let target =
-                std::fs::read_link(&full).map_err(|e| io_error("read symlink", &full, e))?;
-            Some(target.into_os_string().as_bytes().to_vec())
-        } else {
-            None
-        };
-        entries.push(entry_from(rel.clone(), &meta, link_target));
+        entries.push(entry);
         parents.push(parent);
-        if is_dir {
-            let full = full();
-            let children =
-                read_children(&full).map_err(|e| io_error("read directory", &full, e))?;
-            stack.push(OpenDir {
-                rel,
-                children,
-                next: 0,
-                info,
-                pending: None,
-            });
+        if let Some(dir) = dir {
+            stack.push(dir);
             emitted_at.push(Some(entries.len() - 1));
+        }
+    }
+    Ok((entries, parents, skipped))
+}
+
+/// Walks `root` applying `ignore`; returns entries in walk order (parents
+/// before children, siblings by name) and per-entry parent indices. The
+/// top-level directories are walked on `threads` threads (stat calls
+/// dominate a rescan) and the results joined in order.
+fn walk(
+    root: &Path,
+    ignore: Option<&PatternMatcher>,
+    threads: usize,
+    stats: &mut ScanStats,
+) -> Result<(Vec<Entry>, Vec<Option<usize>>), ContextError> {
+    enum Top {
+        Leaf(Entry),
+        Tree(usize),
+    }
+    let children = read_children(root).map_err(|e| io_error("read directory", root, e))?;
+    let mut order = Vec::with_capacity(children.len());
+    let mut trees: Vec<(Entry, MatchInfo, bool)> = Vec::new();
+    for (name, meta) in children {
+        match visit(root, ignore, name, &meta, &MatchInfo::default())? {
+            Visit::Skip { skipped_dir } => stats.dirs_skipped += usize::from(skipped_dir),
+            Visit::Leaf(entry) => order.push(Top::Leaf(entry)),
+            Visit::Dir {
+                entry,
+                info,
+                pending,
+            } => {
+                order.push(Top::Tree(trees.len()));
+                trees.push((entry, info, pending));
+            }
+        }
+    }
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<Result<Walked, ContextError>>>> =
+        trees.iter().map(|_| Mutex::new(None)).collect();
+    let workers = threads.clamp(1, trees.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((entry, info, pending)) = trees.get(i) else {
+                        break;
+                    };
+                    let walked = walk_tree(root, ignore, entry.clone(), info.clone(), *pending);
+                    if let (Some(slot), failed) = (results.get(i), walked.is_err()) {
+                        if let Ok(mut slot) = slot.lock() {
+                            *slot = Some(walked);
+                        }
+                        if failed {
+                            next.store(usize::MAX / 2, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let mut results: Vec<Option<Result<Walked, ContextError>>> = results
+        .into_iter()
+        .map(|m| m.into_inner().ok().flatten())
+        .collect();
+    // Report the first failing subtree in walk order.
+    if let Some(position) = results.iter().position(|r| matches!(r, Some(Err(_)))) {
+        if let Some(Some(Err(e))) = results.get_mut(position).map(Option::take) {
+            return Err(e);
+        }
+    }
+    let mut entries = Vec::new();
+    let mut parents = Vec::new();
+    for item in order {
+        match item {
+            Top::Leaf(entry) => {
+                entries.push(entry);
+                parents.push(None);
+            }
+            Top::Tree(i) => {
+                let Some(Some(Ok((sub_entries, sub_parents, skipped)))) =
+                    results.get_mut(i).map(Option::take)
+                else {
+                    continue;
+                };
+                stats.dirs_skipped += skipped;
+                let base = entries.len();
+                entries.extend(sub_entries);
+                parents.extend(sub_parents.into_iter().map(|p| p.map(|i| i + base)));
+            }
         }
     }
     Ok((entries, parents))
@@ -528,7 +675,12 @@ impl Context {
             });
         }
         let mut stats = ScanStats::default();
-        let (mut entries, parents) = walk(root, options.ignore, &mut stats)?;
+        let threads = if options.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            options.threads
+        };
+        let (mut entries, parents) = walk(root, options.ignore, threads, &mut stats)?;
 
         let mut cache = options.cache_dir.as_ref().map(|dir| {
             let absolute = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
@@ -555,11 +707,6 @@ impl Context {
                 None => jobs.push((i, root.join(OsStr::from_bytes(&entry.path)))),
             }
         }
-        let threads = if options.threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            options.threads
-        };
         for (i, digest, bytes) in hash_in_parallel(&jobs, threads)? {
             if let Some(entry) = entries.get_mut(i) {
                 entry.content_hash = Some(digest);
