@@ -630,40 +630,212 @@ mod tests {
     fn raw_parse_matches_distribution_vectors() {
         let ok: Vec<(String, &str, String, Option<&str>, Option<String>)> = vec![
             ("test_com".into(), "", "test_com".into(), None, None),
-            ("test.com:tag".into(), "", "test.com".into(), Some("tag"), None),
-            ("test.com:5000".into(), "", "test.com".into(), Some("5000"), None),
-            ("test.com/repo:tag".into(), "test.com", "test.com/repo".into(), Some("tag"), None),
-            ("test:5000/repo".into(), "test:5000", "test:5000/repo".into(), None, None),
-            ("test:5000/repo:tag".into(), "test:5000", "test:5000/repo".into(), Some("tag"), None),
-            (format!("test:5000/repo@sha256:{FF64}"), "test:5000", "test:5000/repo".into(), None, Some(format!("sha256:{FF64}"))),
-            (format!("test:5000/repo:tag@sha256:{FF64}"), "test:5000", "test:5000/repo".into(), Some("tag"), Some(format!("sha256:{FF64}"))),
-            ("lowercase:Uppercase".into(), "", "lowercase".into(), Some("Uppercase"), None),
-            (format!("{}a:tag-puts-this-over-max", "a/".repeat(127)), "a", format!("{}a", "a/".repeat(127)), Some("tag-puts-this-over-max"), None),
-            ("sub-dom1.foo.com/bar/baz/quux".into(), "sub-dom1.foo.com", "sub-dom1.foo.com/bar/baz/quux".into(), None, None),
-            ("sub-dom1.foo.com/bar/baz/quux:some-long-tag".into(), "sub-dom1.foo.com", "sub-dom1.foo.com/bar/baz/quux".into(), Some("some-long-tag"), None),
-            ("b.gcr.io/test.example.com/my-app:test.example.com".into(), "b.gcr.io", "b.gcr.io/test.example.com/my-app".into(), Some("test.example.com"), None),
-            ("xn--n3h.com/myimage:xn--n3h.com".into(), "xn--n3h.com", "xn--n3h.com/myimage".into(), Some("xn--n3h.com"), None),
-            (format!("xn--7o8h.com/myimage:xn--7o8h.com@sha512:{FF64}{FF64}"), "xn--7o8h.com", "xn--7o8h.com/myimage".into(), Some("xn--7o8h.com"), Some(format!("sha512:{FF64}{FF64}"))),
-            ("foo_bar.com:8080".into(), "", "foo_bar.com".into(), Some("8080"), None),
-            ("foo/foo_bar.com:8080".into(), "foo", "foo/foo_bar.com".into(), Some("8080"), None),
+            (
+                "test.com:tag".into(),
+                "",
+                "test.com".into(),
+                Some("tag"),
+                None,
+            ),
+            (
+                "test.com:5000".into(),
+                "",
+                "test.com".into(),
+                Some("5000"),
+                None,
+            ),
+            (
+                "test.com/repo:tag".into(),
+                "test.com",
+                "test.com/repo".into(),
+                Some("tag"),
+                None,
+            ),
+            (
+                "test:5000/repo".into(),
+                "test:5000",
+                "test:5000/repo".into(),
+                None,
+                None,
+            ),
+            (
+                "test:5000/repo:tag".into(),
+                "test:5000",
+                "test:5000/repo".into(),
+                Some("tag"),
+                None,
+            ),
+            (
+                format!("test:5000/repo@sha256:{FF64}"),
+                "test:5000",
+                "test:5000/repo".into(),
+                None,
+                Some(format!("sha256:{FF64}")),
+            ),
+            (
+                format!("test:5000/repo:tag@sha256:{FF64}"),
+                "test:5000",
+                "test:5000/repo".into(),
+                Some("tag"),
+                Some(format!("sha256:{FF64}")),
+            ),
+            (
+                "lowercase:Uppercase".into(),
+                "",
+                "lowercase".into(),
+                Some("Uppercase"),
+                None,
+            ),
+            (
+                format!("{}a:tag-puts-this-over-max", "a/".repeat(127)),
+                "a",
+                format!("{}a", "a/".repeat(127)),
+                Some("tag-puts-this-over-max"),
+                None,
+            ),
+            (
+                "sub-dom1.foo.com/bar/baz/quux".into(),
+                "sub-dom1.foo.com",
+                "sub-dom1.foo.com/bar/baz/quux".into(),
+                None,
+                None,
+            ),
+            (
+                "sub-dom1.foo.com/bar/baz/quux:some-long-tag".into(),
+                "sub-dom1.foo.com",
+                "sub-dom1.foo.com/bar/baz/quux".into(),
+                Some("some-long-tag"),
+                None,
+            ),
+            (
+                "b.gcr.io/test.example.com/my-app:test.example.com".into(),
+                "b.gcr.io",
+                "b.gcr.io/test.example.com/my-app".into(),
+                Some("test.example.com"),
+                None,
+            ),
+            (
+                "xn--n3h.com/myimage:xn--n3h.com".into(),
+                "xn--n3h.com",
+                "xn--n3h.com/myimage".into(),
+                Some("xn--n3h.com"),
+                None,
+            ),
+            (
+                format!("xn--7o8h.com/myimage:xn--7o8h.com@sha512:{FF64}{FF64}"),
+                "xn--7o8h.com",
+                "xn--7o8h.com/myimage".into(),
+                Some("xn--7o8h.com"),
+                Some(format!("sha512:{FF64}{FF64}")),
+            ),
+            (
+                "foo_bar.com:8080".into(),
+                "",
+                "foo_bar.com".into(),
+                Some("8080"),
+                None,
+            ),
+            (
+                "foo/foo_bar.com:8080".into(),
+                "foo",
+                "foo/foo_bar.com".into(),
+                Some("8080"),
+                None,
+            ),
             ("192.168.1.1".into(), "", "192.168.1.1".into(), None, None),
-            ("192.168.1.1:tag".into(), "", "192.168.1.1".into(), Some("tag"), None),
-            ("192.168.1.1:5000".into(), "", "192.168.1.1".into(), Some("5000"), None),
-            ("192.168.1.1/repo".into(), "192.168.1.1", "192.168.1.1/repo".into(), None, None),
-            ("192.168.1.1:5000/repo".into(), "192.168.1.1:5000", "192.168.1.1:5000/repo".into(), None, None),
-            ("192.168.1.1:5000/repo:5050".into(), "192.168.1.1:5000", "192.168.1.1:5000/repo".into(), Some("5050"), None),
-            ("[2001:db8::1]/repo".into(), "[2001:db8::1]", "[2001:db8::1]/repo".into(), None, None),
-            ("[2001:db8:1:2:3:4:5:6]/repo:tag".into(), "[2001:db8:1:2:3:4:5:6]", "[2001:db8:1:2:3:4:5:6]/repo".into(), Some("tag"), None),
-            ("[2001:db8::1]:5000/repo".into(), "[2001:db8::1]:5000", "[2001:db8::1]:5000/repo".into(), None, None),
-            ("[2001:db8::1]:5000/repo:tag".into(), "[2001:db8::1]:5000", "[2001:db8::1]:5000/repo".into(), Some("tag"), None),
-            (format!("[2001:db8::1]:5000/repo@sha256:{FF64}"), "[2001:db8::1]:5000", "[2001:db8::1]:5000/repo".into(), None, Some(format!("sha256:{FF64}"))),
-            ("[2001:db8::]:5000/repo".into(), "[2001:db8::]:5000", "[2001:db8::]:5000/repo".into(), None, None),
-            ("[::1]:5000/repo".into(), "[::1]:5000", "[::1]:5000/repo".into(), None, None),
+            (
+                "192.168.1.1:tag".into(),
+                "",
+                "192.168.1.1".into(),
+                Some("tag"),
+                None,
+            ),
+            (
+                "192.168.1.1:5000".into(),
+                "",
+                "192.168.1.1".into(),
+                Some("5000"),
+                None,
+            ),
+            (
+                "192.168.1.1/repo".into(),
+                "192.168.1.1",
+                "192.168.1.1/repo".into(),
+                None,
+                None,
+            ),
+            (
+                "192.168.1.1:5000/repo".into(),
+                "192.168.1.1:5000",
+                "192.168.1.1:5000/repo".into(),
+                None,
+                None,
+            ),
+            (
+                "192.168.1.1:5000/repo:5050".into(),
+                "192.168.1.1:5000",
+                "192.168.1.1:5000/repo".into(),
+                Some("5050"),
+                None,
+            ),
+            (
+                "[2001:db8::1]/repo".into(),
+                "[2001:db8::1]",
+                "[2001:db8::1]/repo".into(),
+                None,
+                None,
+            ),
+            (
+                "[2001:db8:1:2:3:4:5:6]/repo:tag".into(),
+                "[2001:db8:1:2:3:4:5:6]",
+                "[2001:db8:1:2:3:4:5:6]/repo".into(),
+                Some("tag"),
+                None,
+            ),
+            (
+                "[2001:db8::1]:5000/repo".into(),
+                "[2001:db8::1]:5000",
+                "[2001:db8::1]:5000/repo".into(),
+                None,
+                None,
+            ),
+            (
+                "[2001:db8::1]:5000/repo:tag".into(),
+                "[2001:db8::1]:5000",
+                "[2001:db8::1]:5000/repo".into(),
+                Some("tag"),
+                None,
+            ),
+            (
+                format!("[2001:db8::1]:5000/repo@sha256:{FF64}"),
+                "[2001:db8::1]:5000",
+                "[2001:db8::1]:5000/repo".into(),
+                None,
+                Some(format!("sha256:{FF64}")),
+            ),
+            (
+                "[2001:db8::]:5000/repo".into(),
+                "[2001:db8::]:5000",
+                "[2001:db8::]:5000/repo".into(),
+                None,
+                None,
+            ),
+            (
+                "[::1]:5000/repo".into(),
+                "[::1]:5000",
+                "[::1]:5000/repo".into(),
+                None,
+                None,
+            ),
         ];
         for (input, domain, repository, tag, digest) in ok {
             let raw = parse_raw(&input).unwrap_or_else(|err| panic!("{input}: {err}"));
             assert_eq!(raw.domain, domain, "{input}");
-            let name = if raw.domain.is_empty() { raw.path.clone() } else { format!("{}/{}", raw.domain, raw.path) };
+            let name = if raw.domain.is_empty() {
+                raw.path.clone()
+            } else {
+                format!("{}/{}", raw.domain, raw.path)
+            };
             assert_eq!(name, repository, "{input}");
             assert_eq!(raw.tag.as_deref(), tag, "{input}");
             assert_eq!(raw.digest.map(|d| d.to_string()), digest, "{input}");
@@ -681,13 +853,22 @@ mod tests {
         ];
         for input in invalid_format {
             let err = parse_raw(&input).unwrap_err();
-            assert!(matches!(err, ReferenceError::InvalidFormat { .. }), "{input}: {err:?}");
-            assert!(err.to_string().contains(&input), "error should quote the input: {err}");
+            assert!(
+                matches!(err, ReferenceError::InvalidFormat { .. }),
+                "{input}: {err:?}"
+            );
+            assert!(
+                err.to_string().contains(&input),
+                "error should quote the input: {err}"
+            );
         }
         assert_eq!(parse_raw("").unwrap_err(), ReferenceError::NameEmpty);
         for input in ["Uppercase:tag", "test:5000/Uppercase/lowercase:tag"] {
             let err = parse_raw(input).unwrap_err();
-            assert!(matches!(err, ReferenceError::NameContainsUppercase { .. }), "{input}: {err:?}");
+            assert!(
+                matches!(err, ReferenceError::NameContainsUppercase { .. }),
+                "{input}: {err:?}"
+            );
         }
         let err = parse_raw(&format!("{}a:tag", "a/".repeat(128))).unwrap_err();
         assert!(matches!(err, ReferenceError::NameTooLong { .. }), "{err:?}");
@@ -696,7 +877,10 @@ mod tests {
             format!("validname@invaliddigest:{FF64}"),
         ] {
             let err = parse_raw(&input).unwrap_err();
-            assert!(matches!(err, ReferenceError::InvalidDigest { .. }), "{input}: {err:?}");
+            assert!(
+                matches!(err, ReferenceError::InvalidDigest { .. }),
+                "{input}: {err:?}"
+            );
         }
     }
 
@@ -704,35 +888,74 @@ mod tests {
     #[test]
     fn normalized_names_accept_and_reject_as_docker() {
         let valid = [
-            "docker/docker", "library/debian", "debian", "docker.io/docker/docker",
-            "docker.io/library/debian", "docker.io/debian", "index.docker.io/docker/docker",
-            "index.docker.io/library/debian", "index.docker.io/debian",
-            "127.0.0.1:5000/docker/docker", "127.0.0.1:5000/library/debian", "127.0.0.1:5000/debian",
-            "192.168.0.1", "192.168.0.1:80", "192.168.0.1:8/debian", "192.168.0.2:25000/debian",
+            "docker/docker",
+            "library/debian",
+            "debian",
+            "docker.io/docker/docker",
+            "docker.io/library/debian",
+            "docker.io/debian",
+            "index.docker.io/docker/docker",
+            "index.docker.io/library/debian",
+            "index.docker.io/debian",
+            "127.0.0.1:5000/docker/docker",
+            "127.0.0.1:5000/library/debian",
+            "127.0.0.1:5000/debian",
+            "192.168.0.1",
+            "192.168.0.1:80",
+            "192.168.0.1:8/debian",
+            "192.168.0.2:25000/debian",
             "thisisthesongthatneverendsitgoesonandonandonthisisthesongthatnev",
-            "[fc00::1]:5000/docker", "[fc00::1]:5000/docker/docker",
+            "[fc00::1]:5000/docker",
+            "[fc00::1]:5000/docker/docker",
             "[fc00:1:2:3:4:5:6:7]:5000/library/debian",
             "docker.io/1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a",
-            "Docker/docker", "DOCKER/docker",
-            "docker-rules/docker", "docker---rules/docker", "doc/docker", "d/docker", "jess/t",
+            "Docker/docker",
+            "DOCKER/docker",
+            "docker-rules/docker",
+            "docker---rules/docker",
+            "doc/docker",
+            "d/docker",
+            "jess/t",
             "dock__er/docker",
         ];
         for name in valid {
-            assert!(Reference::parse_named(name).is_ok(), "{name} should be valid: {:?}", Reference::parse_named(name));
+            assert!(
+                Reference::parse_named(name).is_ok(),
+                "{name} should be valid: {:?}",
+                Reference::parse_named(name)
+            );
         }
         let invalid = [
-            "https://github.com/docker/docker", "docker/Docker", "-docker", "-docker/docker",
-            "-docker.io/docker/docker", "docker///docker", "docker.io/docker/Docker",
-            "docker.io/docker///docker", "[fc00::1]", "[fc00::1]:5000", "fc00::1:5000/debian",
-            "[fe80::1%eth0]:5000/debian", "[2001:db8:3:4::192.0.2.33]:5000/debian",
+            "https://github.com/docker/docker",
+            "docker/Docker",
+            "-docker",
+            "-docker/docker",
+            "-docker.io/docker/docker",
+            "docker///docker",
+            "docker.io/docker/Docker",
+            "docker.io/docker///docker",
+            "[fc00::1]",
+            "[fc00::1]:5000",
+            "fc00::1:5000/debian",
+            "[fe80::1%eth0]:5000/debian",
+            "[2001:db8:3:4::192.0.2.33]:5000/debian",
             "1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a",
-            "docker-/docker", "-docker-/docker", "____/____", "_docker/_docker", "dock..er/docker",
-            "dock_.er/docker", "dock-.er/docker", "docker/",
+            "docker-/docker",
+            "-docker-/docker",
+            "____/____",
+            "_docker/_docker",
+            "dock..er/docker",
+            "dock_.er/docker",
+            "dock-.er/docker",
+            "docker/",
             "this_is_not_a_valid_namespace_because_its_lenth_is_greater_than_255_this_is_not_a_valid_namespace_because_its_lenth_is_greater_than_255_this_is_not_a_valid_namespace_because_its_lenth_is_greater_than_255_this_is_not_a_valid_namespace_because_its_lenth_is_greater_than_255/docker",
         ];
         for name in invalid {
             let err = Reference::parse_named(name).expect_err(name);
-            assert!(err.to_string().contains(name), "error for {name} should quote it: {err}");
+            assert!(
+                err.to_string().contains(name),
+                "error for {name} should quote it: {err}"
+            );
         }
     }
 
@@ -740,24 +963,100 @@ mod tests {
     #[test]
     fn familiar_and_full_names_match_docker() {
         let cases = [
-            ("fooo/bar", "fooo/bar", "docker.io/fooo/bar", Some("index.docker.io/fooo/bar"), "docker.io"),
-            ("library/ubuntu", "ubuntu", "docker.io/library/ubuntu", Some("library/ubuntu"), "docker.io"),
-            ("nonlibrary/ubuntu", "nonlibrary/ubuntu", "docker.io/nonlibrary/ubuntu", None, "docker.io"),
-            ("other/library", "other/library", "docker.io/other/library", None, "docker.io"),
-            ("private/moonbase", "127.0.0.1:8000/private/moonbase", "127.0.0.1:8000/private/moonbase", None, "127.0.0.1:8000"),
-            ("privatebase", "127.0.0.1:8000/privatebase", "127.0.0.1:8000/privatebase", None, "127.0.0.1:8000"),
-            ("private/moonbase", "example.com/private/moonbase", "example.com/private/moonbase", None, "example.com"),
-            ("privatebasee", "example.com:8000/privatebasee", "example.com:8000/privatebasee", None, "example.com:8000"),
-            ("library/ubuntu-12.04-base", "ubuntu-12.04-base", "docker.io/library/ubuntu-12.04-base", Some("index.docker.io/library/ubuntu-12.04-base"), "docker.io"),
-            ("library/foo", "foo", "docker.io/library/foo", Some("docker.io/foo"), "docker.io"),
-            ("library/foo/bar", "library/foo/bar", "docker.io/library/foo/bar", None, "docker.io"),
-            ("store/foo/bar", "store/foo/bar", "docker.io/store/foo/bar", None, "docker.io"),
+            (
+                "fooo/bar",
+                "fooo/bar",
+                "docker.io/fooo/bar",
+                Some("index.docker.io/fooo/bar"),
+                "docker.io",
+            ),
+            (
+                "library/ubuntu",
+                "ubuntu",
+                "docker.io/library/ubuntu",
+                Some("library/ubuntu"),
+                "docker.io",
+            ),
+            (
+                "nonlibrary/ubuntu",
+                "nonlibrary/ubuntu",
+                "docker.io/nonlibrary/ubuntu",
+                None,
+                "docker.io",
+            ),
+            (
+                "other/library",
+                "other/library",
+                "docker.io/other/library",
+                None,
+                "docker.io",
+            ),
+            (
+                "private/moonbase",
+                "127.0.0.1:8000/private/moonbase",
+                "127.0.0.1:8000/private/moonbase",
+                None,
+                "127.0.0.1:8000",
+            ),
+            (
+                "privatebase",
+                "127.0.0.1:8000/privatebase",
+                "127.0.0.1:8000/privatebase",
+                None,
+                "127.0.0.1:8000",
+            ),
+            (
+                "private/moonbase",
+                "example.com/private/moonbase",
+                "example.com/private/moonbase",
+                None,
+                "example.com",
+            ),
+            (
+                "privatebasee",
+                "example.com:8000/privatebasee",
+                "example.com:8000/privatebasee",
+                None,
+                "example.com:8000",
+            ),
+            (
+                "library/ubuntu-12.04-base",
+                "ubuntu-12.04-base",
+                "docker.io/library/ubuntu-12.04-base",
+                Some("index.docker.io/library/ubuntu-12.04-base"),
+                "docker.io",
+            ),
+            (
+                "library/foo",
+                "foo",
+                "docker.io/library/foo",
+                Some("docker.io/foo"),
+                "docker.io",
+            ),
+            (
+                "library/foo/bar",
+                "library/foo/bar",
+                "docker.io/library/foo/bar",
+                None,
+                "docker.io",
+            ),
+            (
+                "store/foo/bar",
+                "store/foo/bar",
+                "docker.io/store/foo/bar",
+                None,
+                "docker.io",
+            ),
             ("bar", "Foo/bar", "Foo/bar", None, "Foo"),
             ("bar", "FOO/bar", "FOO/bar", None, "FOO"),
         ];
         for (path, familiar, full, ambiguous, domain) in cases {
-            for input in [Some(familiar), Some(full), ambiguous].into_iter().flatten() {
-                let named = Reference::parse_named(input).unwrap_or_else(|err| panic!("{input}: {err}"));
+            for input in [Some(familiar), Some(full), ambiguous]
+                .into_iter()
+                .flatten()
+            {
+                let named =
+                    Reference::parse_named(input).unwrap_or_else(|err| panic!("{input}: {err}"));
                 assert_eq!(named.familiar_name(), familiar, "{input}");
                 assert_eq!(named.to_string(), full, "{input}");
                 assert_eq!(named.domain(), domain, "{input}");
@@ -769,12 +1068,28 @@ mod tests {
     #[test]
     fn docker_cli_forms_normalise_and_display() {
         let cases = [
-            ("busybox", "docker.io/library/busybox:latest", "busybox:latest"),
+            (
+                "busybox",
+                "docker.io/library/busybox:latest",
+                "busybox:latest",
+            ),
             ("user/app", "docker.io/user/app:latest", "user/app:latest"),
-            ("host:5000/a/b:tag", "host:5000/a/b:tag", "host:5000/a/b:tag"),
+            (
+                "host:5000/a/b:tag",
+                "host:5000/a/b:tag",
+                "host:5000/a/b:tag",
+            ),
             ("localhost/x", "localhost/x:latest", "localhost/x:latest"),
-            ("localhost:5000/x:1.0", "localhost:5000/x:1.0", "localhost:5000/x:1.0"),
-            ("docker.io/library/redis:7", "docker.io/library/redis:7", "redis:7"),
+            (
+                "localhost:5000/x:1.0",
+                "localhost:5000/x:1.0",
+                "localhost:5000/x:1.0",
+            ),
+            (
+                "docker.io/library/redis:7",
+                "docker.io/library/redis:7",
+                "redis:7",
+            ),
         ];
         for (input, full, familiar) in cases {
             let reference = Reference::parse(input).unwrap();
@@ -784,19 +1099,35 @@ mod tests {
         }
         let digest = "sha256:86e0e091d0da6bde2456dbb48306f3956bbeb2eae1b5b9a43045843f69fe4aaa";
         let by_digest = Reference::parse(&format!("busybox@{digest}")).unwrap();
-        assert_eq!(by_digest.tag(), None, "a digest reference gets no default tag");
-        assert_eq!(by_digest.to_string(), format!("docker.io/library/busybox@{digest}"));
+        assert_eq!(
+            by_digest.tag(),
+            None,
+            "a digest reference gets no default tag"
+        );
+        assert_eq!(
+            by_digest.to_string(),
+            format!("docker.io/library/busybox@{digest}")
+        );
         let both = Reference::parse(&format!("busybox:latest@{digest}")).unwrap();
         assert_eq!(both.familiar(), format!("busybox:latest@{digest}"));
-        assert_eq!(both.digest().map(|d| d.to_string()).as_deref(), Some(digest));
+        assert_eq!(
+            both.digest().map(|d| d.to_string()).as_deref(),
+            Some(digest)
+        );
     }
 
     #[test]
     fn errors_say_why_and_show_input() {
         let err = Reference::parse("Busybox").unwrap_err();
-        assert!(err.to_string().contains("must be lowercase") && err.to_string().contains("Busybox"), "{err}");
+        assert!(
+            err.to_string().contains("must be lowercase") && err.to_string().contains("Busybox"),
+            "{err}"
+        );
         let err = Reference::parse("busybox:-bad").unwrap_err();
-        assert!(err.to_string().contains("busybox:-bad") && err.to_string().contains("tag"), "{err}");
+        assert!(
+            err.to_string().contains("busybox:-bad") && err.to_string().contains("tag"),
+            "{err}"
+        );
         let err = Reference::parse(&"a".repeat(64).replace('a', "b")).unwrap_err();
         assert!(err.to_string().contains("hexadecimal"), "{err}");
         let long_tag = format!("busybox:{}", "t".repeat(129));
@@ -808,9 +1139,15 @@ mod tests {
     #[test]
     fn with_tag_and_repository_helpers() {
         let reference = Reference::parse("busybox").unwrap();
-        assert_eq!(reference.with_tag("1.36").unwrap().familiar(), "busybox:1.36");
+        assert_eq!(
+            reference.with_tag("1.36").unwrap().familiar(),
+            "busybox:1.36"
+        );
         assert!(reference.with_tag(".bad").is_err());
-        assert_eq!(reference.repository().to_string(), "docker.io/library/busybox");
+        assert_eq!(
+            reference.repository().to_string(),
+            "docker.io/library/busybox"
+        );
         let parts = Reference::from_parts("localhost:5000", "a/b", Some("t"), None).unwrap();
         assert_eq!(parts.to_string(), "localhost:5000/a/b:t");
     }

@@ -1,0 +1,253 @@
+//! Archives kiln writes, read back by kiln: names, digests and layers survive;
+//! members in any order; hostile or corrupt archives are refused.
+
+mod common;
+
+use std::io::Read;
+
+use common::make_test_image;
+use kiln_image::{
+    ArchiveFormat, BlobRead, ImageError, MemoryBlobs, ReadOptions, WriteOptions, read_archive,
+    read_oci_dir, sha256_digest, sniff_archive_file, write_docker_archive, write_oci_archive,
+    write_oci_dir,
+};
+
+fn docker_archive_bytes() -> (common::TestImage, Vec<u8>) {
+    let image = make_test_image();
+    let out = write_docker_archive(
+        Vec::new(),
+        &image.blobs,
+        &[image.export(&["kiln-test/app:1.0", "localhost:5000/app:latest"])],
+        &WriteOptions::default(),
+    )
+    .unwrap();
+    (image, out)
+}
+
+fn member_names(archive: &[u8]) -> Vec<String> {
+    let mut tar = tar::Archive::new(archive);
+    tar.entries()
+        .unwrap()
+        .map(|entry| {
+            entry
+                .unwrap()
+                .path()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn docker_archive_round_trips_with_uncompressed_layers() {
+    let (image, bytes) = docker_archive_bytes();
+    let names = member_names(&bytes);
+    for required in ["manifest.json", "index.json", "oci-layout", "repositories"] {
+        assert!(
+            names.iter().any(|name| name == required),
+            "{required} missing from {names:?}"
+        );
+    }
+    let mut sink = MemoryBlobs::new();
+    let loaded = read_archive(&bytes[..], &mut sink, &ReadOptions::default()).unwrap();
+    assert_eq!(loaded.format, ArchiveFormat::DockerArchive);
+    assert_eq!(loaded.images.len(), 1);
+    let found = &loaded.images[0];
+    let shown: Vec<String> = found.names.iter().map(|name| name.familiar()).collect();
+    assert_eq!(shown, ["kiln-test/app:1.0", "localhost:5000/app:latest"]);
+    assert_eq!(
+        found.config.digest, image.config_digest,
+        "config bytes kept exactly"
+    );
+    assert_eq!(found.config.diff_ids().unwrap(), image.diff_ids);
+    // docker-archive layers are the uncompressed tars: their digests are the diff IDs.
+    let layer_digests: Vec<_> = found
+        .manifest
+        .layers
+        .iter()
+        .map(|l| l.descriptor.digest().clone())
+        .collect();
+    assert_eq!(layer_digests, image.diff_ids);
+    for digest in &image.diff_ids {
+        let mut content = Vec::new();
+        sink.open_blob(digest)
+            .unwrap()
+            .read_to_end(&mut content)
+            .unwrap();
+        assert_eq!(&sha256_digest(&content), digest);
+    }
+    assert!(
+        sink.get(&found.manifest.digest).is_some(),
+        "manifest written to the sink"
+    );
+    let cmd = found
+        .config
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.cmd().clone())
+        .unwrap();
+    assert_eq!(cmd[0], "/bin/sh");
+}
+
+#[test]
+fn members_in_any_order_are_resolved_at_the_end() {
+    let (image, bytes) = docker_archive_bytes();
+    // Rebuild the tar with its members reversed: manifest.json comes first, layers last.
+    let mut members = Vec::new();
+    let mut tar = tar::Archive::new(&bytes[..]);
+    for entry in tar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let header = entry.header().clone();
+        let path = entry.path().unwrap().into_owned();
+        let mut content = Vec::new();
+        entry.read_to_end(&mut content).unwrap();
+        members.push((header, path, content));
+    }
+    members.reverse();
+    let mut builder = tar::Builder::new(Vec::new());
+    for (mut header, path, content) in members {
+        builder
+            .append_data(&mut header, path, &content[..])
+            .unwrap();
+    }
+    let reversed = builder.into_inner().unwrap();
+    let mut sink = MemoryBlobs::new();
+    let loaded = read_archive(&reversed[..], &mut sink, &ReadOptions::default()).unwrap();
+    assert_eq!(loaded.images[0].config.digest, image.config_digest);
+}
+
+#[test]
+fn gzip_compressed_archive_is_accepted() {
+    use std::io::Write;
+    let (image, bytes) = docker_archive_bytes();
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gzip.write_all(&bytes).unwrap();
+    let compressed = gzip.finish().unwrap();
+    let mut sink = MemoryBlobs::new();
+    let loaded = read_archive(&compressed[..], &mut sink, &ReadOptions::default()).unwrap();
+    assert_eq!(loaded.images[0].config.digest, image.config_digest);
+}
+
+#[test]
+fn oci_archive_and_dir_keep_manifest_digest_and_compression() {
+    let image = make_test_image();
+    let export = [image.export(&["kiln-test/app:1.0"])];
+    let bytes = write_oci_archive(Vec::new(), &image.blobs, &export).unwrap();
+    let mut sink = MemoryBlobs::new();
+    let loaded = read_archive(&bytes[..], &mut sink, &ReadOptions::default()).unwrap();
+    assert_eq!(loaded.format, ArchiveFormat::OciLayout);
+    let found = &loaded.images[0];
+    assert_eq!(
+        found.manifest.digest, image.manifest_digest,
+        "manifest bytes kept exactly"
+    );
+    assert_eq!(found.names[0].to_string(), "docker.io/kiln-test/app:1.0");
+    assert_eq!(
+        found.manifest.layers[0].compression,
+        kiln_image::LayerCompression::Gzip
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    write_oci_dir(dir.path(), &image.blobs, &export).unwrap();
+    assert_eq!(
+        sniff_archive_file(dir.path()).unwrap(),
+        ArchiveFormat::OciLayout
+    );
+    let mut sink = MemoryBlobs::new();
+    let loaded = read_oci_dir(dir.path(), &mut sink, &ReadOptions::default()).unwrap();
+    assert_eq!(loaded.images[0].manifest.digest, image.manifest_digest);
+    assert_eq!(sink.len(), 4, "manifest, config and two layers copied");
+
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &bytes).unwrap();
+    assert_eq!(
+        sniff_archive_file(file.path()).unwrap(),
+        ArchiveFormat::OciLayout
+    );
+    let (_, docker) = docker_archive_bytes();
+    std::fs::write(file.path(), &docker).unwrap();
+    assert_eq!(
+        sniff_archive_file(file.path()).unwrap(),
+        ArchiveFormat::DockerArchive
+    );
+}
+
+fn tar_of(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, content) in members {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        // set_path refuses `..`; write the raw name as a hostile tool would.
+        let name = header.as_old_mut().name.as_mut();
+        name[..path.len()].copy_from_slice(path.as_bytes());
+        header.set_cksum();
+        builder.append(&header, *content).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+#[test]
+fn hostile_and_corrupt_archives_are_refused_with_clear_errors() {
+    let mut sink = MemoryBlobs::new();
+    let traversal = tar_of(&[("../evil", b"x")]);
+    let err = read_archive(&traversal[..], &mut sink, &ReadOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("leaves the archive root"), "{err}");
+
+    let wrong_name = format!("blobs/sha256/{}", "0".repeat(64));
+    let lying = tar_of(&[(&wrong_name, b"not that content")]);
+    let err = read_archive(&lying[..], &mut sink, &ReadOptions::default()).unwrap_err();
+    assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+    assert!(sink.is_empty(), "nothing stored from a lying archive");
+
+    let empty = tar_of(&[("hello.txt", b"hi")]);
+    let err = read_archive(&empty[..], &mut sink, &ReadOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("neither manifest.json"), "{err}");
+
+    let missing_layer = tar_of(&[(
+        "manifest.json",
+        br#"[{"Config":"c.json","RepoTags":["a:b"],"Layers":["x/layer.tar"]}]"#,
+    )]);
+    let err = read_archive(&missing_layer[..], &mut sink, &ReadOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("c.json"), "{err}");
+
+    let not_tar = b"this is not a tar file at all, just text".repeat(20);
+    assert!(read_archive(&not_tar[..], &mut sink, &ReadOptions::default()).is_err());
+}
+
+#[test]
+fn corrupt_source_blob_is_detected_on_write() {
+    let image = make_test_image();
+    // A blob source that returns different bytes than its digest says.
+    struct Lying(MemoryBlobs, kiln_image::Digest);
+    impl BlobRead for Lying {
+        fn open_blob(&self, digest: &kiln_image::Digest) -> std::io::Result<Box<dyn Read + '_>> {
+            if *digest == self.1 {
+                Ok(Box::new(&b"tampered"[..]))
+            } else {
+                self.0.open_blob(digest)
+            }
+        }
+        fn blob_size(&self, digest: &kiln_image::Digest) -> std::io::Result<u64> {
+            if *digest == self.1 {
+                Ok(8)
+            } else {
+                self.0.blob_size(digest)
+            }
+        }
+    }
+    let source = Lying(image.blobs.clone(), image.diff_ids[1].clone());
+    let err = write_oci_archive(Vec::new(), &source, &[image.export(&["x:y"])]).unwrap_err();
+    assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+    let err = write_docker_archive(
+        Vec::new(),
+        &source,
+        &[image.export(&["x:y"])],
+        &WriteOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+}
