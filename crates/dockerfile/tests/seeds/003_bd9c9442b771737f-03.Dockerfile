@@ -1,0 +1,1 @@
+FROM <image> AS <stage_name>

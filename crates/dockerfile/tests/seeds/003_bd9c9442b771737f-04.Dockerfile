@@ -1,0 +1,1 @@
+COPY --from=builder /app/main .
