@@ -447,11 +447,12 @@ impl Applier<'_> {
                         meta.mtime = whole.unwrap_or(meta.mtime);
                     }
                     _ => {
-                        if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                            if !name.is_empty() && !is_overlay_private_xattr(name) {
-                                meta.xattrs
-                                    .push((OsStr::from_bytes(name).to_os_string(), value.to_vec()));
-                            }
+                        if let Some(name) = key.strip_prefix(b"SCHILY.xattr.")
+                            && !name.is_empty()
+                            && !is_overlay_private_xattr(name)
+                        {
+                            meta.xattrs
+                                .push((OsStr::from_bytes(name).to_os_string(), value.to_vec()));
                         }
                     }
                 }

@@ -46,7 +46,10 @@ impl Drop for Mount {
 
 /// What a user sees: kind, mode and content per path (directory mtimes legitimately
 /// differ between a merged view and a flattened copy).
-fn view(root: &Path) -> BTreeMap<String, (&'static str, u32, Vec<u8>, Option<Vec<u8>>)> {
+/// kind, mode, content, symlink target.
+type Visible = (&'static str, u32, Vec<u8>, Option<Vec<u8>>);
+
+fn view(root: &Path) -> BTreeMap<String, Visible> {
     tree(root)
         .into_iter()
         .map(|(path, node)| (path, (node.kind, node.mode, node.content, node.link_target)))

@@ -108,7 +108,7 @@ fn build(root: &Path, specs: &[Spec]) {
         };
         rustix::fs::utimensat(
             rustix::fs::CWD,
-            &root.join(path),
+            root.join(path),
             &Timestamps {
                 last_access: time,
                 last_modification: time,

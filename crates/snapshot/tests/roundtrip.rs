@@ -67,7 +67,7 @@ fn build_rich_tree(root: &Path) {
     std::fs::write(root.join("ünïcödé 文件"), b"utf-8 name").expect("write");
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &root.join("fifo"),
+        root.join("fifo"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o640),
         0,
@@ -75,14 +75,14 @@ fn build_rich_tree(root: &Path) {
     .expect("mkfifo");
     chmod(&root.join("fifo"), 0o640);
     rustix::fs::setxattr(
-        &root.join("etc/hostname"),
+        root.join("etc/hostname"),
         "user.kiln.note",
         b"hello",
         rustix::fs::XattrFlags::empty(),
     )
     .expect("xattr");
     rustix::fs::setxattr(
-        &root.join("etc"),
+        root.join("etc"),
         "user.kiln.dir",
         b"\x00binary\xff",
         rustix::fs::XattrFlags::empty(),
@@ -91,7 +91,7 @@ fn build_rich_tree(root: &Path) {
     if root_user {
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &root.join("null"),
+            root.join("null"),
             rustix::fs::FileType::CharacterDevice,
             rustix::fs::Mode::from_raw_mode(0o666),
             rustix::fs::makedev(1, 3),
@@ -106,21 +106,21 @@ fn build_rich_tree(root: &Path) {
         capability.extend_from_slice(&0u32.to_le_bytes());
         capability.extend_from_slice(&0u32.to_le_bytes());
         rustix::fs::setxattr(
-            &root.join("usr/bin/busybox"),
+            root.join("usr/bin/busybox"),
             "security.capability",
             &capability,
             rustix::fs::XattrFlags::empty(),
         )
         .expect("set capability");
         rustix::fs::chown(
-            &root.join("usr/bin/su"),
+            root.join("usr/bin/su"),
             Some(rustix::fs::Uid::from_raw(1000)),
             Some(rustix::fs::Gid::from_raw(1000)),
         )
         .expect("chown");
         chmod(&root.join("usr/bin/su"), 0o4755);
         rustix::fs::chown(
-            &root.join("srv/shared"),
+            root.join("srv/shared"),
             None,
             Some(rustix::fs::Gid::from_raw(3_000_000)),
         )
@@ -128,7 +128,7 @@ fn build_rich_tree(root: &Path) {
         chmod(&root.join("srv/shared"), 0o2775);
         rustix::fs::chownat(
             rustix::fs::CWD,
-            &root.join("usr/bin/cat"),
+            root.join("usr/bin/cat"),
             Some(rustix::fs::Uid::from_raw(7)),
             Some(rustix::fs::Gid::from_raw(8)),
             AtFlags::SYMLINK_NOFOLLOW,
