@@ -133,6 +133,18 @@ fn overlay_mount(
     }
     set(c"upperdir", upper)?;
     set(c"workdir", work)?;
+    // The upper dir must be a plain diff a layer tar can express: no redirect
+    // xattrs for renamed lower dirs (rename then falls back to copy, EXDEV) and
+    // no metadata-only copy-ups without data. Both default off on most kernels;
+    // say so explicitly for the ones where they default on.
+    for (key, value) in [
+        (c"redirect_dir", c"off"),
+        (c"metacopy", c"off"),
+        (c"index", c"off"),
+    ] {
+        sys::fsconfig_string(fs.as_raw_fd(), key, value)
+            .map_err(|e| fail(format!("option {}: {}", key.to_string_lossy(), e.io())))?;
+    }
     sys::fsconfig_create(fs.as_raw_fd()).map_err(|e| {
         let log = fs_context_log(fs.as_raw_fd());
         fail(format!("{} {}", e.io(), log))

@@ -147,6 +147,26 @@ fn replacing_a_directory_makes_it_opaque() {
 }
 
 #[test]
+fn renaming_a_lower_dir_copies_it_without_redirects() {
+    require_env!();
+    let fx = Fixture::busybox();
+    sh_ok(&fx.spec("mv /olddir /moved && cat /moved/old1"));
+    let moved = fx.upper.join("moved");
+    assert_eq!(
+        xattr(&moved, "trusted.overlay.redirect"),
+        None,
+        "no redirect xattr"
+    );
+    assert_eq!(
+        std::fs::read_to_string(moved.join("old1")).unwrap(),
+        "1\n",
+        "data copied up"
+    );
+    let whiteout = std::fs::symlink_metadata(fx.upper.join("olddir")).unwrap();
+    assert!(whiteout.file_type().is_char_device());
+}
+
+#[test]
 fn user_semantics_match_docker() {
     require_env!();
     let fx = Fixture::busybox();

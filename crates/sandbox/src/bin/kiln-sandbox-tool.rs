@@ -3,8 +3,11 @@
 //!
 //!   kiln-sandbox-tool run ROOTDIR CMD...     run CMD with ROOTDIR as root (a Dir
 //!                                            rootfs), stream output, exit with its code
-//!   kiln-sandbox-tool bench ROOTDIR N        N runs of `true`, prints the median and
-//!                                            other percentiles in milliseconds
+//!   kiln-sandbox-tool bench ROOTDIR N [overlay]
+//!                                            N runs of `true`, prints the median and
+//!                                            other percentiles in milliseconds; with
+//!                                            `overlay`, each run gets ROOTDIR as the lower
+//!                                            dir and a fresh upper/work dir (a RUN step)
 //!   kiln-sandbox-tool overlay LOWER UPPER WORK CMD...   like run, on an overlay
 
 use kiln_sandbox::{RootFs, SandboxSpec, run};
@@ -13,7 +16,7 @@ use std::time::Instant;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: kiln-sandbox-tool run ROOTDIR CMD... | bench ROOTDIR N | overlay LOWER UPPER WORK CMD..."
+        "usage: kiln-sandbox-tool run ROOTDIR CMD... | bench ROOTDIR N [overlay] | overlay LOWER UPPER WORK CMD..."
     );
     std::process::exit(2)
 }
@@ -51,14 +54,38 @@ fn main() {
             let spec = SandboxSpec::new(rootfs, args[4..].to_vec());
             std::process::exit(run_streaming(&spec));
         }
-        "bench" if args.len() == 3 => {
+        "bench" if args.len() == 3 || (args.len() == 4 && args[3] == "overlay") => {
             let Ok(count) = args[2].parse::<usize>() else {
                 usage()
             };
-            let spec = SandboxSpec::new(RootFs::Dir(args[1].clone().into()), vec!["true".into()]);
+            let overlay = args.len() == 4;
+            let scratch =
+                std::env::temp_dir().join(format!("kiln-sandbox-bench-{}", std::process::id()));
+            let mut spec =
+                SandboxSpec::new(RootFs::Dir(args[1].clone().into()), vec!["true".into()]);
+            if std::env::var("KILN_SANDBOX_BENCH_NETWORK").as_deref() == Ok("host") {
+                spec.network = kiln_sandbox::Network::Host;
+            }
             let mut times = Vec::with_capacity(count);
-            for _ in 0..count {
+            for index in 0..count {
                 let start = Instant::now();
+                if overlay {
+                    // A RUN step's cost includes making its fresh upper/work dirs.
+                    let upper = scratch.join(format!("{index}/upper"));
+                    let work = scratch.join(format!("{index}/work"));
+                    if std::fs::create_dir_all(&upper)
+                        .and_then(|()| std::fs::create_dir_all(&work))
+                        .is_err()
+                    {
+                        eprintln!("cannot create {}", upper.display());
+                        std::process::exit(1);
+                    }
+                    spec.rootfs = RootFs::Overlay {
+                        lower_dirs: vec![args[1].clone().into()],
+                        upper_dir: upper,
+                        work_dir: work,
+                    };
+                }
                 match run(&spec, |_, _| {}) {
                     Ok(status) if status.success() => {}
                     Ok(status) => {
@@ -72,6 +99,7 @@ fn main() {
                 }
                 times.push(start.elapsed().as_secs_f64() * 1000.0);
             }
+            let _ = std::fs::remove_dir_all(&scratch);
             times.sort_by(|a, b| a.total_cmp(b));
             let pick = |q: f64| {
                 times
@@ -80,7 +108,8 @@ fn main() {
                     .unwrap_or(0.0)
             };
             println!(
-                "kiln-sandbox runs={count} median_ms={:.2} p10_ms={:.2} p90_ms={:.2} max_ms={:.2}",
+                "kiln-sandbox{} runs={count} median_ms={:.2} p10_ms={:.2} p90_ms={:.2} max_ms={:.2}",
+                if overlay { "(overlay)" } else { "(dir)" },
                 pick(0.5),
                 pick(0.1),
                 pick(0.9),
