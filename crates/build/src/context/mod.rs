@@ -538,10 +538,10 @@ fn walk(
         .map(|m| m.into_inner().ok().flatten())
         .collect();
     // Report the first failing subtree in walk order.
-    if let Some(position) = results.iter().position(|r| matches!(r, Some(Err(_)))) {
-        if let Some(Some(Err(e))) = results.get_mut(position).map(Option::take) {
-            return Err(e);
-        }
+    if let Some(position) = results.iter().position(|r| matches!(r, Some(Err(_))))
+        && let Some(Some(Err(e))) = results.get_mut(position).map(Option::take)
+    {
+        return Err(e);
     }
     let mut entries = Vec::new();
     let mut parents = Vec::new();

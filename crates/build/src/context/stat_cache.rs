@@ -149,11 +149,11 @@ impl StatCache {
 
     fn find(&self, path: &[u8]) -> Option<&Record> {
         let hint = self.cursor.get();
-        if let Some(record) = self.records.get(hint) {
-            if self.record_path(record) == path {
-                self.cursor.set(hint + 1);
-                return Some(record);
-            }
+        if let Some(record) = self.records.get(hint)
+            && self.record_path(record) == path
+        {
+            self.cursor.set(hint + 1);
+            return Some(record);
         }
         let at = self
             .records

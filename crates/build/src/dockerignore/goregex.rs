@@ -485,20 +485,20 @@ impl<'a> Parser<'a> {
                 return Ok(set);
             }
             first = false;
-            if ch == '[' && self.peek_at(1) == Some(':') {
-                if let Some(ranges) = self.parse_posix_class()? {
-                    set.ranges.extend(ranges);
-                    continue;
-                }
+            if ch == '['
+                && self.peek_at(1) == Some(':')
+                && let Some(ranges) = self.parse_posix_class()?
+            {
+                set.ranges.extend(ranges);
+                continue;
             }
-            if ch == '\\' {
-                if let Some(letter) = self.peek_at(1) {
-                    if let Some(ranges) = perl_class(letter) {
-                        self.pos += 2;
-                        set.ranges.extend(ranges);
-                        continue;
-                    }
-                }
+            if ch == '\\'
+                && let Some(letter) = self.peek_at(1)
+                && let Some(ranges) = perl_class(letter)
+            {
+                self.pos += 2;
+                set.ranges.extend(ranges);
+                continue;
             }
             let lo = self.parse_class_char()?;
             let mut hi = lo;
@@ -675,19 +675,11 @@ impl GoRegex {
             };
             next.clear();
             for &pc in &current {
-                if let Some(Inst::Char(test)) = self.program.get(pc) {
-                    if test.accepts(ch)
-                        && self.add_thread(
-                            pc + 1,
-                            pos + 1,
-                            text,
-                            &mut next,
-                            &mut on_list,
-                            &mut stack,
-                        )
-                    {
-                        return true;
-                    }
+                if let Some(Inst::Char(test)) = self.program.get(pc)
+                    && test.accepts(ch)
+                    && self.add_thread(pc + 1, pos + 1, text, &mut next, &mut on_list, &mut stack)
+                {
+                    return true;
                 }
             }
             std::mem::swap(&mut current, &mut next);

@@ -488,12 +488,12 @@ pub fn locate_ignore_file(
     dockerfile: Option<&Path>,
 ) -> Result<Option<IgnoreFile>, IgnoreError> {
     let mut candidates = Vec::new();
-    if let Some(dockerfile) = dockerfile {
-        if let Some(name) = dockerfile.file_name() {
-            let mut ignore_name = name.to_os_string();
-            ignore_name.push(".dockerignore");
-            candidates.push(dockerfile.with_file_name(ignore_name));
-        }
+    if let Some(dockerfile) = dockerfile
+        && let Some(name) = dockerfile.file_name()
+    {
+        let mut ignore_name = name.to_os_string();
+        ignore_name.push(".dockerignore");
+        candidates.push(dockerfile.with_file_name(ignore_name));
     }
     candidates.push(context_dir.join(".dockerignore"));
     for path in candidates {

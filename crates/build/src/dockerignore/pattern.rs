@@ -82,20 +82,20 @@ pub fn glob_match(pattern: &[u8], name: &[u8]) -> Result<bool, BadGlob> {
             return Ok(!name.contains(&b'/'));
         }
         let attempt = match_chunk(chunk, name)?;
-        if let Some(left) = attempt {
-            if left.is_empty() || !pattern.is_empty() {
-                name = left;
-                continue;
-            }
+        if let Some(left) = attempt
+            && (left.is_empty() || !pattern.is_empty())
+        {
+            name = left;
+            continue;
         }
         if star {
             let mut skip = 0;
             while skip < name.len() && name[skip] != b'/' {
-                if let Some(left) = match_chunk(chunk, &name[skip + 1..])? {
-                    if !(pattern.is_empty() && !left.is_empty()) {
-                        name = left;
-                        continue 'chunks;
-                    }
+                if let Some(left) = match_chunk(chunk, &name[skip + 1..])?
+                    && (!pattern.is_empty() || left.is_empty())
+                {
+                    name = left;
+                    continue 'chunks;
                 }
                 skip += 1;
             }
@@ -113,10 +113,8 @@ fn scan_chunk(pattern: &[u8]) -> (bool, &[u8], &[u8]) {
     let mut i = 0;
     while i < pattern.len() {
         match pattern[i] {
-            b'\\' => {
-                if i + 1 < pattern.len() {
-                    i += 1;
-                }
+            b'\\' if i + 1 < pattern.len() => {
+                i += 1;
             }
             b'[' => in_range = true,
             b']' => in_range = false,
@@ -133,10 +131,10 @@ fn scan_chunk(pattern: &[u8]) -> (bool, &[u8], &[u8]) {
 fn decode_first(s: &[u8]) -> (char, usize) {
     let take = s.len().min(4);
     for width in 1..=take {
-        if let Ok(text) = std::str::from_utf8(&s[..width]) {
-            if let Some(ch) = text.chars().next() {
-                return (ch, width);
-            }
+        if let Ok(text) = std::str::from_utf8(&s[..width])
+            && let Some(ch) = text.chars().next()
+        {
+            return (ch, width);
         }
     }
     ('\u{FFFD}', 1)
