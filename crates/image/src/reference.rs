@@ -190,12 +190,21 @@ impl Reference {
     }
 
     /// Repository name as docker shows it: `busybox`, `user/app`, `host:5000/a/b`.
+    ///
+    /// One deliberate difference from docker: a Docker Hub path whose first
+    /// component looks like a registry (`docker.io/a.b/c`, impossible on Docker Hub
+    /// itself) keeps its domain, so the familiar form always parses back to the
+    /// same reference.
     pub fn familiar_name(&self) -> String {
         if self.domain == DEFAULT_DOMAIN {
             if let Some(rest) = self.path.strip_prefix(OFFICIAL_REPO_PREFIX) {
                 if !rest.contains('/') {
                     return rest.to_string();
                 }
+            }
+            let first = self.path.split('/').next().unwrap_or_default();
+            if first.contains(['.', ':']) || first == "localhost" {
+                return self.name();
             }
             return self.path.clone();
         }
@@ -1150,5 +1159,12 @@ mod tests {
         );
         let parts = Reference::from_parts("localhost:5000", "a/b", Some("t"), None).unwrap();
         assert_eq!(parts.to_string(), "localhost:5000/a/b:t");
+    }
+
+    #[test]
+    fn familiar_form_stays_unambiguous_for_dotted_hub_paths() {
+        let reference = Reference::parse("docker.io/0.0/0").unwrap();
+        assert_eq!(reference.familiar(), "docker.io/0.0/0:latest");
+        assert_eq!(Reference::parse(&reference.familiar()).unwrap(), reference);
     }
 }
