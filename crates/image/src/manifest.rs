@@ -246,9 +246,10 @@ struct Probe {
 
 /// Parses a manifest, index or manifest list from its exact bytes.
 ///
-/// `declared_media_type` is the type its descriptor (or registry) gave; the
-/// document's own `mediaType` field wins when both are present and disagree only
-/// if the declared one is absent. Never panics, whatever the bytes.
+/// `declared_media_type` is the type its descriptor (or registry) gave. When the
+/// document also has a `mediaType` field the two must agree; when neither says,
+/// the shape decides (`manifests` → index, `config` and `layers` → manifest).
+/// Never panics, whatever the bytes.
 pub fn parse_manifest(bytes: &[u8], declared_media_type: Option<&str>) -> Result<Manifest> {
     let digest = sha256_digest(bytes);
     let what = digest.to_string();
@@ -543,4 +544,152 @@ pub fn select_platform<'a>(
             .collect::<Vec<_>>()
             .join(", "),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+    const D3: &str = "sha256:3333333333333333333333333333333333333333333333333333333333333333";
+
+    fn docker_manifest() -> String {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json",
+            "config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":1469,"digest":"{D1}"}},
+            "layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":2,"digest":"{D2}"}},
+                      {{"mediaType":"application/vnd.oci.image.layer.v1.tar+zstd","size":3,"digest":"{D3}"}},
+                      {{"mediaType":"application/vnd.oci.image.layer.v1.tar","size":4,"digest":"{D3}"}}]}}"#
+        )
+    }
+
+    #[test]
+    fn docker_schema2_manifest_normalises_with_exact_bytes() {
+        let text = docker_manifest();
+        let Manifest::Image(doc) = parse_manifest(text.as_bytes(), None).unwrap() else {
+            panic!("expected an image manifest");
+        };
+        assert_eq!(doc.flavor, ManifestFlavor::Docker);
+        assert_eq!(doc.bytes, text.as_bytes());
+        assert_eq!(doc.digest, sha256_digest(text.as_bytes()));
+        assert_eq!(doc.config().digest().to_string(), D1);
+        let kinds: Vec<_> = doc.layers.iter().map(|layer| layer.compression).collect();
+        assert_eq!(
+            kinds,
+            [
+                LayerCompression::Gzip,
+                LayerCompression::Zstd,
+                LayerCompression::None
+            ]
+        );
+        assert_eq!(doc.media_type(), media_types::DOCKER_MANIFEST);
+    }
+
+    #[test]
+    fn oci_manifest_without_media_type_is_recognised_by_shape() {
+        let text = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","size":1,"digest":"{D1}"}},"layers":[]}}"#
+        );
+        let manifest = parse_manifest(text.as_bytes(), None).unwrap();
+        assert!(matches!(manifest, Manifest::Image(ref doc) if doc.flavor == ManifestFlavor::Oci));
+        let err = parse_manifest(text.as_bytes(), Some(media_types::OCI_INDEX));
+        assert!(err.is_err(), "an image manifest is not an index");
+    }
+
+    fn manifest_list() -> String {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[
+              {{"mediaType":"application/vnd.docker.distribution.manifest.v2+json","size":10,"digest":"{D1}","platform":{{"architecture":"arm","os":"linux","variant":"v7"}}}},
+              {{"mediaType":"application/vnd.docker.distribution.manifest.v2+json","size":10,"digest":"{D2}","platform":{{"architecture":"arm64","os":"linux"}}}},
+              {{"mediaType":"application/vnd.docker.distribution.manifest.v2+json","size":10,"digest":"{D3}","platform":{{"architecture":"amd64","os":"linux"}}}},
+              {{"mediaType":"application/vnd.oci.image.manifest.v1+json","size":10,"digest":"{D1}","platform":{{"architecture":"unknown","os":"unknown"}}}}
+            ]}}"#
+        )
+    }
+
+    #[test]
+    fn manifest_list_selects_platform() {
+        let Manifest::Index(index) = parse_manifest(manifest_list().as_bytes(), None).unwrap()
+        else {
+            panic!("expected an index");
+        };
+        assert_eq!(index.flavor, ManifestFlavor::Docker);
+        let pick = |text: &str| {
+            index
+                .select(&Platform::parse(text).unwrap())
+                .map(|d| d.digest().to_string())
+        };
+        assert_eq!(pick("linux/amd64").unwrap(), D3);
+        assert_eq!(pick("linux/x86_64").unwrap(), D3);
+        assert_eq!(pick("linux/arm/v7").unwrap(), D1);
+        assert_eq!(
+            pick("linux/arm64/v8").unwrap(),
+            D2,
+            "arm64 v8 matches an entry without variant"
+        );
+        let err = pick("linux/s390x").unwrap_err().to_string();
+        assert!(
+            err.contains("linux/s390x") && err.contains("linux/arm/v7"),
+            "{err}"
+        );
+        assert_eq!(Platform::host().to_string(), "linux/amd64");
+    }
+
+    #[test]
+    fn schema1_and_unknown_types_are_refused_with_reasons() {
+        let schema1 = br#"{"schemaVersion":1,"name":"x","tag":"y","fsLayers":[]}"#;
+        let err = parse_manifest(schema1, None).unwrap_err().to_string();
+        assert!(err.contains("schema1"), "{err}");
+        let helm = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.cncf.helm.config.v1+json","size":1,"digest":"{D1}"}},"layers":[]}}"#
+        );
+        let err = parse_manifest(helm.as_bytes(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("helm"), "{err}");
+        let odd_layer = docker_manifest().replace("diff.tar.gzip", "diff.tar.brotli");
+        let err = parse_manifest(odd_layer.as_bytes(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("layer 1") && err.contains("brotli"), "{err}");
+        assert!(parse_manifest(b"", None).is_err());
+        assert!(parse_manifest(b"[]", None).is_err());
+    }
+
+    #[test]
+    fn docker_config_with_nulls_parses() {
+        let config = br#"{"architecture":"amd64","config":{"Hostname":"","Env":["PATH=/bin"],"Cmd":null,"Entrypoint":null,"Volumes":null,"ExposedPorts":{"80/tcp":{}},"OnBuild":null,"Labels":null},"container_config":{"Cmd":["/bin/sh"]},"created":"2024-01-01T00:00:00Z","docker_version":"20.10.24","history":[{"created":"2024-01-01T00:00:00Z","created_by":"x","empty_layer":true}],"os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:2222222222222222222222222222222222222222222222222222222222222222"]}}"#;
+        let doc = parse_config(config).unwrap();
+        assert_eq!(doc.diff_ids().unwrap()[0].to_string(), D2);
+        assert_eq!(doc.digest, sha256_digest(config));
+        let ports = doc
+            .config
+            .config()
+            .as_ref()
+            .and_then(|c| c.exposed_ports().clone());
+        assert_eq!(ports, Some(vec!["80/tcp".to_string()]));
+    }
+
+    #[test]
+    fn compression_sniffing_and_decompression() {
+        use std::io::{Read, Write};
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gzip.write_all(b"tar bytes").unwrap();
+        let gz = gzip.finish().unwrap();
+        let zst = zstd::encode_all(&b"tar bytes"[..], 1).unwrap();
+        for (bytes, kind) in [
+            (gz, LayerCompression::Gzip),
+            (zst, LayerCompression::Zstd),
+            (b"tar bytes".to_vec(), LayerCompression::None),
+        ] {
+            assert_eq!(LayerCompression::sniff(&bytes), kind);
+            let mut out = Vec::new();
+            kind.decompress(Box::new(&bytes[..]))
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
+            assert_eq!(out, b"tar bytes");
+        }
+    }
 }
