@@ -59,3 +59,13 @@ PY
 }
 oci_bench runc runc
 oci_bench crun crun
+
+# Floor: what a plain fork+exec of /bin/true costs on this machine right now (no
+# namespaces at all), to read the numbers above against the machine's load.
+: > "$work/base.times"
+for i in $(seq "$runs"); do
+  start=$(date +%s%N); /bin/true; end=$(date +%s%N)
+  echo "scale=3; ($end - $start) / 1000000" | bc >> "$work/base.times"
+done
+echo "baseline fork+exec of /bin/true (no isolation) median_ms=$(median < "$work/base.times")"
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"

@@ -172,8 +172,12 @@ pub struct Plan {
     pub gid: u32,
     pub groups: Vec<libc::gid_t>,
     pub cap_last: u32,
+    /// Owns the strings `argv_ptrs` points into.
+    #[allow(dead_code)]
     pub argv: Vec<CString>,
     pub argv_ptrs: Vec<*const c_char>,
+    /// Owns the strings `env_ptrs` points into.
+    #[allow(dead_code)]
     pub env: Vec<CString>,
     pub env_ptrs: Vec<*const c_char>,
     /// Paths to try with execve, in order (PATH lookup done by the parent).

@@ -45,7 +45,6 @@ pub const MOVE_MOUNT_F_EMPTY_PATH: c_uint = 0x4;
 pub const MOVE_MOUNT_T_EMPTY_PATH: c_uint = 0x40;
 pub const FSOPEN_CLOEXEC: c_uint = 1;
 pub const FSMOUNT_CLOEXEC: c_uint = 1;
-pub const FSCONFIG_SET_FLAG: c_uint = 0;
 pub const FSCONFIG_SET_STRING: c_uint = 1;
 pub const FSCONFIG_CMD_CREATE: c_uint = 6;
 pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
@@ -121,21 +120,6 @@ pub fn fsconfig_string(fs: c_int, key: &CStr, value: &CStr) -> SysResult<()> {
             FSCONFIG_SET_STRING,
             key.as_ptr(),
             value.as_ptr(),
-            0,
-        )
-    })
-    .map(drop)
-}
-
-pub fn fsconfig_flag(fs: c_int, key: &CStr) -> SysResult<()> {
-    // SAFETY: plain syscall with a NUL-terminated string.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs,
-            FSCONFIG_SET_FLAG,
-            key.as_ptr(),
-            std::ptr::null::<c_char>(),
             0,
         )
     })

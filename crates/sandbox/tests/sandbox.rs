@@ -383,7 +383,7 @@ fn a_hundred_and_fifty_lower_layers_work() {
         std::fs::write(layer.join(format!("layers/f{index}")), format!("{index}\n")).unwrap();
         extra.push(layer);
     }
-    extra.extend(fx.lowers.drain(..));
+    extra.append(&mut fx.lowers);
     fx.lowers = extra;
     assert_eq!(
         sh_ok(&fx.spec("ls /layers | wc -l; cat /layers/f149"))
