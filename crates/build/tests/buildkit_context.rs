@@ -20,10 +20,10 @@ fn docker_version() -> Option<String> {
     let out = Command::new("/usr/bin/docker")
         .args(["info", "--format", "{{.ServerVersion}}"])
         .output();
-    if let Ok(out) = out {
-        if out.status.success() {
-            return Some(String::from_utf8_lossy(&out.stdout).trim().to_string());
-        }
+    if let Ok(out) = out
+        && out.status.success()
+    {
+        return Some(String::from_utf8_lossy(&out.stdout).trim().to_string());
     }
     let msg = "buildkit_context: needs a running Docker engine at /usr/bin/docker \
                (run ../shared/tools/docker-oracle.sh)";
@@ -71,6 +71,16 @@ fn make_context(root: &Path) {
         write(root, rel, rel);
     }
     std::fs::create_dir_all(root.join("empty")).expect("mkdir");
+    // Special files: BuildKit drops FIFOs and sends sockets and devices as
+    // empty regular files.
+    let fifo = std::ffi::CString::new(root.join("fifo").as_os_str().as_bytes()).expect("cstr");
+    // SAFETY: a valid NUL-terminated path; mkfifo only creates a node.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0, "mkfifo");
+    let dev = std::ffi::CString::new(root.join("null-dev").as_os_str().as_bytes()).expect("cstr");
+    // SAFETY: as above; creating a character device needs root, which the
+    // test environment is (skip the node otherwise).
+    let _ = unsafe { libc::mknod(dev.as_ptr(), libc::S_IFCHR | 0o640, libc::makedev(1, 3)) };
+    std::os::unix::net::UnixListener::bind(root.join("sock")).expect("bind socket");
     symlink("a", root.join("link")).expect("symlink");
     symlink("/etc/passwd", root.join("abs-link")).expect("symlink");
 }

@@ -89,6 +89,11 @@ impl std::fmt::Debug for Digest {
 }
 
 /// What kind of file an entry is.
+///
+/// Named pipes never appear: BuildKit does not send them. Sockets and
+/// devices do appear, but COPY materialises them as empty regular files with
+/// the same permission bits (observed with Docker's BuildKit), and their
+/// digest is that of such a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EntryKind {
     File,
@@ -335,6 +340,10 @@ fn visit(
     parent_info: &MatchInfo,
 ) -> Result<Visit, ContextError> {
     let is_dir = meta.is_dir();
+    if meta.file_type().is_fifo() {
+        // BuildKit does not transfer named pipes: COPY never sees them.
+        return Ok(Visit::Skip { skipped_dir: false });
+    }
     let (ignored, info) = match ignore {
         Some(m) if !m.is_empty() => m.matches_using_parent_results(&rel, parent_info)?,
         _ => (false, MatchInfo::default()),
@@ -638,21 +647,27 @@ fn hash_in_parallel(
 fn entry_digest(entry: &Entry, children: &[Digest]) -> Digest {
     let mut h = blake3::Hasher::new();
     h.update(b"kiln-context-entry-v1\0");
-    h.update(&[entry.kind.tag()]);
+    // Sockets and devices reach COPY as empty regular files (what BuildKit
+    // does), so they digest like one.
+    let (tag, content) = match entry.kind {
+        EntryKind::Socket | EntryKind::CharDevice | EntryKind::BlockDevice => (
+            EntryKind::File.tag(),
+            Some(Digest(*blake3::hash(b"").as_bytes())),
+        ),
+        kind => (kind.tag(), entry.content_hash),
+    };
+    h.update(&[tag]);
     let name = entry.name();
     h.update(&(name.len() as u64).to_le_bytes());
     h.update(name);
     h.update(&entry.mode.to_le_bytes());
     h.update(&entry.uid.to_le_bytes());
     h.update(&entry.gid.to_le_bytes());
-    if matches!(entry.kind, EntryKind::CharDevice | EntryKind::BlockDevice) {
-        h.update(&entry.rdev.to_le_bytes());
-    }
     if let Some(target) = &entry.link_target {
         h.update(&(target.len() as u64).to_le_bytes());
         h.update(target);
     }
-    if let Some(content) = &entry.content_hash {
+    if let Some(content) = &content {
         h.update(&content.0);
     }
     if entry.kind == EntryKind::Dir {
