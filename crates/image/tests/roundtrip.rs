@@ -251,3 +251,107 @@ fn corrupt_source_blob_is_detected_on_write() {
     .unwrap_err();
     assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
 }
+
+#[test]
+fn classic_docker_save_layout_with_symlinked_layers_is_read() {
+    // The layout of `docker save` before docker 25: <v1id>/layer.tar (a symlink
+    // when the layer repeats), <config hex>.json, manifest.json last.
+    let image = make_test_image();
+    let mut layer_tars = Vec::new();
+    for (position, layer) in [image.diff_ids[0].clone(), image.diff_ids[1].clone()]
+        .iter()
+        .enumerate()
+    {
+        let stored = image.blobs.get(layer);
+        let tar_bytes = match stored {
+            Some(bytes) => bytes.to_vec(),
+            None => {
+                // Layer 1 is stored gzip-compressed; decompress it as docker save would.
+                let manifest_blob = image.blobs.get(&image.manifest_digest).unwrap();
+                let kiln_image::Manifest::Image(doc) =
+                    kiln_image::parse_manifest(manifest_blob, None).unwrap()
+                else {
+                    panic!("test image is a manifest")
+                };
+                let digest = doc.layers[position].descriptor.digest();
+                let mut out = Vec::new();
+                flate2::read::GzDecoder::new(image.blobs.get(digest).unwrap())
+                    .read_to_end(&mut out)
+                    .unwrap();
+                out
+            }
+        };
+        assert_eq!(&sha256_digest(&tar_bytes), layer);
+        layer_tars.push(tar_bytes);
+    }
+    let config = image.blobs.get(&image.config_digest).unwrap().to_vec();
+    let config_name = format!("{}.json", image.config_digest.digest());
+    let manifest = serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": ["old/style:v1"],
+        "Layers": ["aaa/layer.tar", "bbb/layer.tar", "ccc/layer.tar"]
+    }]);
+    // A third layer that repeats the second, stored as a symlink like docker does.
+    let mut config_json: serde_json::Value = serde_json::from_slice(&config).unwrap();
+    let second = config_json["rootfs"]["diff_ids"][1].clone();
+    config_json["rootfs"]["diff_ids"]
+        .as_array_mut()
+        .unwrap()
+        .push(second);
+    let config = serde_json::to_vec(&config_json).unwrap();
+    let config_name = format!("{}.json", sha256_digest(&config).digest());
+    let mut manifest = manifest;
+    manifest[0]["Config"] = serde_json::json!(config_name);
+
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut add = |path: &str, bytes: &[u8]| {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder.append_data(&mut header, path, bytes).unwrap();
+    };
+    add("aaa/VERSION", b"1.0");
+    add("aaa/json", b"{}");
+    add("aaa/layer.tar", &layer_tars[0]);
+    add("bbb/layer.tar", &layer_tars[1]);
+    add(&config_name, &config);
+    let mut header = tar::Header::new_ustar();
+    header.set_entry_type(tar::EntryType::Symlink);
+    header.set_size(0);
+    header.set_mode(0o777);
+    builder
+        .append_link(&mut header, "ccc/layer.tar", "../bbb/layer.tar")
+        .unwrap();
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+    let mut header = tar::Header::new_ustar();
+    header.set_size(manifest_bytes.len() as u64);
+    header.set_mode(0o644);
+    builder
+        .append_data(&mut header, "manifest.json", &manifest_bytes[..])
+        .unwrap();
+    let archive = builder.into_inner().unwrap();
+
+    let mut sink = MemoryBlobs::new();
+    let loaded = read_archive(&archive[..], &mut sink, &ReadOptions::default()).unwrap();
+    let found = &loaded.images[0];
+    assert_eq!(found.names[0].to_string(), "docker.io/old/style:v1");
+    assert_eq!(found.manifest.layers.len(), 3);
+    assert_eq!(
+        found.manifest.layers[2].descriptor.digest(),
+        &image.diff_ids[1]
+    );
+    assert_eq!(
+        found.manifest.layers[0].compression,
+        kiln_image::LayerCompression::None
+    );
+    assert!(
+        sink.get(&found.manifest.digest).is_some(),
+        "generated manifest stored"
+    );
+    assert_eq!(
+        sink.len(),
+        4,
+        "two layers, config, generated manifest; legacy json/VERSION skipped"
+    );
+}
