@@ -355,3 +355,84 @@ fn classic_docker_save_layout_with_symlinked_layers_is_read() {
         "two layers, config, generated manifest; legacy json/VERSION skipped"
     );
 }
+
+#[test]
+fn docker_archive_reader_keeps_the_manifest_the_archive_carries() {
+    let (_, bytes) = docker_archive_bytes();
+    let mut tar = tar::Archive::new(&bytes[..]);
+    let mut index_json = Vec::new();
+    for entry in tar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().to_str() == Some("index.json") {
+            entry.read_to_end(&mut index_json).unwrap();
+        }
+    }
+    let index: serde_json::Value = serde_json::from_slice(&index_json).unwrap();
+    let carried = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+        "1.0"
+    );
+    assert_eq!(
+        index["manifests"][0]["annotations"]["io.containerd.image.name"],
+        "docker.io/kiln-test/app:1.0"
+    );
+    let mut sink = MemoryBlobs::new();
+    let loaded = read_archive(&bytes[..], &mut sink, &ReadOptions::default()).unwrap();
+    assert_eq!(loaded.images[0].manifest.digest.to_string(), carried);
+}
+
+#[test]
+fn multi_platform_index_exports_present_platforms_and_selects_the_host() {
+    let image = make_test_image();
+    let mut blobs = image.blobs.clone();
+    let manifest_size = blobs.get(&image.manifest_digest).unwrap().len();
+    let absent = sha256_digest(b"an arm64 manifest that was never pulled");
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": absent.to_string(), "size": 10,
+             "platform": {"os": "linux", "architecture": "arm64"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": image.manifest_digest.to_string(),
+             "size": manifest_size, "platform": {"os": "linux", "architecture": "amd64"}}
+        ]
+    });
+    let index_digest = blobs.insert(serde_json::to_vec(&index).unwrap());
+    let export = [kiln_image::ExportImage {
+        manifest_digest: index_digest.clone(),
+        names: vec![kiln_image::Reference::parse("multi:1").unwrap()],
+    }];
+
+    let oci = write_oci_archive(Vec::new(), &blobs, &export).unwrap();
+    let mut sink = MemoryBlobs::new();
+    let loaded = read_archive(&oci[..], &mut sink, &ReadOptions::default()).unwrap();
+    let found = &loaded.images[0];
+    assert_eq!(
+        found.top.digest(),
+        &index_digest,
+        "the index itself is kept"
+    );
+    assert_eq!(
+        found.manifest.digest, image.manifest_digest,
+        "amd64 selected"
+    );
+    let arm = ReadOptions {
+        platform: kiln_image::Platform::parse("linux/arm64").unwrap(),
+    };
+    let err = read_archive(&oci[..], &mut MemoryBlobs::new(), &arm).unwrap_err();
+    assert!(matches!(err, ImageError::MissingBlob { .. }), "{err}");
+
+    let docker =
+        write_docker_archive(Vec::new(), &blobs, &export, &WriteOptions::default()).unwrap();
+    let loaded = read_archive(
+        &docker[..],
+        &mut MemoryBlobs::new(),
+        &ReadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(loaded.images[0].config.digest, image.config_digest);
+}
