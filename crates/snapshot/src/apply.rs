@@ -494,6 +494,7 @@ impl Applier<'_> {
             }
         }
         let parent_path: PathBuf = parents.iter().collect();
+        let meta = Self::entry_meta(&mut entry, &raw_path)?;
         if let Some(hidden) = name.as_bytes().strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
             drain(&mut entry, &raw_path)?;
             self.stats.whiteouts += 1;
@@ -510,10 +511,14 @@ impl Applier<'_> {
                     reason: "it names no file, `.` or `..`",
                 });
             }
-            return self.whiteout(&parent_path, OsStr::from_bytes(hidden), &raw_path);
+            return self.whiteout(
+                &parent_path,
+                OsStr::from_bytes(hidden),
+                meta.mtime,
+                &raw_path,
+            );
         }
 
-        let meta = Self::entry_meta(&mut entry, &raw_path)?;
         let parent = self.ensure_parent(&parent_path, &raw_path)?;
         let relative: PathBuf = components.iter().collect();
         match kind {
@@ -880,6 +885,7 @@ impl Applier<'_> {
         &mut self,
         parent_path: &Path,
         hidden: &OsStr,
+        mtime: i64,
         raw_path: &[u8],
     ) -> Result<(), ApplyError> {
         match self.opts.mode {
@@ -908,6 +914,14 @@ impl Applier<'_> {
                     rustix::fs::makedev(0, 0),
                 )
                 .map_err(|e| Self::io_error(raw_path, "create overlay whiteout")(e.into()))?;
+                // Keep the whiteout's time so re-diffing this dir reproduces the layer.
+                rustix::fs::utimensat(
+                    parent.as_fd(),
+                    hidden,
+                    &timestamps(mtime),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| Self::io_error(raw_path, "set whiteout time")(e.into()))?;
                 self.written.insert(parent_path.join(hidden));
                 Ok(())
             }

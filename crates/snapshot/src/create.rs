@@ -295,7 +295,8 @@ impl<W: Write> LayerWriter<'_, W> {
             let mut entry = TarEntry {
                 name: Vec::new(),
                 entry_type: tar::EntryType::Regular,
-                mode: stat.st_mode & 0o7777,
+                // Go's archive/tar (docker, BuildKit) keeps the file type bits in the mode.
+                mode: stat.st_mode & 0o177777,
                 uid: u64::from(stat.st_uid),
                 gid: u64::from(stat.st_gid),
                 size: 0,
@@ -315,7 +316,8 @@ impl<W: Write> LayerWriter<'_, W> {
                 whiteout.extend_from_slice(WHITEOUT_PREFIX.as_bytes());
                 whiteout.extend_from_slice(name.as_bytes());
                 entry.name = whiteout;
-                entry.mode = 0;
+                // What BuildKit writes for a whiteout: an empty 0600 file owned by root.
+                entry.mode = 0o600;
                 entry.uid = 0;
                 entry.gid = 0;
                 self.write_entry(&entry)?;
@@ -360,14 +362,15 @@ impl<W: Write> LayerWriter<'_, W> {
                     if opaque {
                         let mut marker = entry.name.clone();
                         marker.extend_from_slice(WHITEOUT_OPAQUE.as_bytes());
+                        // BuildKit's opaque marker: the directory's permission bits, zero time.
                         let opaque_entry = TarEntry {
                             name: marker,
                             entry_type: tar::EntryType::Regular,
-                            mode: 0,
+                            mode: entry.mode & 0o7777,
                             uid: 0,
                             gid: 0,
                             size: 0,
-                            mtime: entry.mtime,
+                            mtime: 0,
                             link_name: None,
                             device: (0, 0),
                             xattrs: Vec::new(),
@@ -462,69 +465,34 @@ impl<W: Write> LayerWriter<'_, W> {
     }
 
     fn write_entry(&mut self, entry: &TarEntry<'_>) -> Result<(), CreateError> {
-        let mut header = tar::Header::new_ustar();
+        // Decide the PAX records first: like Go's archive/tar, a name that does not fit
+        // is split into USTAR prefix/name only when nothing else forces PAX.
         let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        // Name: plain, split into prefix/name, or PAX `path`.
-        {
-            let ustar = header
-                .as_ustar_mut()
-                .ok_or_else(|| CreateError::Write(io::Error::other("ustar header")))?;
-            if entry.name.len() <= USTAR_NAME_LEN && entry.name.is_ascii() {
-                ustar.name[..entry.name.len()].copy_from_slice(&entry.name);
-            } else if let Some((prefix, name)) = split_ustar_name(&entry.name) {
-                ustar.prefix[..prefix.len()].copy_from_slice(prefix);
-                ustar.name[..name.len()].copy_from_slice(name);
-            } else {
-                let truncated = &entry.name[..entry.name.len().min(USTAR_NAME_LEN)];
-                ustar.name[..truncated.len()].copy_from_slice(truncated);
-                pax.push((b"path".to_vec(), entry.name.clone()));
-            }
-            if let Some(link) = entry.link_name {
-                if link.len() <= USTAR_NAME_LEN && link.is_ascii() {
-                    ustar.linkname[..link.len()].copy_from_slice(link);
-                } else {
-                    let truncated = &link[..link.len().min(USTAR_NAME_LEN)];
-                    ustar.linkname[..truncated.len()].copy_from_slice(truncated);
-                    pax.push((b"linkpath".to_vec(), link.to_vec()));
-                }
-            }
-        }
-        header.set_entry_type(entry.entry_type);
-        header.set_mode(entry.mode);
-        for (key, value, set) in [
-            (b"uid".as_slice(), entry.uid, 0),
-            (b"gid".as_slice(), entry.gid, 1),
-        ] {
-            let field = if value > MAX_OCTAL_8 {
-                pax.push((key.to_vec(), value.to_string().into_bytes()));
-                0
-            } else {
-                value
-            };
-            if set == 0 {
-                header.set_uid(field)
-            } else {
-                header.set_gid(field)
-            }
-        }
-        if entry.size > MAX_OCTAL_12 {
+        let uid_field = if entry.uid > MAX_OCTAL_8 {
+            pax.push((b"uid".to_vec(), entry.uid.to_string().into_bytes()));
+            0
+        } else {
+            entry.uid
+        };
+        let gid_field = if entry.gid > MAX_OCTAL_8 {
+            pax.push((b"gid".to_vec(), entry.gid.to_string().into_bytes()));
+            0
+        } else {
+            entry.gid
+        };
+        let size_field = if entry.size > MAX_OCTAL_12 {
             pax.push((b"size".to_vec(), entry.size.to_string().into_bytes()));
-            header.set_size(0);
+            0
         } else {
-            header.set_size(entry.size);
-        }
-        if entry.mtime < 0 || entry.mtime as u64 > MAX_OCTAL_12 {
-            pax.push((b"mtime".to_vec(), entry.mtime.to_string().into_bytes()));
-            header.set_mtime(0);
-        } else {
-            header.set_mtime(entry.mtime as u64);
-        }
-        header
-            .set_device_major(entry.device.0)
-            .map_err(CreateError::Write)?;
-        header
-            .set_device_minor(entry.device.1)
-            .map_err(CreateError::Write)?;
+            entry.size
+        };
+        let mtime_field = match u64::try_from(entry.mtime) {
+            Ok(mtime) if mtime <= MAX_OCTAL_12 => mtime,
+            _ => {
+                pax.push((b"mtime".to_vec(), entry.mtime.to_string().into_bytes()));
+                0
+            }
+        };
         for (name, value) in &entry.xattrs {
             if self.keep_xattr(name.as_bytes()) {
                 let mut key = b"SCHILY.xattr.".to_vec();
@@ -532,32 +500,66 @@ impl<W: Write> LayerWriter<'_, W> {
                 pax.push((key, value.clone()));
             }
         }
-        header.set_cksum();
+        if let Some(link) = entry.link_name {
+            if link.len() > USTAR_NAME_LEN || !link.is_ascii() {
+                pax.push((b"linkpath".to_vec(), link.to_vec()));
+            }
+        }
+        let name_fits = entry.name.len() <= USTAR_NAME_LEN && entry.name.is_ascii();
+        let split = if name_fits || !pax.is_empty() {
+            None
+        } else {
+            split_ustar_name(&entry.name)
+        };
+        if !name_fits && split.is_none() {
+            pax.push((b"path".to_vec(), entry.name.clone()));
+        }
+
+        let mut header = [0u8; 512];
+        match split {
+            Some((prefix, name)) => {
+                put_string(&mut header[HEADER_NAME], name);
+                put_string(&mut header[HEADER_PREFIX], prefix);
+            }
+            None => put_v7_name(&mut header[HEADER_NAME], &entry.name),
+        }
+        put_octal(&mut header[HEADER_MODE], u64::from(entry.mode));
+        put_octal(&mut header[HEADER_UID], uid_field);
+        put_octal(&mut header[HEADER_GID], gid_field);
+        put_octal(&mut header[HEADER_SIZE], size_field);
+        put_octal(&mut header[HEADER_MTIME], mtime_field);
+        header[HEADER_TYPE] = entry.entry_type.as_byte();
+        if let Some(link) = entry.link_name {
+            put_v7_name(&mut header[HEADER_LINKNAME], link);
+        }
+        header[HEADER_MAGIC].copy_from_slice(b"ustar\x0000");
+        // BuildKit's tar writer names uid/gid 0 "root" (from the build host's user database);
+        // other ids get no name, which keeps layers independent of the host.
+        if entry.uid == 0 {
+            put_string(&mut header[HEADER_UNAME], b"root");
+        }
+        if entry.gid == 0 {
+            put_string(&mut header[HEADER_GNAME], b"root");
+        }
+        put_octal(&mut header[HEADER_DEVMAJOR], u64::from(entry.device.0));
+        put_octal(&mut header[HEADER_DEVMINOR], u64::from(entry.device.1));
+        put_checksum(&mut header);
+
         if !pax.is_empty() {
             pax.sort();
             let records: Vec<u8> = pax.iter().flat_map(|(k, v)| pax_record(k, v)).collect();
-            let mut pax_header = tar::Header::new_ustar();
-            let base = entry
-                .name
-                .rsplit(|&b| b == b'/')
-                .find(|p| !p.is_empty())
-                .unwrap_or(b"entry");
-            let mut pax_name = b"PaxHeaders.0/".to_vec();
-            pax_name.extend_from_slice(&base[..base.len().min(USTAR_NAME_LEN - pax_name.len())]);
-            if let Some(ustar) = pax_header.as_ustar_mut() {
-                ustar.name[..pax_name.len()].copy_from_slice(&pax_name);
-            }
-            pax_header.set_entry_type(tar::EntryType::XHeader);
-            pax_header.set_mode(0o644);
-            pax_header.set_uid(0);
-            pax_header.set_gid(0);
-            pax_header.set_size(records.len() as u64);
-            pax_header.set_mtime(0);
-            pax_header.set_device_major(0).map_err(CreateError::Write)?;
-            pax_header.set_device_minor(0).map_err(CreateError::Write)?;
-            pax_header.set_cksum();
+            let mut pax_header = [0u8; 512];
+            put_v7_name(&mut pax_header[HEADER_NAME], &pax_header_name(&entry.name));
+            put_octal(&mut pax_header[HEADER_MODE], 0);
+            put_octal(&mut pax_header[HEADER_UID], 0);
+            put_octal(&mut pax_header[HEADER_GID], 0);
+            put_octal(&mut pax_header[HEADER_SIZE], records.len() as u64);
+            put_octal(&mut pax_header[HEADER_MTIME], 0);
+            pax_header[HEADER_TYPE] = b'x';
+            pax_header[HEADER_MAGIC].copy_from_slice(b"ustar\x0000");
+            put_checksum(&mut pax_header);
             self.out
-                .write_all(pax_header.as_bytes())
+                .write_all(&pax_header)
                 .map_err(CreateError::Write)?;
             self.out.write_all(&records).map_err(CreateError::Write)?;
             let padding = (512 - records.len() % 512) % 512;
@@ -565,12 +567,85 @@ impl<W: Write> LayerWriter<'_, W> {
                 .write_all(&[0u8; 512][..padding])
                 .map_err(CreateError::Write)?;
         }
-        self.out
-            .write_all(header.as_bytes())
-            .map_err(CreateError::Write)?;
+        self.out.write_all(&header).map_err(CreateError::Write)?;
         self.entries += 1;
         Ok(())
     }
+}
+
+// Byte ranges of the USTAR header fields.
+const HEADER_NAME: std::ops::Range<usize> = 0..100;
+const HEADER_MODE: std::ops::Range<usize> = 100..108;
+const HEADER_UID: std::ops::Range<usize> = 108..116;
+const HEADER_GID: std::ops::Range<usize> = 116..124;
+const HEADER_SIZE: std::ops::Range<usize> = 124..136;
+const HEADER_MTIME: std::ops::Range<usize> = 136..148;
+const HEADER_CHECKSUM: std::ops::Range<usize> = 148..156;
+const HEADER_TYPE: usize = 156;
+const HEADER_LINKNAME: std::ops::Range<usize> = 157..257;
+const HEADER_MAGIC: std::ops::Range<usize> = 257..265;
+const HEADER_UNAME: std::ops::Range<usize> = 265..297;
+const HEADER_GNAME: std::ops::Range<usize> = 297..329;
+const HEADER_DEVMAJOR: std::ops::Range<usize> = 329..337;
+const HEADER_DEVMINOR: std::ops::Range<usize> = 337..345;
+const HEADER_PREFIX: std::ops::Range<usize> = 345..500;
+
+/// Zero-padded octal digits filling all but the last byte, then NUL (Go's format).
+/// Callers check the value fits; an oversized value is written as 0, as Go does.
+fn put_octal(field: &mut [u8], value: u64) {
+    let digits = field.len() - 1;
+    let text = format!("{value:0digits$o}");
+    let text = if text.len() > digits {
+        "0".repeat(digits)
+    } else {
+        text
+    };
+    field[..digits].copy_from_slice(text.as_bytes());
+    field[digits] = 0;
+}
+
+fn put_string(field: &mut [u8], value: &[u8]) {
+    let len = value.len().min(field.len());
+    field[..len].copy_from_slice(&value[..len]);
+}
+
+/// The best-effort name in a fixed field, as Go writes it when the real name is in a
+/// PAX record: non-ASCII bytes dropped, cut to the field, no trailing `/` left at the cut.
+fn put_v7_name(field: &mut [u8], name: &[u8]) {
+    let ascii: Vec<u8> = name
+        .iter()
+        .copied()
+        .filter(|&b| b != 0 && b < 0x80)
+        .collect();
+    put_string(field, &ascii);
+    if ascii.len() > field.len() {
+        let kept = ascii[..field.len()]
+            .iter()
+            .rposition(|&b| b != b'/')
+            .map_or(0, |i| i + 1);
+        field[kept..].fill(0);
+    }
+}
+
+/// Go's PAX header name: `dir/PaxHeaders.0/file` of the entry's name.
+fn pax_header_name(name: &[u8]) -> Vec<u8> {
+    let split_at = name.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+    let (dir, file) = name.split_at(split_at);
+    let mut joined = dir.to_vec();
+    joined.extend_from_slice(b"PaxHeaders.0");
+    if !file.is_empty() {
+        joined.push(b'/');
+        joined.extend_from_slice(file);
+    }
+    joined
+}
+
+/// The header checksum in Go's format: six octal digits, NUL, space.
+fn put_checksum(header: &mut [u8; 512]) {
+    header[HEADER_CHECKSUM].fill(b' ');
+    let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+    let text = format!("{:06o}\0 ", sum & 0o777777);
+    header[HEADER_CHECKSUM].copy_from_slice(text.as_bytes());
 }
 
 #[cfg(test)]

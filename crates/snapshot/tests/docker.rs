@@ -148,3 +148,91 @@ fn docker_layers_apply_and_kiln_layers_load_and_run() {
     );
     assert_eq!(output.stdout, b"made by kiln-snapshot\n");
 }
+
+/// Builds `dockerfile` with BuildKit and returns the bytes of the image's last layer.
+fn buildkit_last_layer(dockerfile: &str, work: &Path) -> Vec<u8> {
+    let context = work.join("context");
+    std::fs::create_dir_all(&context).expect("mkdir");
+    std::fs::write(context.join("Dockerfile"), dockerfile).expect("write");
+    let stdout = run(Command::new("/usr/bin/docker")
+        .env("DOCKER_BUILDKIT", "1")
+        .args(["build", "-q"])
+        .arg(&context));
+    let image = String::from_utf8_lossy(&stdout).trim().to_string();
+    let saved = work.join("built.tar");
+    run(Command::new("docker")
+        .args(["save", "-o"])
+        .arg(&saved)
+        .arg(&image));
+    let saved_dir = work.join("built");
+    std::fs::create_dir_all(&saved_dir).expect("mkdir");
+    unpack_with_tar(&saved, &saved_dir);
+    let _ = Command::new("docker").args(["rmi", &image]).output();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(saved_dir.join("manifest.json")).expect("manifest"))
+            .expect("json");
+    let layers = manifest[0]["Layers"].as_array().expect("layers");
+    let last = layers.last().and_then(|l| l.as_str()).expect("a layer");
+    std::fs::read(saved_dir.join(last)).expect("layer")
+}
+
+#[test]
+fn overlay_diff_is_byte_identical_to_buildkit() {
+    if !docker_available() || !common::require_root("overlay_diff_is_byte_identical_to_buildkit") {
+        return;
+    }
+    let long_dir = "d".repeat(120);
+    let long_file = "f".repeat(110);
+    let cases = [
+        format!(
+            "FROM {BASE_IMAGE}\nRUN mkdir -p /app/sub && echo hello > /app/sub/f && ln -s f /app/sub/l && ln /app/sub/f /app/sub/hard \
+             && chmod 4755 /app/sub/f && mkdir -m 1777 /app/tmp && rm /bin/ls && mkfifo /app/fifo && chown -h 123:456 /app/sub/l \
+             && mkdir -p /app/{long_dir}/x && touch /app/{long_dir}/x/{long_file}\n"
+        ),
+        format!(
+            "FROM {BASE_IMAGE}\nRUN rm -rf /tmp && mkdir /tmp && touch /tmp/x && rm /etc/group\n"
+        ),
+    ];
+    for (index, dockerfile) in cases.iter().enumerate() {
+        let work = tempfile::tempdir().expect("temp");
+        let buildkit_layer = buildkit_last_layer(dockerfile, work.path());
+        // Apply BuildKit's layer as an overlay lower dir (whiteouts as 0/0 devices, opaque
+        // xattrs), then diff that dir as an upper dir: kiln must write the same bytes.
+        let upper = work.path().join("upper");
+        std::fs::create_dir(&upper).expect("mkdir");
+        let overlay = ApplyOptions {
+            mode: kiln_snapshot::ApplyMode::Overlay,
+            ..ApplyOptions::default()
+        };
+        apply_layer(buildkit_layer.as_slice(), &upper, &overlay).expect("apply BuildKit layer");
+        let mut kiln_layer = Vec::new();
+        kiln_snapshot::create_layer(
+            &upper,
+            DiffKind::OverlayUpper,
+            &mut kiln_layer,
+            &CreateOptions::default(),
+        )
+        .expect("create");
+        if kiln_layer != buildkit_layer {
+            let names = |layer: &[u8]| -> Vec<String> {
+                let mut archive = tar::Archive::new(layer);
+                archive
+                    .entries()
+                    .expect("entries")
+                    .map(|e| String::from_utf8_lossy(&e.expect("entry").path_bytes()).into_owned())
+                    .collect()
+            };
+            let first_difference = kiln_layer
+                .iter()
+                .zip(&buildkit_layer)
+                .position(|(a, b)| a != b);
+            panic!(
+                "case {index}: kiln's layer differs from BuildKit's (first differing byte {first_difference:?}, sizes {} vs {})\nkiln:     {:?}\nbuildkit: {:?}",
+                kiln_layer.len(),
+                buildkit_layer.len(),
+                names(&kiln_layer),
+                names(&buildkit_layer)
+            );
+        }
+    }
+}

@@ -289,15 +289,34 @@ fn headers_follow_docker_conventions() {
         let header = entry.header().clone();
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         assert!(header.as_ustar().is_some(), "{name}: USTAR magic");
+        // BuildKit names id 0 "root" and leaves other ids unnamed.
+        let uid = header.uid().expect("uid");
+        let expected_uname: &[u8] = if uid == 0 { b"root" } else { b"" };
         assert_eq!(
             header.username_bytes(),
-            Some(&b""[..]),
-            "{name}: no user names"
+            Some(expected_uname),
+            "{name}: user name"
         );
+        // Go's archive/tar keeps the file type bits in the mode field.
+        let mode = header.mode().expect("mode");
+        if header.entry_type().is_dir() {
+            assert_eq!(
+                mode & 0o170000,
+                0o040000,
+                "{name}: directory type bits in mode"
+            );
+        }
+        if header.entry_type().is_file() {
+            assert_eq!(
+                mode & 0o170000,
+                0o100000,
+                "{name}: regular file type bits in mode"
+            );
+        }
         assert_eq!(
-            header.groupname_bytes(),
-            Some(&b""[..]),
-            "{name}: no group names"
+            &header.as_bytes()[154..156],
+            b"\0 ",
+            "{name}: Go-style checksum field"
         );
         assert_eq!(
             header.entry_type().is_dir(),
