@@ -10,6 +10,10 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "kiln", version, about = "Build and run container images from Dockerfiles, without a daemon")]
 struct Cli {
+    /// Store root (default: $KILN_ROOT, else /var/lib/kiln as root, else $XDG_DATA_HOME/kiln)
+    #[arg(long, global = true, value_name = "DIR")]
+    root: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -19,12 +23,20 @@ enum Command {
     /// Inspect Dockerfiles: parse trees and stage graphs
     #[command(subcommand)]
     Dockerfile(cmd::dockerfile::DockerfileCommand),
+    #[command(flatten)]
+    Image(cmd::image::ImageVerb),
+    /// Store maintenance: check, prune, df
+    #[command(subcommand)]
+    System(cmd::system::SystemCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let root = cli.root.clone().unwrap_or_else(kiln_store::default_root);
     let result = match cli.command {
         Command::Dockerfile(c) => cmd::dockerfile::run(c),
+        Command::Image(c) => cmd::image::run(&root, c),
+        Command::System(c) => cmd::system::run(&root, c),
     };
     match result {
         Ok(code) => code,

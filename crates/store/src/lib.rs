@@ -21,9 +21,11 @@ mod check;
 mod digest;
 mod error;
 mod gc;
+pub mod image_ops;
 mod lease;
 mod meta;
 mod snapshots;
+pub mod time;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
