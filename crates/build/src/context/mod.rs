@@ -310,7 +310,13 @@ fn read_children(path: &Path) -> std::io::Result<Vec<(Vec<u8>, Metadata)>> {
         let item = item?;
         // DirEntry::metadata is an fstatat relative to the directory, so it
         // works below PATH_MAX limits and never follows symlinks.
-        let meta = item.metadata()?;
+        let meta = match item.metadata() {
+            Ok(meta) => meta,
+            // Deleted between readdir and stat: it is simply not there, as
+            // in fsutil's walker.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         children.push((item.file_name().as_bytes().to_vec(), meta));
     }
     children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
