@@ -39,12 +39,13 @@ pub enum Step {
     NoNewPrivs,
     Init,
     Exec,
+    JoinNamespaces,
 }
 
 impl Step {
     pub fn from_u32(value: u32) -> Option<Step> {
         use Step::*;
-        const ALL: [Step; 24] = [
+        const ALL: [Step; 25] = [
             ParentDied,
             PrivateMounts,
             AttachRoot,
@@ -69,6 +70,7 @@ impl Step {
             NoNewPrivs,
             Init,
             Exec,
+            JoinNamespaces,
         ];
         ALL.into_iter().find(|s| *s as u32 == value)
     }
@@ -99,6 +101,7 @@ impl Step {
             Step::NoNewPrivs => "setting no_new_privs",
             Step::Init => "starting the init process",
             Step::Exec => "exec",
+            Step::JoinNamespaces => "joining the container's namespaces",
         }
     }
 }
@@ -184,8 +187,15 @@ pub struct Plan {
     pub exec_candidates: Vec<CString>,
     /// Child-side fds to install as 0, 1, 2 (-1: keep the inherited one).
     pub stdio: [c_int; 3],
-    /// Terminal slave fd (-1: none); when set it becomes 0, 1, 2 and the ctty.
-    pub tty: c_int,
+    /// Allocate a terminal from the container's own devpts (after its /dev is
+    /// in place), send the master to the parent over `tty_socket`, and make the
+    /// slave 0, 1, 2 and the controlling terminal.
+    pub tty: Option<(u16, u16)>,
+    /// Unix socket (SOCK_SEQPACKET) the terminal master is sent on (-1: none).
+    pub tty_socket: c_int,
+    /// Join the namespaces of this pidfd's process instead of creating new ones
+    /// (`kiln exec`); -1 for a new container.
+    pub join_pidfd: c_int,
     pub error_pipe: c_int,
     pub lifeline: c_int,
     /// Every fd the child needs until exec, sorted; all others are closed first.
@@ -503,7 +513,26 @@ fn setup_and_exec(plan: &Plan) -> StepResult<Never> {
     close_all_except(&plan.keep_fds);
     // SAFETY: umask is a plain syscall; 0 so that modes given below are exact.
     unsafe { libc::umask(0) };
+    if plan.join_pidfd >= 0 {
+        // setns with a pidfd enters all the namespaces at once; the mount
+        // namespace also sets root and cwd to the container's root. The PID
+        // namespace applies to children only: run_init below forks into it.
+        let flags = libc::CLONE_NEWNS
+            | libc::CLONE_NEWUTS
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWNET
+            | libc::CLONE_NEWPID;
+        // SAFETY: plain syscall on a pidfd we own.
+        ret(unsafe { libc::setns(plan.join_pidfd, flags) }).at(Step::JoinNamespaces)?;
+        sys::close(plan.join_pidfd);
+    } else {
+        setup_container(plan)?;
+    }
+    process_setup_and_exec(plan)
+}
 
+/// Builds the container's filesystem view and pivots into it.
+fn setup_container(plan: &Plan) -> StepResult<()> {
     // Everything mounted from here on lives only in this mount namespace; making
     // it private first keeps mounts from propagating back to the host.
     sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None).at(Step::PrivateMounts)?;
@@ -565,7 +594,79 @@ fn setup_and_exec(plan: &Plan) -> StepResult<Never> {
     ret(unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) }).at_index(Step::PivotRoot, 1)?;
     ret(unsafe { libc::chdir(c"/".as_ptr()) }).at_index(Step::PivotRoot, 2)?;
     sys::close(root);
+    Ok(())
+}
 
+/// Sends `fd` over the unix socket `socket` (SCM_RIGHTS), allocation-free.
+fn send_fd(socket: c_int, fd: c_int) -> SysResult<()> {
+    // u64 storage keeps the control buffer aligned for cmsghdr.
+    let mut control = [0u64; 4];
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: msghdr/cmsghdr built over valid stack buffers of sufficient size
+    // (CMSG_SPACE(4) = 24 <= 32 bytes).
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<c_int>() as u32) as usize;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null() {
+            return Err(Errno(libc::EINVAL));
+        }
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<c_int>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<c_int>(), fd);
+        ret(libc::sendmsg(socket, &msg, libc::MSG_NOSIGNAL) as c_int).map(drop)
+    }
+}
+
+/// Opens a new terminal on the container's /dev/pts (the caller is already in
+/// the container's root), hands the master to the parent, returns the slave.
+fn open_container_tty(plan: &Plan, rows: u16, cols: u16) -> SysResult<c_int> {
+    // SAFETY: plain syscalls on fds we own; ws is a valid winsize.
+    unsafe {
+        let master = ret(libc::open(
+            c"/dev/pts/ptmx".as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        ))?;
+        let unlock: c_int = 0;
+        let result = ret(libc::ioctl(master, libc::TIOCSPTLCK, &unlock))
+            .and_then(|_| {
+                let ws = libc::winsize {
+                    ws_row: rows,
+                    ws_col: cols,
+                    ws_xpixel: 0,
+                    ws_ypixel: 0,
+                };
+                ret(libc::ioctl(master, libc::TIOCSWINSZ, &ws))
+            })
+            .and_then(|_| {
+                ret(libc::ioctl(
+                    master,
+                    libc::TIOCGPTPEER,
+                    libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+                ))
+            })
+            .and_then(|slave| {
+                // The user owns its terminal, as with runc.
+                ret(libc::fchown(slave, plan.uid, plan.gid))?;
+                send_fd(plan.tty_socket, master)?;
+                Ok(slave)
+            });
+        sys::close(master);
+        sys::close(plan.tty_socket);
+        result
+    }
+}
+
+/// Working directory, stdio, credentials, signals, then exec.
+fn process_setup_and_exec(plan: &Plan) -> StepResult<Never> {
     // Working directory: mkdir -p inside the new root (root-owned 0755, as runc),
     // entered before dropping privileges so an unreadable one still works.
     for prefix in &plan.cwd_prefixes {
@@ -581,11 +682,13 @@ fn setup_and_exec(plan: &Plan) -> StepResult<Never> {
     // SAFETY: plain syscalls on fds we own.
     unsafe {
         libc::setsid();
-        if plan.tty >= 0 {
-            ret(libc::ioctl(plan.tty, libc::TIOCSCTTY, 0)).at(Step::Terminal)?;
+        if let Some((rows, cols)) = plan.tty {
+            let slave = open_container_tty(plan, rows, cols).at(Step::Terminal)?;
+            ret(libc::ioctl(slave, libc::TIOCSCTTY, 0)).at(Step::Terminal)?;
             for target in 0..3 {
-                ret(libc::dup2(plan.tty, target)).at(Step::Terminal)?;
+                ret(libc::dup2(slave, target)).at(Step::Terminal)?;
             }
+            sys::close(slave);
         } else {
             for (target, &fd) in plan.stdio.iter().enumerate() {
                 if fd >= 0 {
@@ -658,7 +761,7 @@ fn setup_and_exec(plan: &Plan) -> StepResult<Never> {
         }
         libc::umask(0o022);
     }
-    if plan.init {
+    if plan.init || plan.join_pidfd >= 0 {
         run_init(plan)?;
     }
     unblock_all_signals();

@@ -30,7 +30,7 @@ mod spec;
 mod sys;
 mod user;
 
-pub use process::{Running, run, spawn};
+pub use process::{ExecSpec, Running, exec_in, run, spawn};
 pub use spec::{
     ExitStatus, InjectedFile, Mount, MountKind, Network, Output, RootFs, SandboxSpec, Stdin,
     Stream, WinSize,

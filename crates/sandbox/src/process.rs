@@ -335,40 +335,6 @@ fn dev_null(flags: c_int) -> Result<OwnedFd, SandboxError> {
     Ok(owned(fd))
 }
 
-fn open_pty(size: crate::spec::WinSize) -> Result<(OwnedFd, OwnedFd), SandboxError> {
-    let err = |e: Errno| io_err("allocating a pseudo-terminal", "/dev/ptmx")(e);
-    // SAFETY: standard pty allocation sequence on fds we own.
-    unsafe {
-        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
-        if master < 0 {
-            return Err(err(Errno::last()));
-        }
-        let master = owned(master);
-        if libc::grantpt(master.as_raw_fd()) != 0 || libc::unlockpt(master.as_raw_fd()) != 0 {
-            return Err(err(Errno::last()));
-        }
-        let mut name = [0 as libc::c_char; 128];
-        if libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()) != 0 {
-            return Err(err(Errno::last()));
-        }
-        let slave = libc::open(
-            name.as_ptr(),
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        );
-        if slave < 0 {
-            return Err(err(Errno::last()));
-        }
-        let ws = libc::winsize {
-            ws_row: size.rows,
-            ws_col: size.cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
-        Ok((master, owned(slave)))
-    }
-}
-
 fn cap_last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
@@ -417,21 +383,14 @@ fn spawner() -> &'static mpsc::Sender<SpawnJob> {
     })
 }
 
-/// Fds that must stay open until the child has been cloned.
-struct Resources {
-    root_mount: OwnedFd,
-    mounts: Vec<OwnedFd>,
-    child_side: Vec<OwnedFd>,
-}
-
 /// Starts the sandboxed process and returns once it has exec'd (or failed to:
 /// setup errors, unknown users and missing commands are returned here).
 pub fn spawn(spec: &SandboxSpec) -> Result<Running, SandboxError> {
-    let program = spec
-        .argv
-        .first()
-        .cloned()
-        .ok_or_else(|| SandboxError::InvalidSpec("argv is empty: nothing to run".into()))?;
+    if spec.argv.is_empty() {
+        return Err(SandboxError::InvalidSpec(
+            "argv is empty: nothing to run".into(),
+        ));
+    }
     check_absolute("working directory", &spec.cwd)?;
 
     // Root filesystem, as a detached mount nobody else can see.
@@ -592,20 +551,143 @@ pub fn spawn(spec: &SandboxSpec) -> Result<Running, SandboxError> {
         moves.push((components.join("/"), tree));
     }
 
+    let process = ProcessInput {
+        argv: &spec.argv,
+        env,
+        cwd: &spec.cwd,
+        uid: user.uid,
+        gid: user.gid,
+        groups: user.supplementary_gids,
+        stdin: spec.stdin,
+        stdout: spec.stdout,
+        stderr: spec.stderr,
+        tty: spec.tty,
+        init: spec.init,
+        no_new_privileges: spec.no_new_privileges,
+    };
+    let container = ContainerInput {
+        root_mount,
+        moves,
+        hostname: cstring("hostname", spec.hostname.as_bytes())?,
+        network: spec.network,
+        readonly_rootfs: spec.readonly_rootfs,
+        stubs,
+        stub_base,
+    };
+    launch(process, Target::New(container))
+}
+
+/// The process part of a start: what runs, as whom, with which stdio.
+struct ProcessInput<'a> {
+    argv: &'a [String],
+    env: Vec<String>,
+    cwd: &'a str,
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+    stdin: Stdin,
+    stdout: Output,
+    stderr: Output,
+    tty: Option<crate::spec::WinSize>,
+    init: bool,
+    no_new_privileges: bool,
+}
+
+/// The filesystem part of a new container.
+struct ContainerInput {
+    root_mount: OwnedFd,
+    moves: Vec<(String, OwnedFd)>,
+    hostname: CString,
+    network: Network,
+    readonly_rootfs: bool,
+    stubs: Vec<String>,
+    stub_base: PathBuf,
+}
+
+enum Target {
+    New(ContainerInput),
+    /// Join the namespaces of the process behind this pidfd.
+    Join(OwnedFd),
+}
+
+fn socketpair() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    let mut fds = [0 as c_int; 2];
+    // SAFETY: fds is a valid array of two ints.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        return Err(io_err("creating a socket pair", "socketpair")(Errno::last()));
+    }
+    Ok((owned(fds[0]), owned(fds[1])))
+}
+
+/// Receives one fd sent with SCM_RIGHTS; None on EOF (the child failed first).
+fn recv_fd(socket: c_int) -> Option<OwnedFd> {
+    let mut control = [0u64; 4];
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: msghdr over valid stack buffers; the kernel fills the cmsg.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        loop {
+            let n = libc::recvmsg(socket, &mut msg, libc::MSG_CMSG_CLOEXEC);
+            if n < 0 && Errno::last().0 == libc::EINTR {
+                continue;
+            }
+            if n <= 0 {
+                return None;
+            }
+            break;
+        }
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null()
+            || (*cmsg).cmsg_level != libc::SOL_SOCKET
+            || (*cmsg).cmsg_type != libc::SCM_RIGHTS
+        {
+            return None;
+        }
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<c_int>());
+        Some(owned(fd))
+    }
+}
+
+/// Clones the child for `process` in `target`, waits for its exec, and returns
+/// the handle (or the child's setup error).
+fn launch(process: ProcessInput<'_>, target: Target) -> Result<Running, SandboxError> {
+    let program = process
+        .argv
+        .first()
+        .cloned()
+        .ok_or_else(|| SandboxError::InvalidSpec("argv is empty: nothing to run".into()))?;
+    check_absolute("working directory", process.cwd)?;
+
     // stdio
     let mut child_side: Vec<OwnedFd> = Vec::new();
     let mut stdio_fds: [c_int; 3] = [-1; 3];
     let mut parent_stdin = None;
     let mut parent_out: [Option<File>; 2] = [None, None];
-    let mut pty_master = None;
-    let mut tty_fd = -1;
-    if let Some(size) = spec.tty {
-        let (master, slave) = open_pty(size)?;
-        tty_fd = slave.as_raw_fd();
-        child_side.push(slave);
-        pty_master = Some(File::from(master));
+    let mut tty_parent_socket = None;
+    let mut tty_child_socket = -1;
+    if process.tty.is_some() {
+        let (parent_end, child_end) = socketpair()?;
+        tty_child_socket = child_end.as_raw_fd();
+        child_side.push(child_end);
+        tty_parent_socket = Some(parent_end);
     } else {
-        match spec.stdin {
+        match process.stdin {
             Stdin::Null => {
                 let fd = dev_null(libc::O_RDONLY)?;
                 stdio_fds[0] = fd.as_raw_fd();
@@ -619,7 +701,7 @@ pub fn spawn(spec: &SandboxSpec) -> Result<Running, SandboxError> {
             }
             Stdin::Inherit => {}
         }
-        for (index, output) in [spec.stdout, spec.stderr].into_iter().enumerate() {
+        for (index, output) in [process.stdout, process.stderr].into_iter().enumerate() {
             match output {
                 Output::Pipe => {
                     let (read, write) = pipe()?;
@@ -640,19 +722,21 @@ pub fn spawn(spec: &SandboxSpec) -> Result<Running, SandboxError> {
     let (lifeline_read, lifeline_write) = pipe()?;
 
     // The command: argv, env and PATH lookup candidates as C strings.
-    let argv: Vec<CString> = spec
+    let argv: Vec<CString> = process
         .argv
         .iter()
         .map(|a| cstring("argv", a.as_bytes()))
         .collect::<Result<_, _>>()?;
-    let env_c: Vec<CString> = env
+    let env_c: Vec<CString> = process
+        .env
         .iter()
         .map(|e| cstring("env", e.as_bytes()))
         .collect::<Result<_, _>>()?;
     let exec_candidates: Vec<CString> = if program.contains('/') {
         vec![cstring("argv[0]", program.as_bytes())?]
     } else {
-        let path = env
+        let path = process
+            .env
             .iter()
             .rev()
             .find_map(|e| e.strip_prefix("PATH="))
@@ -662,7 +746,7 @@ pub fn spawn(spec: &SandboxSpec) -> Result<Running, SandboxError> {
             .map(|dir| cstring("PATH", format!("{dir}/{program}").as_bytes()))
             .collect::<Result<_, _>>()?
     };
-    let cwd_components = clean_components(&spec.cwd);
+    let cwd_components = clean_components(process.cwd);
     let cwd_prefixes = (1..=cwd_components.len())
         .map(|depth| {
             cstring(
@@ -673,27 +757,39 @@ pub fn spawn(spec: &SandboxSpec) -> Result<Running, SandboxError> {
         .collect::<Result<Vec<_>, _>>()?;
     let cwd = cstring("cwd", format!("/{}", cwd_components.join("/")).as_bytes())?;
 
-    let resources = Resources {
-        root_mount,
-        mounts: Vec::new(),
-        child_side,
+    // Fds the child needs; everything else it closes first.
+    let mut keep_fds: Vec<RawFd> = vec![error_write.as_raw_fd(), lifeline_read.as_raw_fd()];
+    keep_fds.extend(child_side.iter().map(|fd| fd.as_raw_fd()));
+    let mut plan_moves = Vec::new();
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    let (root_mount_fd, join_pidfd, hostname, new_netns, readonly_rootfs) = match &target {
+        Target::New(container) => {
+            keep_fds.push(container.root_mount.as_raw_fd());
+            for (target, fd) in &container.moves {
+                plan_moves.push(MoveMount {
+                    target: cstring("mount target", target.as_bytes())?,
+                    mount_fd: fd.as_raw_fd(),
+                });
+                keep_fds.push(fd.as_raw_fd());
+            }
+            if container.network == Network::None {
+                flags |= libc::CLONE_NEWNET;
+            }
+            (
+                container.root_mount.as_raw_fd(),
+                -1,
+                container.hostname.clone(),
+                container.network == Network::None,
+                container.readonly_rootfs,
+            )
+        }
+        Target::Join(pidfd) => {
+            flags = 0;
+            keep_fds.push(pidfd.as_raw_fd());
+            (-1, pidfd.as_raw_fd(), CString::default(), false, false)
+        }
     };
-    let mut resources = resources;
-    let mut plan_moves = Vec::with_capacity(moves.len());
-    for (target, fd) in moves {
-        plan_moves.push(MoveMount {
-            target: cstring("mount target", target.as_bytes())?,
-            mount_fd: fd.as_raw_fd(),
-        });
-        resources.mounts.push(fd);
-    }
-    let mut keep_fds: Vec<RawFd> = vec![
-        resources.root_mount.as_raw_fd(),
-        error_write.as_raw_fd(),
-        lifeline_read.as_raw_fd(),
-    ];
-    keep_fds.extend(resources.mounts.iter().map(|fd| fd.as_raw_fd()));
-    keep_fds.extend(resources.child_side.iter().map(|fd| fd.as_raw_fd()));
     keep_fds.sort_unstable();
 
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
@@ -702,17 +798,17 @@ pub fn spawn(spec: &SandboxSpec) -> Result<Running, SandboxError> {
     env_ptrs.push(std::ptr::null());
 
     let plan = Plan {
-        root_mount_fd: resources.root_mount.as_raw_fd(),
+        root_mount_fd,
         mount_point: cstring("mount point", mount_point()?.as_os_str().as_bytes())?,
         moves: plan_moves,
-        hostname: cstring("hostname", spec.hostname.as_bytes())?,
-        new_netns: spec.network == Network::None,
-        readonly_rootfs: spec.readonly_rootfs,
+        hostname,
+        new_netns,
+        readonly_rootfs,
         cwd,
         cwd_prefixes,
-        uid: user.uid,
-        gid: user.gid,
-        groups: user.supplementary_gids.clone(),
+        uid: process.uid,
+        gid: process.gid,
+        groups: process.groups,
         cap_last: cap_last_cap(),
         argv,
         argv_ptrs,
@@ -720,24 +816,21 @@ pub fn spawn(spec: &SandboxSpec) -> Result<Running, SandboxError> {
         env_ptrs,
         exec_candidates,
         stdio: stdio_fds,
-        tty: tty_fd,
+        tty: process.tty.map(|size| (size.rows, size.cols)),
+        tty_socket: tty_child_socket,
+        join_pidfd,
         error_pipe: error_write.as_raw_fd(),
         lifeline: lifeline_read.as_raw_fd(),
         keep_fds,
-        init: spec.init,
-        no_new_privs: spec.no_new_privileges,
+        init: process.init,
+        no_new_privs: process.no_new_privileges,
     };
 
-    let mut flags =
-        (libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC) as u64;
-    if spec.network == Network::None {
-        flags |= libc::CLONE_NEWNET as u64;
-    }
     let (reply_tx, reply_rx) = mpsc::channel();
     spawner()
         .send(SpawnJob {
             plan: &plan,
-            flags,
+            flags: flags as u64,
             reply: reply_tx,
         })
         .map_err(|_| SandboxError::Clone(std::io::Error::other("the spawner thread is gone")))?;
@@ -748,7 +841,11 @@ pub fn spawn(spec: &SandboxSpec) -> Result<Running, SandboxError> {
     let pidfd = owned(pidfd);
 
     // The child has its copies; ours must go so that EOFs and unmounts happen.
-    drop(resources);
+    let (stubs, stub_base) = match target {
+        Target::New(container) => (container.stubs, Some(container.stub_base)),
+        Target::Join(_) => (Vec::new(), None),
+    };
+    drop(child_side);
     drop(error_write);
     drop(lifeline_read);
 
@@ -758,11 +855,15 @@ pub fn spawn(spec: &SandboxSpec) -> Result<Running, SandboxError> {
         stdin: parent_stdin,
         stdout: parent_out[0].take(),
         stderr: parent_out[1].take(),
-        pty: pty_master,
+        pty: None,
         stubs,
         stub_base,
         status: None,
     };
+    if let Some(socket) = tty_parent_socket {
+        // EOF instead of an fd means the child failed; the error pipe says why.
+        running.pty = recv_fd(socket.as_raw_fd()).map(File::from);
+    }
 
     // Wait for exec (EOF on the CLOEXEC error pipe) or an error record.
     let mut record = [0u8; REPORT_LEN];
@@ -781,7 +882,94 @@ pub fn spawn(spec: &SandboxSpec) -> Result<Running, SandboxError> {
         let index = u32::from_le_bytes(word(8..12)) as usize;
         return Err(setup_error(step, errno, index, &plan, &program));
     }
+    if process.tty.is_some() && running.pty.is_none() {
+        let _ = running.kill(libc::SIGKILL);
+        let _ = running.wait();
+        return Err(SandboxError::Setup {
+            step: "setting up the terminal",
+            detail: String::new(),
+            source: std::io::Error::other("the terminal was not received"),
+        });
+    }
     Ok(running)
+}
+
+/// What to run inside an already running sandbox (`kiln exec`).
+#[derive(Clone, Debug)]
+pub struct ExecSpec {
+    pub argv: Vec<String>,
+    /// `KEY=VALUE`; `HOME` is added from the container's /etc/passwd if missing.
+    pub env: Vec<String>,
+    /// Absolute; created if missing.
+    pub cwd: String,
+    /// Docker `USER` syntax, resolved in the container's /etc/passwd.
+    pub user: String,
+    pub stdin: Stdin,
+    pub stdout: Output,
+    pub stderr: Output,
+    pub tty: Option<crate::spec::WinSize>,
+    pub no_new_privileges: bool,
+}
+
+impl ExecSpec {
+    pub fn new(argv: Vec<String>) -> ExecSpec {
+        ExecSpec {
+            argv,
+            env: vec![format!("PATH={DEFAULT_PATH}")],
+            cwd: "/".into(),
+            user: String::new(),
+            stdin: Stdin::Null,
+            stdout: Output::Pipe,
+            stderr: Output::Pipe,
+            tty: None,
+            no_new_privileges: false,
+        }
+    }
+}
+
+/// Starts a process inside the namespaces (filesystem, PIDs, network, ...) of a
+/// running sandbox whose PID 1 has host pid `container_pid` (`Running::pid`),
+/// with docker's capabilities and the given user (`kiln exec`). The returned
+/// handle's pid is a small relay outside the container that forwards signals
+/// and exits with the command's status.
+pub fn exec_in(container_pid: i32, spec: &ExecSpec) -> Result<Running, SandboxError> {
+    // SAFETY: plain syscall.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, container_pid, 0) };
+    if pidfd < 0 {
+        return Err(io_err(
+            "opening the container process",
+            format!("pid {container_pid}"),
+        )(Errno::last()));
+    }
+    let pidfd = owned(pidfd as c_int);
+    let root_path = format!("/proc/{container_pid}/root");
+    let root = File::open(&root_path).map_err(|source| SandboxError::Io {
+        what: "opening the container's root",
+        path: root_path.clone().into(),
+        source,
+    })?;
+    let passwd = read_in_root(root.as_raw_fd(), c"etc/passwd", "/etc/passwd")?;
+    let group = read_in_root(root.as_raw_fd(), c"etc/group", "/etc/group")?;
+    let user = resolve_user(&spec.user, passwd.as_deref(), group.as_deref())?;
+    let mut env = spec.env.clone();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
+    let process = ProcessInput {
+        argv: &spec.argv,
+        env,
+        cwd: &spec.cwd,
+        uid: user.uid,
+        gid: user.gid,
+        groups: user.supplementary_gids,
+        stdin: spec.stdin,
+        stdout: spec.stdout,
+        stderr: spec.stderr,
+        tty: spec.tty,
+        init: true,
+        no_new_privileges: spec.no_new_privileges,
+    };
+    launch(process, Target::Join(pidfd))
 }
 
 fn setup_error(
@@ -845,7 +1033,7 @@ pub struct Running {
     stderr: Option<File>,
     pty: Option<File>,
     stubs: Vec<String>,
-    stub_base: PathBuf,
+    stub_base: Option<PathBuf>,
     status: Option<ExitStatus>,
 }
 
@@ -934,7 +1122,9 @@ impl Running {
             self.status = Some(status);
             // The namespace is gone with PID 1, so the stubs are no longer mount
             // points: remove the ones the process left empty.
-            remove_stubs(&self.stub_base, &std::mem::take(&mut self.stubs));
+            if let Some(base) = &self.stub_base {
+                remove_stubs(base, &std::mem::take(&mut self.stubs));
+            }
             return Ok(Some(status));
         }
     }

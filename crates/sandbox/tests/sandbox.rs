@@ -5,8 +5,8 @@ mod common;
 
 use common::{Fixture, capture, environment_ready, sh_ok};
 use kiln_sandbox::{
-    ExitStatus, InjectedFile, Mount, Network, RootFs, SandboxError, SandboxSpec, Stdin, Stream,
-    WinSize, run, spawn,
+    ExecSpec, ExitStatus, InjectedFile, Mount, Network, RootFs, SandboxError, SandboxSpec, Stdin,
+    Stream, WinSize, exec_in, run, spawn,
 };
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -290,8 +290,17 @@ fn only_stdio_fds_reach_the_process() {
     let leaky = std::fs::File::open("/dev/null").unwrap();
     // SAFETY: clearing FD_CLOEXEC on our own fd.
     unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&leaky), libc::F_SETFD, 0) };
-    let out = sh_ok(&fx.spec("ls /proc/$$/fd | sort | tr '\\n' ' '"));
-    assert_eq!(out, "0 1 2 ");
+    // Look from the host at the fds the exec'd command (PID 1) holds.
+    let mut spec = fx.spec("");
+    spec.argv = vec!["sleep".into(), "30".into()];
+    let running = spawn(&spec).unwrap();
+    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", running.pid()))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    fds.sort();
+    assert_eq!(fds, vec!["0", "1", "2"]);
+    drop(running);
     drop(leaky);
 }
 
@@ -490,7 +499,8 @@ fn stdin_pipe_and_pty() {
     assert_eq!(out, "HELLO\n");
     assert!(running.wait().unwrap().success());
 
-    let mut spec = fx.spec("test -t 0 && test -t 1 && stty size; read line; echo got:$line");
+    let mut spec =
+        fx.spec("test -t 0 && test -t 1 && stty size; tty; ls /dev/pts; read line; echo got:$line");
     spec.tty = Some(WinSize {
         rows: 33,
         cols: 101,
@@ -508,6 +518,8 @@ fn stdin_pipe_and_pty() {
     }
     let text = String::from_utf8_lossy(&seen);
     assert!(text.contains("33 101"), "{text}");
+    // The terminal comes from the container's own devpts instance.
+    assert!(text.contains("/dev/pts/0"), "{text}");
     assert!(text.contains("got:typed"), "{text}");
     assert!(running.wait().unwrap().success());
 }
@@ -535,4 +547,65 @@ fn dir_rootfs_and_readonly_root() {
     spec.readonly_rootfs = false;
     assert_eq!(sh_ok(&spec), "wrote\n");
     assert!(merged.join("x").exists());
+}
+
+#[test]
+fn exec_joins_a_running_sandbox() {
+    require_env!();
+    let fx = Fixture::busybox();
+    let mut spec = fx.spec("echo ready > /tmp/ready; exec sleep 30");
+    spec.hostname = "box".into();
+    let mut container = spawn(&spec).unwrap();
+    let start = Instant::now();
+    while !fx.upper.join("tmp/ready").exists() {
+        assert!(start.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut exec = ExecSpec::new(vec![
+        "sh".into(),
+        "-c".into(),
+        "id -u; hostname; cat /tmp/ready; cat /proc/1/cmdline | tr '\\0' ' '; echo; pwd; echo hi > /tmp/from-exec; grep CapEff /proc/self/status".into(),
+    ]);
+    exec.user = "app".into();
+    exec.cwd = "/home/app".into();
+    let mut running = exec_in(container.pid(), &exec).unwrap();
+    let mut out = String::new();
+    running
+        .take_stdout()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(running.wait().unwrap().success(), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        &lines[..5],
+        &["1000", "box", "ready", "sleep 30 ", "/home/app"],
+        "{out}"
+    );
+    assert!(lines[5].ends_with("0000000000000000"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(fx.upper.join("tmp/from-exec")).unwrap(),
+        "hi\n"
+    );
+    // Unknown users fail clearly; a signal to the exec handle reaches the command.
+    exec.user = "ghost".into();
+    assert!(matches!(
+        exec_in(container.pid(), &exec),
+        Err(SandboxError::User(_))
+    ));
+    let mut sleeper = exec_in(
+        container.pid(),
+        &ExecSpec::new(vec!["sleep".into(), "30".into()]),
+    )
+    .unwrap();
+    sleeper.kill(libc::SIGTERM).unwrap();
+    assert_eq!(
+        sleeper.wait().unwrap(),
+        ExitStatus::Exited(128 + libc::SIGTERM)
+    );
+    container.kill(libc::SIGKILL).unwrap();
+    assert_eq!(
+        container.wait().unwrap(),
+        ExitStatus::Signaled(libc::SIGKILL)
+    );
 }
