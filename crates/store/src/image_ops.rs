@@ -263,10 +263,7 @@ pub fn layer_content_size(store: &Store, blob: &Digest) -> Result<u64, OpsError>
         let mut archive = tar::Archive::new(file);
         let mut size = 0;
         for entry in archive.entries_with_seek().map_err(bad)? {
-            let entry = entry.map_err(bad)?;
-            if entry.header().entry_type().is_file() {
-                size += entry.size();
-            }
+            size += entry_content_size(&entry.map_err(bad)?);
         }
         Ok(size)
     } else {
@@ -278,12 +275,23 @@ pub fn layer_content_size(store: &Store, blob: &Digest) -> Result<u64, OpsError>
 fn tar_content_size<R: Read>(archive: &mut tar::Archive<R>) -> io::Result<u64> {
     let mut size = 0;
     for entry in archive.entries()? {
-        let entry = entry?;
-        if entry.header().entry_type().is_file() {
-            size += entry.size();
-        }
+        size += entry_content_size(&entry?);
     }
     Ok(size)
+}
+
+/// What an entry adds to docker's layer size (moby's `directory.Size` of the
+/// unpacked layer): regular files by size, symlinks by target length,
+/// directories and hard links (counted at their first name) nothing.
+fn entry_content_size<R: Read>(entry: &tar::Entry<'_, R>) -> u64 {
+    let kind = entry.header().entry_type();
+    if kind.is_file() {
+        entry.size()
+    } else if kind.is_symlink() {
+        entry.link_name_bytes().map(|l| l.len() as u64).unwrap_or(0)
+    } else {
+        0
+    }
 }
 
 /// The Go name of this machine's architecture, as image configs spell it.
