@@ -609,3 +609,60 @@ fn exec_joins_a_running_sandbox() {
         ExitStatus::Signaled(libc::SIGKILL)
     );
 }
+
+#[test]
+fn spawning_threads_may_exit_and_many_run_at_once() {
+    require_env!();
+    let fx = std::sync::Arc::new(Fixture::busybox());
+    // A sandbox started from a thread that then exits keeps running: the
+    // parent-death signal is tied to the long-lived spawner thread.
+    let fx2 = fx.clone();
+    let mut running =
+        std::thread::spawn(move || spawn(&fx2.spec("sleep 0.5; echo survived")).unwrap())
+            .join()
+            .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        running.try_wait().unwrap(),
+        None,
+        "still running after its thread exited"
+    );
+    let mut out = String::new();
+    running
+        .take_stdout()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(out, "survived\n");
+    assert!(running.wait().unwrap().success());
+
+    // Eight threads, ten runs each, on separate upper dirs over the same lowers.
+    let handles: Vec<_> = (0..8)
+        .map(|thread| {
+            let fx = fx.clone();
+            std::thread::spawn(move || {
+                for round in 0..10 {
+                    let upper = fx.dir.path().join(format!("c{thread}-{round}/upper"));
+                    let work = fx.dir.path().join(format!("c{thread}-{round}/work"));
+                    std::fs::create_dir_all(&upper).unwrap();
+                    std::fs::create_dir_all(&work).unwrap();
+                    let rootfs = RootFs::Overlay {
+                        lower_dirs: fx.lowers.clone(),
+                        upper_dir: upper.clone(),
+                        work_dir: work,
+                    };
+                    let script = format!("echo {thread}-{round} > /mine; cat /mine");
+                    let spec = SandboxSpec::new(rootfs, vec!["sh".into(), "-c".into(), script]);
+                    assert_eq!(sh_ok(&spec), format!("{thread}-{round}\n"));
+                    assert_eq!(
+                        std::fs::read_to_string(upper.join("mine")).unwrap(),
+                        format!("{thread}-{round}\n")
+                    );
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().unwrap();
+    }
+}
