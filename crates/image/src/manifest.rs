@@ -193,11 +193,13 @@ impl IndexDoc {
 
     /// The entry for `platform` (see [`select_platform`]).
     pub fn select(&self, platform: &Platform) -> Result<&Descriptor> {
-        select_platform(&self.index, &self.digest.to_string(), platform)
+        select_platform(&self.index, self.digest.as_ref(), platform)
     }
 }
 
 /// Either kind of manifest document.
+// Not boxed: documents are few and short-lived, and callers match on them.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Manifest {
     /// A single-platform image.
@@ -264,12 +266,12 @@ pub fn parse_manifest(bytes: &[u8], declared_media_type: Option<&str>) -> Result
         .as_deref()
         .or(declared_media_type)
         .map(str::to_string);
-    if let (Some(declared), Some(inner)) = (declared_media_type, probe.media_type.as_deref()) {
-        if declared != inner {
-            return Err(bad(format!(
-                "descriptor says media type `{declared}` but the document says `{inner}`"
-            )));
-        }
+    if let (Some(declared), Some(inner)) = (declared_media_type, probe.media_type.as_deref())
+        && declared != inner
+    {
+        return Err(bad(format!(
+            "descriptor says media type `{declared}` but the document says `{inner}`"
+        )));
     }
     let schema_version = probe
         .schema_version

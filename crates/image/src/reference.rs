@@ -197,10 +197,10 @@ impl Reference {
     /// same reference.
     pub fn familiar_name(&self) -> String {
         if self.domain == DEFAULT_DOMAIN {
-            if let Some(rest) = self.path.strip_prefix(OFFICIAL_REPO_PREFIX) {
-                if !rest.contains('/') {
-                    return rest.to_string();
-                }
+            if let Some(rest) = self.path.strip_prefix(OFFICIAL_REPO_PREFIX)
+                && !rest.contains('/')
+            {
+                return rest.to_string();
             }
             let first = self.path.split('/').next().unwrap_or_default();
             if first.contains(['.', ':']) || first == "localhost" {
@@ -431,12 +431,12 @@ fn parse_shape(input: &str) -> Result<Shape<'_>, String> {
         Some((before, digest)) => (before, Some(digest)),
         None => (input, None),
     };
-    if let Some(digest) = digest {
-        if !is_digest_shape(digest) {
-            return Err(format!(
-                "`{digest}` is not a digest; expected `algorithm:hex` such as `sha256:` and 64 hex digits"
-            ));
-        }
+    if let Some(digest) = digest
+        && !is_digest_shape(digest)
+    {
+        return Err(format!(
+            "`{digest}` is not a digest; expected `algorithm:hex` such as `sha256:` and 64 hex digits"
+        ));
     }
     let last_slash = before_digest.rfind('/');
     let (name, tag) = match before_digest.rfind(':') {
@@ -445,12 +445,12 @@ fn parse_shape(input: &str) -> Result<Shape<'_>, String> {
         }
         _ => (before_digest, None),
     };
-    if let Some(tag) = tag {
-        if !is_valid_tag(tag) {
-            return Err(format!(
-                "tag `{tag}` is invalid: a tag is 1 to 128 characters of letters, digits, `_`, `.` and `-`, not starting with `.` or `-`"
-            ));
-        }
+    if let Some(tag) = tag
+        && !is_valid_tag(tag)
+    {
+        return Err(format!(
+            "tag `{tag}` is invalid: a tag is 1 to 128 characters of letters, digits, `_`, `.` and `-`, not starting with `.` or `-`"
+        ));
     }
     if name.is_empty() {
         return Err("the repository name is empty".into());
@@ -467,10 +467,11 @@ fn parse_shape(input: &str) -> Result<Shape<'_>, String> {
 /// before the first `/` is the domain when it is a valid host and the rest is a
 /// valid path; otherwise the whole is a path. Returns None if neither matches.
 fn split_name(name: &str) -> Option<(&str, &str)> {
-    if let Some((first, rest)) = name.split_once('/') {
-        if is_domain_and_port(first) && is_remote_name(rest) {
-            return Some((first, rest));
-        }
+    if let Some((first, rest)) = name.split_once('/')
+        && is_domain_and_port(first)
+        && is_remote_name(rest)
+    {
+        return Some((first, rest));
     }
     if is_remote_name(name) {
         return Some(("", name));
@@ -555,10 +556,10 @@ fn is_domain_and_port(text: &str) -> bool {
             None => (Some(text), ""),
         }
     };
-    if let Some(host) = host {
-        if !host.split('.').all(is_domain_component) {
-            return false;
-        }
+    if let Some(host) = host
+        && !host.split('.').all(is_domain_component)
+    {
+        return false;
     }
     if port.is_empty() {
         return true;
@@ -635,9 +636,12 @@ mod tests {
 
     /// distribution/reference `TestReferenceParse` (un-normalised Parse):
     /// (input, domain, path-with-domain, tag, digest) or an error kind.
+    /// (input, domain, name, tag, digest) of a reference that parses.
+    type Vector<'a> = (String, &'a str, String, Option<&'a str>, Option<String>);
+
     #[test]
     fn raw_parse_matches_distribution_vectors() {
-        let ok: Vec<(String, &str, String, Option<&str>, Option<String>)> = vec![
+        let ok: Vec<Vector> = vec![
             ("test_com".into(), "", "test_com".into(), None, None),
             (
                 "test.com:tag".into(),

@@ -241,7 +241,7 @@ fn resolve_image(
                 current = load_manifest(
                     blobs,
                     chosen.digest(),
-                    Some(&chosen.media_type().to_string()),
+                    Some(chosen.media_type().as_ref()),
                     "platform manifest",
                 )?;
             }
@@ -511,7 +511,7 @@ fn write_oci_tree(
                     out,
                     blobs,
                     child.digest(),
-                    Some(&child.media_type().to_string()),
+                    Some(child.media_type().as_ref()),
                     written,
                     depth + 1,
                 )?;
