@@ -166,7 +166,10 @@ pub struct Plan {
     pub mount_point: CString,
     pub moves: Vec<MoveMount>,
     pub hostname: CString,
+    /// Bring loopback up (new or joined network namespace).
     pub new_netns: bool,
+    /// A network namespace fd to join (-1: none).
+    pub netns_fd: c_int,
     pub readonly_rootfs: bool,
     pub cwd: CString,
     /// "/a", "/a/b", ... for mkdir -p of the working directory.
@@ -533,6 +536,12 @@ fn setup_and_exec(plan: &Plan) -> StepResult<Never> {
 
 /// Builds the container's filesystem view and pivots into it.
 fn setup_container(plan: &Plan) -> StepResult<()> {
+    if plan.netns_fd >= 0 {
+        // Before /sys is mounted, so that it shows this namespace's devices.
+        // SAFETY: plain syscall on an fd we own.
+        ret(unsafe { libc::setns(plan.netns_fd, libc::CLONE_NEWNET) }).at(Step::JoinNamespaces)?;
+        sys::close(plan.netns_fd);
+    }
     // Everything mounted from here on lives only in this mount namespace; making
     // it private first keeps mounts from propagating back to the host.
     sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None).at(Step::PrivateMounts)?;

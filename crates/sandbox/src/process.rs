@@ -565,11 +565,23 @@ pub fn spawn(spec: &SandboxSpec) -> Result<Running, SandboxError> {
         init: spec.init,
         no_new_privileges: spec.no_new_privileges,
     };
+    let netns = match &spec.network {
+        Network::Join(path) => {
+            let file = File::open(path).map_err(|source| SandboxError::Io {
+                what: "opening the network namespace",
+                path: path.clone(),
+                source,
+            })?;
+            Some(OwnedFd::from(file))
+        }
+        _ => None,
+    };
     let container = ContainerInput {
         root_mount,
         moves,
         hostname: cstring("hostname", spec.hostname.as_bytes())?,
-        network: spec.network,
+        network: spec.network.clone(),
+        netns,
         readonly_rootfs: spec.readonly_rootfs,
         stubs,
         stub_base,
@@ -599,6 +611,8 @@ struct ContainerInput {
     moves: Vec<(String, OwnedFd)>,
     hostname: CString,
     network: Network,
+    /// The namespace to join for `Network::Join`.
+    netns: Option<OwnedFd>,
     readonly_rootfs: bool,
     stubs: Vec<String>,
     stub_base: PathBuf,
@@ -763,6 +777,12 @@ fn launch(process: ProcessInput<'_>, target: Target) -> Result<Running, SandboxE
     let mut plan_moves = Vec::new();
     let mut flags =
         libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    let netns_fd = match &target {
+        Target::New(ContainerInput {
+            netns: Some(fd), ..
+        }) => fd.as_raw_fd(),
+        _ => -1,
+    };
     let (root_mount_fd, join_pidfd, hostname, new_netns, readonly_rootfs) = match &target {
         Target::New(container) => {
             keep_fds.push(container.root_mount.as_raw_fd());
@@ -776,11 +796,14 @@ fn launch(process: ProcessInput<'_>, target: Target) -> Result<Running, SandboxE
             if container.network == Network::None {
                 flags |= libc::CLONE_NEWNET;
             }
+            if let Some(fd) = &container.netns {
+                keep_fds.push(fd.as_raw_fd());
+            }
             (
                 container.root_mount.as_raw_fd(),
                 -1,
                 container.hostname.clone(),
-                container.network == Network::None,
+                container.network != Network::Host,
                 container.readonly_rootfs,
             )
         }
@@ -803,6 +826,7 @@ fn launch(process: ProcessInput<'_>, target: Target) -> Result<Running, SandboxE
         moves: plan_moves,
         hostname,
         new_netns,
+        netns_fd,
         readonly_rootfs,
         cwd,
         cwd_prefixes,

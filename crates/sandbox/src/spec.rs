@@ -23,12 +23,16 @@ pub enum RootFs {
 }
 
 /// Network namespace choice.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Network {
     /// Share the host's network namespace (`--network host`).
     Host,
     /// A new network namespace with only loopback, up (`--network none`).
     None,
+    /// Join an existing network namespace, e.g. `/run/netns/NAME` or
+    /// `/proc/PID/ns/net`, prepared by the caller with its veth/bridge (the
+    /// default bridged network of `kiln run`). Loopback is brought up.
+    Join(PathBuf),
 }
 
 /// An extra mount inside the container (RUN --mount, `-v`, `--tmpfs`).

@@ -666,3 +666,45 @@ fn spawning_threads_may_exit_and_many_run_at_once() {
         handle.join().unwrap();
     }
 }
+
+#[test]
+fn joins_a_prepared_network_namespace() {
+    require_env!();
+    if std::process::Command::new("ip").arg("-V").output().is_err() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("this test needs `ip` (apt-get install iproute2)");
+        }
+        eprintln!("skipping: needs `ip` (iproute2)");
+        return;
+    }
+    let name = format!("kiln-sbx-test-{}", std::process::id());
+    let ip = |args: &[&str]| {
+        let status = std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "ip {args:?}");
+    };
+    ip(&["netns", "add", &name]);
+    let result = std::panic::catch_unwind(|| {
+        ip(&[
+            "-n",
+            &name,
+            "link",
+            "add",
+            "kilnveth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "kilnveth1",
+        ]);
+        let fx = Fixture::busybox();
+        let mut spec = fx.spec("tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort; cat /sys/class/net/lo/operstate");
+        spec.network = Network::Join(format!("/run/netns/{name}").into());
+        sh_ok(&spec)
+    });
+    ip(&["netns", "del", &name]);
+    let out = result.unwrap();
+    assert!(out.starts_with("kilnveth0\nkilnveth1\nlo\n"), "{out}");
+}
