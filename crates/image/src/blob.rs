@@ -23,6 +23,12 @@ pub trait BlobRead {
     fn open_blob(&self, digest: &Digest) -> io::Result<Box<dyn Read + '_>>;
     /// Size in bytes of a blob.
     fn blob_size(&self, digest: &Digest) -> io::Result<u64>;
+    /// Size of the uncompressed tar inside a compressed layer blob, when the
+    /// source already knows it. Writing a docker-archive (whose layers are
+    /// uncompressed) then decompresses once instead of twice. Default: unknown.
+    fn uncompressed_size(&self, _layer_blob: &Digest) -> Option<u64> {
+        None
+    }
 }
 
 /// Write access to blobs: content goes in, its digest comes out.
@@ -43,6 +49,9 @@ impl<T: BlobRead + ?Sized> BlobRead for &T {
     }
     fn blob_size(&self, digest: &Digest) -> io::Result<u64> {
         (**self).blob_size(digest)
+    }
+    fn uncompressed_size(&self, layer_blob: &Digest) -> Option<u64> {
+        (**self).uncompressed_size(layer_blob)
     }
 }
 

@@ -106,6 +106,16 @@ pub enum ImageError {
         /// The limit in bytes.
         limit: u64,
     },
+    /// The blob store behind a [`BlobRead`](crate::blob::BlobRead) or
+    /// [`BlobWrite`](crate::blob::BlobWrite) failed; its own error is the source.
+    #[error("blob store: {context}: {source}")]
+    BlobStore {
+        /// What the store was doing (storing blob sha256:..., ...).
+        context: String,
+        /// The store's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A reference in an archive or given by the caller is invalid.
     #[error(transparent)]
     Reference(#[from] ReferenceError),

@@ -436,3 +436,58 @@ fn multi_platform_index_exports_present_platforms_and_selects_the_host() {
     .unwrap();
     assert_eq!(loaded.images[0].config.digest, image.config_digest);
 }
+
+#[test]
+fn uncompressed_size_hint_gives_the_same_archive_in_one_pass() {
+    let image = make_test_image();
+    struct Hinted<'a>(&'a MemoryBlobs, u64, std::cell::Cell<u32>);
+    impl BlobRead for Hinted<'_> {
+        fn open_blob(&self, digest: &kiln_image::Digest) -> std::io::Result<Box<dyn Read + '_>> {
+            self.2.set(self.2.get() + 1);
+            self.0.open_blob(digest)
+        }
+        fn blob_size(&self, digest: &kiln_image::Digest) -> std::io::Result<u64> {
+            self.0.blob_size(digest)
+        }
+        fn uncompressed_size(&self, _: &kiln_image::Digest) -> Option<u64> {
+            Some(self.1)
+        }
+    }
+    let base_tar_size = {
+        let (_, bytes) = docker_archive_bytes();
+        let mut tar = tar::Archive::new(&bytes[..]);
+        let wanted = format!("blobs/sha256/{}", image.diff_ids[0].digest());
+        tar.entries()
+            .unwrap()
+            .map(|entry| entry.unwrap())
+            .find(|entry| entry.path().unwrap().to_str() == Some(wanted.as_str()))
+            .map(|entry| entry.size())
+            .unwrap()
+    };
+    let export = [image.export(&["kiln-test/app:1.0", "localhost:5000/app:latest"])];
+    let plain =
+        write_docker_archive(Vec::new(), &image.blobs, &export, &WriteOptions::default()).unwrap();
+    let hinted_source = Hinted(&image.blobs, base_tar_size, std::cell::Cell::new(0));
+    let hinted = write_docker_archive(
+        Vec::new(),
+        &hinted_source,
+        &export,
+        &WriteOptions::default(),
+    )
+    .unwrap();
+    assert!(plain == hinted, "the hint must not change the archive");
+    // manifest, config, gzip layer once, plain layer once.
+    assert_eq!(
+        hinted_source.2.get(),
+        4,
+        "gzip layer opened once with the hint"
+    );
+
+    let lying = Hinted(&image.blobs, base_tar_size - 1, std::cell::Cell::new(0));
+    let err =
+        write_docker_archive(Vec::new(), &lying, &export, &WriteOptions::default()).unwrap_err();
+    assert!(
+        err.to_string().contains("longer than its recorded size"),
+        "{err}"
+    );
+}

@@ -196,18 +196,19 @@ fn open_source<'a>(
     Ok((reader, size))
 }
 
-/// Copies a blob as stored, verifying its digest as it streams.
+/// Copies a blob as stored, verifying its digest as it streams; returns its size.
 fn copy_blob(
     out: &mut dyn LayoutOut,
     blobs: &dyn BlobRead,
     digest: &Digest,
     what: &str,
-) -> Result<()> {
+) -> Result<u64> {
     let (reader, size) = open_source(blobs, digest, what)?;
     let mut hashing = DigestingReader::new(reader);
     out.blob(digest, size, &mut hashing)?;
     let (actual, _) = hashing.finish();
-    verify_digest(&format!("{what} in the blob source"), digest, &actual)
+    verify_digest(&format!("{what} in the blob source"), digest, &actual)?;
+    Ok(size)
 }
 
 fn load_manifest(
@@ -298,9 +299,10 @@ const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 ///
 /// Accepted by `docker load` (20.10 and later), `skopeo` (`docker-archive:` and,
 /// since the file is also an OCI layout, `oci-archive:`) and `kiln load`. Layers
-/// are written uncompressed (as `docker save` does); a compressed stored layer is
-/// decompressed twice (once to learn its size and check its diff ID, once to
-/// write), so memory stays constant whatever the image size.
+/// are written uncompressed (as `docker save` does). A compressed stored layer is
+/// decompressed as it is written; when the source cannot tell its uncompressed
+/// size ([`BlobRead::uncompressed_size`]) it is decompressed twice (once to learn
+/// the size the tar header needs), so memory stays constant whatever the size.
 pub fn write_docker_archive<W: Write>(
     out: W,
     blobs: &dyn BlobRead,
@@ -331,42 +333,62 @@ pub fn write_docker_archive<W: Write>(
         for (position, (layer, diff_id)) in manifest.layers.iter().zip(&diff_ids).enumerate() {
             let what = format!("layer {} of {}", position + 1, image.manifest_digest);
             let blob = layer.descriptor.digest();
-            let size = if layer.compression == LayerCompression::None {
-                verify_digest(
-                    &format!("{what} (uncompressed, so digest = diff ID)"),
-                    diff_id,
-                    blob,
-                )?;
-                if !written.contains(diff_id) {
-                    copy_blob(&mut tar, blobs, blob, &what)?;
-                }
-                layer.descriptor.size()
-            } else {
-                let (reader, _) = open_source(blobs, blob, &what)?;
-                let mut hashing = DigestingReader::new(
-                    layer
-                        .compression
-                        .decompress(reader)
-                        .map_err(|err| ImageError::io(format!("decompressing {what}"), err))?,
-                );
-                io::copy(&mut hashing, &mut io::sink())
-                    .map_err(|err| ImageError::io(format!("decompressing {what}"), err))?;
-                let (actual, size) = hashing.finish();
-                verify_digest(
-                    &format!("{what} (decompressed) against its diff ID"),
-                    diff_id,
-                    &actual,
-                )?;
-                if !written.contains(diff_id) {
+            let size =
+                if layer.compression == LayerCompression::None {
+                    verify_digest(
+                        &format!("{what} (uncompressed, so digest = diff ID)"),
+                        diff_id,
+                        blob,
+                    )?;
+                    if written.contains(diff_id) {
+                        layer.descriptor.size()
+                    } else {
+                        copy_blob(&mut tar, blobs, blob, &what)?
+                    }
+                } else if let Some(size) = blobs.uncompressed_size(blob) {
+                    // The source knows the tar's size: decompress once, verifying the
+                    // diff ID as the tar is written.
+                    if !written.contains(diff_id) {
+                        let (reader, _) = open_source(blobs, blob, &what)?;
+                        let mut hashing =
+                            DigestingReader::new(layer.compression.decompress(reader).map_err(
+                                |err| ImageError::io(format!("decompressing {what}"), err),
+                            )?);
+                        tar.blob(diff_id, size, &mut hashing)?;
+                        let (actual, _) = hashing.finish();
+                        verify_digest(
+                            &format!("{what} (decompressed) against its diff ID"),
+                            diff_id,
+                            &actual,
+                        )?;
+                    }
+                    size
+                } else {
                     let (reader, _) = open_source(blobs, blob, &what)?;
-                    let mut tar_stream = layer
-                        .compression
-                        .decompress(reader)
+                    let mut hashing = DigestingReader::new(
+                        layer
+                            .compression
+                            .decompress(reader)
+                            .map_err(|err| ImageError::io(format!("decompressing {what}"), err))?,
+                    );
+                    io::copy(&mut hashing, &mut io::sink())
                         .map_err(|err| ImageError::io(format!("decompressing {what}"), err))?;
-                    tar.blob(diff_id, size, &mut tar_stream)?;
-                }
-                size
-            };
+                    let (actual, size) = hashing.finish();
+                    verify_digest(
+                        &format!("{what} (decompressed) against its diff ID"),
+                        diff_id,
+                        &actual,
+                    )?;
+                    if !written.contains(diff_id) {
+                        let (reader, _) = open_source(blobs, blob, &what)?;
+                        let mut tar_stream = layer
+                            .compression
+                            .decompress(reader)
+                            .map_err(|err| ImageError::io(format!("decompressing {what}"), err))?;
+                        tar.blob(diff_id, size, &mut tar_stream)?;
+                    }
+                    size
+                };
             written.insert(diff_id.clone());
             layer_paths.push(format!("blobs/sha256/{}", sha256_hex(diff_id)?));
             layer_descriptors.push(json!({
