@@ -247,6 +247,50 @@ pub fn record_loaded_image<'s>(
     Ok(manifest_digest)
 }
 
+/// Makes sure every layer of `image` is unpacked as a snapshot (each holding
+/// only its own layer, applied in overlay mode so whiteouts become overlayfs
+/// whiteouts), holds them in `lease`, and returns their directories base
+/// first. overlayfs wants `lowerdir=` top first: reverse the list for mounting.
+/// Each layer's content is checked against its diff id while it is applied.
+pub fn unpack_image<'s>(
+    store: &'s Store,
+    lease: &Lease<'s>,
+    image: &crate::ImageRecord,
+) -> Result<Vec<std::path::PathBuf>, OpsError> {
+    lease.add_image(&image.manifest)?;
+    let mut dirs = Vec::with_capacity(image.layers.len());
+    let mut parent: Option<Digest> = None;
+    for layer in &image.layers {
+        let blob = &layer.layer.blob;
+        let diff_id = &layer.layer.diff_id;
+        let dir = store.ensure_snapshot(lease, &layer.chain_id, parent.as_ref(), diff_id, |tmp| {
+            let file = store.open_blob(blob)?;
+            let options = kiln_snapshot::ApplyOptions {
+                mode: kiln_snapshot::ApplyMode::Overlay,
+                ..Default::default()
+            };
+            let stats = kiln_snapshot::apply_layer(io::BufReader::with_capacity(1 << 20, file), tmp, &options)
+                .map_err(|e| OpsError::BadLayer {
+                    blob: blob.clone(),
+                    why: e.to_string(),
+                })?;
+            if stats.diff_id.as_str() != diff_id.to_string() {
+                return Err(OpsError::BadLayer {
+                    blob: blob.clone(),
+                    why: format!(
+                        "uncompressed content has digest {}, but the image config says {diff_id}",
+                        stats.diff_id.as_str()
+                    ),
+                });
+            }
+            Ok::<(), OpsError>(())
+        })?;
+        dirs.push(dir);
+        parent = Some(layer.chain_id.clone());
+    }
+    Ok(dirs)
+}
+
 /// Sum of the sizes of the regular files in a stored layer (what docker calls
 /// the layer's size). Uncompressed layers are scanned by seeking over file data.
 pub fn layer_content_size(store: &Store, blob: &Digest) -> Result<u64, OpsError> {
