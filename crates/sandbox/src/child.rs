@@ -40,12 +40,13 @@ pub enum Step {
     Init,
     Exec,
     JoinNamespaces,
+    Seccomp,
 }
 
 impl Step {
     pub fn from_u32(value: u32) -> Option<Step> {
         use Step::*;
-        const ALL: [Step; 25] = [
+        const ALL: [Step; 26] = [
             ParentDied,
             PrivateMounts,
             AttachRoot,
@@ -71,6 +72,7 @@ impl Step {
             Init,
             Exec,
             JoinNamespaces,
+            Seccomp,
         ];
         ALL.into_iter().find(|s| *s as u32 == value)
     }
@@ -102,6 +104,7 @@ impl Step {
             Step::Init => "starting the init process",
             Step::Exec => "exec",
             Step::JoinNamespaces => "joining the container's namespaces",
+            Step::Seccomp => "installing the seccomp filter",
         }
     }
 }
@@ -205,6 +208,8 @@ pub struct Plan {
     pub keep_fds: Vec<c_int>,
     pub init: bool,
     pub no_new_privs: bool,
+    /// The seccomp filter to install (empty: none).
+    pub seccomp: &'static [libc::sock_filter],
 }
 
 struct Failure {
@@ -707,6 +712,26 @@ fn process_setup_and_exec(plan: &Plan) -> StepResult<Never> {
         }
     }
 
+    // Seccomp goes on while we still hold CAP_SYS_ADMIN (no_new_privs is off by
+    // default, as in docker); the remaining setup calls are all allowed by it.
+    if !plan.seccomp.is_empty() {
+        let program = libc::sock_fprog {
+            len: plan.seccomp.len() as u16,
+            filter: plan.seccomp.as_ptr() as *mut libc::sock_filter,
+        };
+        // SAFETY: program points to a valid filter array that outlives the call.
+        ret(unsafe {
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER as c_ulong,
+                &program as *const libc::sock_fprog as c_ulong,
+                0 as c_ulong,
+                0 as c_ulong,
+            )
+        })
+        .at(Step::Seccomp)?;
+    }
+
     // Capabilities: bounding set reduced to docker's default, inheritable and
     // ambient empty; a non-root uid then loses permitted/effective on setuid, as
     // in docker (CapEff 0 for USER 1000).
@@ -821,13 +846,25 @@ fn run_init(plan: &Plan) -> StepResult<()> {
         libc::sigfillset(&mut all);
         libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
     }
-    let mut unused_pidfd = -1;
+    // Plain clone (fork semantics): the seccomp filter answers clone3 with ENOSYS.
     // SAFETY: we are single-threaded here; the grandchild returns into exec.
-    let child = unsafe { sys::clone3(0, &mut unused_pidfd) }.at(Step::Init)?;
+    let child = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::SIGCHLD as c_ulong,
+            0 as c_ulong,
+            0 as c_ulong,
+            0 as c_ulong,
+            0 as c_ulong,
+        )
+    };
+    if child < 0 {
+        return Err(Errno::last()).at(Step::Init);
+    }
+    let child = child as libc::pid_t;
     if child == 0 {
         return set_death_signal(plan.lifeline);
     }
-    sys::close(unused_pidfd);
     // The init must not hold the error pipe: the parent waits for its EOF to
     // learn that the command exec'd.
     sys::close(plan.error_pipe);

@@ -26,14 +26,15 @@
 
 mod child;
 mod process;
+mod seccomp;
 mod spec;
 mod sys;
 mod user;
 
 pub use process::{ExecSpec, Running, exec_in, run, spawn};
 pub use spec::{
-    ExitStatus, InjectedFile, Mount, MountKind, Network, Output, RootFs, SandboxSpec, Stdin,
-    Stream, WinSize,
+    ExitStatus, InjectedFile, Mount, MountKind, Network, Output, RootFs, SandboxSpec, Seccomp,
+    Stdin, Stream, WinSize,
 };
 pub use user::{ExecUser, UserError, resolve_user};
 

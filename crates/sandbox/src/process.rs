@@ -4,7 +4,9 @@
 
 use crate::SandboxError;
 use crate::child::{self, MoveMount, Plan, REPORT_LEN, Step};
-use crate::spec::{ExitStatus, MountKind, Network, Output, RootFs, SandboxSpec, Stdin, Stream};
+use crate::spec::{
+    ExitStatus, MountKind, Network, Output, RootFs, SandboxSpec, Seccomp, Stdin, Stream,
+};
 use crate::sys::{self, Errno};
 use crate::user::resolve_user;
 use libc::c_int;
@@ -564,6 +566,7 @@ pub fn spawn(spec: &SandboxSpec) -> Result<Running, SandboxError> {
         tty: spec.tty,
         init: spec.init,
         no_new_privileges: spec.no_new_privileges,
+        seccomp: spec.seccomp,
     };
     let netns = match &spec.network {
         Network::Join(path) => {
@@ -603,6 +606,7 @@ struct ProcessInput<'a> {
     tty: Option<crate::spec::WinSize>,
     init: bool,
     no_new_privileges: bool,
+    seccomp: Seccomp,
 }
 
 /// The filesystem part of a new container.
@@ -848,6 +852,10 @@ fn launch(process: ProcessInput<'_>, target: Target) -> Result<Running, SandboxE
         keep_fds,
         init: process.init,
         no_new_privs: process.no_new_privileges,
+        seccomp: match process.seccomp {
+            Seccomp::DockerDefault => crate::seccomp::docker_default(),
+            Seccomp::Unconfined => &[],
+        },
     };
 
     let (reply_tx, reply_rx) = mpsc::channel();
@@ -933,6 +941,7 @@ pub struct ExecSpec {
     pub stderr: Output,
     pub tty: Option<crate::spec::WinSize>,
     pub no_new_privileges: bool,
+    pub seccomp: Seccomp,
 }
 
 impl ExecSpec {
@@ -947,6 +956,7 @@ impl ExecSpec {
             stderr: Output::Pipe,
             tty: None,
             no_new_privileges: false,
+            seccomp: Seccomp::DockerDefault,
         }
     }
 }
@@ -992,6 +1002,7 @@ pub fn exec_in(container_pid: i32, spec: &ExecSpec) -> Result<Running, SandboxEr
         tty: spec.tty,
         init: true,
         no_new_privileges: spec.no_new_privileges,
+        seccomp: spec.seccomp,
     };
     launch(process, Target::Join(pidfd))
 }

@@ -162,6 +162,7 @@ pub struct SandboxSpec {
     pub no_new_privileges: bool,
     /// Mount the root read-only (`docker run --read-only`).
     pub readonly_rootfs: bool,
+    pub seccomp: Seccomp,
     /// Used by `run` only: kill the process (SIGKILL) after this long.
     pub timeout: Option<Duration>,
 }
@@ -189,9 +190,19 @@ impl SandboxSpec {
             init: false,
             no_new_privileges: false,
             readonly_rootfs: false,
+            seccomp: Seccomp::DockerDefault,
             timeout: None,
         }
     }
+}
+
+/// The seccomp filter the process runs under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seccomp {
+    /// Docker's default profile (as for `docker run` and BuildKit's RUN).
+    DockerDefault,
+    /// No filter (`--security-opt seccomp=unconfined`).
+    Unconfined,
 }
 
 /// Which output stream a chunk of bytes came from.

@@ -708,3 +708,14 @@ fn joins_a_prepared_network_namespace() {
     let out = result.unwrap();
     assert!(out.starts_with("kilnveth0\nkilnveth1\nlo\n"), "{out}");
 }
+
+#[test]
+fn seccomp_docker_default_blocks_new_namespaces() {
+    require_env!();
+    let fx = Fixture::busybox();
+    let script = "grep '^Seccomp:' /proc/self/status; unshare -U true 2>/dev/null && echo unshare-ok || echo unshare-denied";
+    assert_eq!(sh_ok(&fx.spec(script)), "Seccomp:\t2\nunshare-denied\n");
+    let mut spec = fx.spec(script);
+    spec.seccomp = kiln_sandbox::Seccomp::Unconfined;
+    assert_eq!(sh_ok(&spec), "Seccomp:\t0\nunshare-ok\n");
+}
