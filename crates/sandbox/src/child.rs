@@ -174,6 +174,8 @@ pub struct Plan {
     /// A network namespace fd to join (-1: none).
     pub netns_fd: c_int,
     pub readonly_rootfs: bool,
+    /// Add the /dev/core -> /proc/kcore link (the host has /proc/kcore).
+    pub dev_core: bool,
     pub cwd: CString,
     /// "/a", "/a/b", ... for mkdir -p of the working directory.
     pub cwd_prefixes: Vec<CString>,
@@ -340,22 +342,23 @@ fn new_and_attach(
     result
 }
 
-fn setup_dev(root: c_int) -> StepResult<()> {
+fn setup_dev(root: c_int, dev_core: bool) -> StepResult<()> {
     new_and_attach(
         root,
         c"dev",
         c"tmpfs",
         &[(c"mode", c"755"), (c"size", c"65536k")],
-        sys::MOUNT_ATTR_NOSUID,
+        // strictatime, as runc mounts /dev ("rw,nosuid" in mountinfo).
+        sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_STRICTATIME,
     )
     .at(Step::MountDev)?;
     let dev = open_in(root, c"dev", libc::O_DIRECTORY | libc::O_RDONLY).at(Step::MountDev)?;
-    let result = populate_dev(root, dev);
+    let result = populate_dev(root, dev, dev_core);
     sys::close(dev);
     result
 }
 
-fn populate_dev(root: c_int, dev: c_int) -> StepResult<()> {
+fn populate_dev(root: c_int, dev: c_int, dev_core: bool) -> StepResult<()> {
     let nodes: [(&std::ffi::CStr, u32, u32); 6] = [
         (c"null", 1, 3),
         (c"zero", 1, 5),
@@ -384,6 +387,8 @@ fn populate_dev(root: c_int, dev: c_int) -> StepResult<()> {
         (c"pts/ptmx", c"ptmx"),
         (c"/proc/kcore", c"core"),
     ];
+    // runc adds /dev/core only when the host has /proc/kcore.
+    let links = if dev_core { &links[..] } else { &links[..5] };
     for (index, (target, name)) in links.iter().enumerate() {
         // SAFETY: plain syscall with NUL-terminated strings.
         ret(unsafe { libc::symlinkat(target.as_ptr(), dev, name.as_ptr()) })
@@ -569,7 +574,7 @@ fn setup_container(plan: &Plan) -> StepResult<()> {
         sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_NOEXEC,
     )
     .at(Step::MountProc)?;
-    setup_dev(root)?;
+    setup_dev(root, plan.dev_core)?;
     let sys_attrs = sys::MOUNT_ATTR_RDONLY
         | sys::MOUNT_ATTR_NOSUID
         | sys::MOUNT_ATTR_NODEV

@@ -832,6 +832,7 @@ fn launch(process: ProcessInput<'_>, target: Target) -> Result<Running, SandboxE
         new_netns,
         netns_fd,
         readonly_rootfs,
+        dev_core: Path::new("/proc/kcore").exists(),
         cwd,
         cwd_prefixes,
         uid: process.uid,
