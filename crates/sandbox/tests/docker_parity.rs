@@ -95,3 +95,107 @@ fn run_step_environment_matches_buildkit() {
     // A uid listed in neither image: HOME falls back to "/" in both.
     compare("4242:4242");
 }
+
+/// The file lists of the layers BuildKit made for `steps` (one RUN each) on
+/// busybox:local.
+fn buildkit_layers(steps: &[&str]) -> Vec<Vec<String>> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut dockerfile = String::from("FROM busybox:local\n");
+    for step in steps {
+        dockerfile.push_str(&format!("RUN {step}\n"));
+    }
+    std::fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
+    let tag = format!("kiln-sandbox-parity:{}", std::process::id());
+    let docker = |args: &[&str]| {
+        let out = std::process::Command::new("/usr/bin/docker")
+            .env("DOCKER_BUILDKIT", "1")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    docker(&["build", "-q", "--no-cache", "-t", &tag, "."]);
+    let saved = dir.path().join("image");
+    std::fs::create_dir_all(&saved).unwrap();
+    let tar = docker(&["save", &tag]);
+    docker(&["rmi", &tag]);
+    let mut archive = std::process::Command::new("tar")
+        .args(["-x", "-C"])
+        .arg(&saved)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(archive.stdin.as_mut().unwrap(), &tar).unwrap();
+    drop(archive.stdin.take());
+    assert!(archive.wait().unwrap().success());
+    let manifest = std::fs::read_to_string(saved.join("manifest.json")).unwrap();
+    // "Layers":["<id>/layer.tar",...] without a JSON dependency.
+    let layers_part = manifest
+        .split("\"Layers\":[")
+        .nth(1)
+        .unwrap()
+        .split(']')
+        .next()
+        .unwrap();
+    let layers: Vec<&str> = layers_part
+        .split(',')
+        .map(|l| l.trim_matches('"'))
+        .collect();
+    layers
+        .iter()
+        .skip(1) // the base image
+        .map(|layer| {
+            let out = std::process::Command::new("tar")
+                .arg("-tf")
+                .arg(saved.join(layer))
+                .output()
+                .unwrap();
+            let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|l| l.trim_start_matches("./").to_string())
+                .filter(|l| !l.is_empty())
+                .collect();
+            names.sort();
+            names
+        })
+        .collect()
+}
+
+#[test]
+fn upper_dirs_hold_the_same_changes_as_buildkit_layers() {
+    if !environment_ready() || !docker_ready() {
+        return;
+    }
+    let steps = [
+        "true",
+        "echo x > /newfile && rm /etc/group && mkdir -p /a/b && echo 2>/dev/null",
+    ];
+    let expected = buildkit_layers(&steps);
+    let mut fx = Fixture::docker_oracle_like();
+    let mut actual = Vec::new();
+    for (index, step) in steps.iter().enumerate() {
+        let mut spec = fx.spec(step);
+        spec.hostname = "buildkitsandbox".into();
+        for target in ["/etc/hosts", "/etc/resolv.conf"] {
+            spec.files.push(InjectedFile {
+                target: target.into(),
+                contents: b"# generated\n".to_vec(),
+                mode: 0o644,
+                readonly: true,
+            });
+        }
+        sh_ok(&spec);
+        actual.push(fx.upper_as_layer_listing());
+        fx.commit_layer(&format!("layer-{}", index + 1));
+    }
+    assert_eq!(
+        actual, expected,
+        "kiln upper dirs (left) vs BuildKit layers (right)"
+    );
+}

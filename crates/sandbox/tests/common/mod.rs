@@ -96,6 +96,81 @@ impl Fixture {
         }
     }
 
+    /// One layer shaped like `busybox:local` from shared/tools/docker-oracle.sh:
+    /// /bin (busybox), /etc/passwd, /etc/group, /root, /tmp — no /proc, /dev,
+    /// /sys, /etc/hosts (so the runtime must create mount stubs).
+    pub fn docker_oracle_like() -> Fixture {
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-sbx-test")
+            .tempdir()
+            .unwrap();
+        let base = dir.path().join("layer-0");
+        std::fs::create_dir_all(base.join("bin")).unwrap();
+        std::fs::copy("/bin/busybox", base.join("bin/busybox")).unwrap();
+        for applet in ["sh", "true", "echo", "rm", "mkdir"] {
+            std::os::unix::fs::symlink("busybox", base.join("bin").join(applet)).unwrap();
+        }
+        write(
+            &base.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+        );
+        write(&base.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n");
+        std::fs::create_dir_all(base.join("root")).unwrap();
+        std::fs::create_dir_all(base.join("tmp")).unwrap();
+        std::fs::set_permissions(
+            base.join("tmp"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+        )
+        .unwrap();
+        let upper = dir.path().join("upper");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&upper).unwrap();
+        std::fs::create_dir_all(&work).unwrap();
+        Fixture {
+            lowers: vec![base],
+            upper,
+            work,
+            dir,
+        }
+    }
+
+    /// Stacks the current upper dir as the new top lower layer and starts a
+    /// fresh upper/work (the next RUN step).
+    pub fn commit_layer(&mut self, name: &str) {
+        let layer = self.dir.path().join(name);
+        std::fs::rename(&self.upper, &layer).unwrap();
+        self.lowers.insert(0, layer);
+        std::fs::create_dir_all(&self.upper).unwrap();
+        std::fs::remove_dir_all(&self.work).unwrap();
+        std::fs::create_dir_all(&self.work).unwrap();
+    }
+
+    /// The upper dir as a docker layer would list it: "path/" for dirs,
+    /// ".wh.name" for whiteouts, plain paths otherwise; sorted.
+    pub fn upper_as_layer_listing(&self) -> Vec<String> {
+        use std::os::unix::fs::FileTypeExt;
+        let mut out = Vec::new();
+        for rel in self.upper_entries() {
+            let meta = std::fs::symlink_metadata(self.upper.join(&rel)).unwrap();
+            if meta.is_dir() {
+                out.push(format!("{rel}/"));
+            } else if meta.file_type().is_char_device() {
+                let (parent, name) = rel
+                    .rsplit_once('/')
+                    .map_or(("", rel.as_str()), |(p, n)| (p, n));
+                out.push(if parent.is_empty() {
+                    format!(".wh.{name}")
+                } else {
+                    format!("{parent}/.wh.{name}")
+                });
+            } else {
+                out.push(rel);
+            }
+        }
+        out.sort();
+        out
+    }
+
     pub fn rootfs(&self) -> RootFs {
         RootFs::Overlay {
             lower_dirs: self.lowers.clone(),
