@@ -159,13 +159,14 @@ fn overlay_mount(
 /// Reads a small file inside `root` as data (RESOLVE_IN_ROOT, regular files
 /// only, never blocking on a FIFO). None when it does not exist.
 fn read_in_root(root: c_int, rel: &CStr, shown: &str) -> Result<Option<String>, SandboxError> {
-    let fd = match sys::open_in_root(root, rel, libc::O_RDONLY | libc::O_NONBLOCK, 0) {
-        Ok(fd) => owned(fd),
+    // O_PATH first: opening a device node or FIFO of the image for real could
+    // have side effects on the host; only a regular file is then reopened.
+    let path_fd = match sys::open_in_root(root, rel, libc::O_PATH, 0) {
+        Ok(fd) => File::from(owned(fd)),
         Err(Errno(libc::ENOENT)) | Err(Errno(libc::ENOTDIR)) => return Ok(None),
         Err(e) => return Err(io_err("reading the image's", shown)(e)),
     };
-    let mut file = File::from(fd);
-    let meta = file.metadata().map_err(|source| SandboxError::Io {
+    let meta = path_fd.metadata().map_err(|source| SandboxError::Io {
         what: "reading the image's",
         path: shown.into(),
         source,
@@ -173,6 +174,14 @@ fn read_in_root(root: c_int, rel: &CStr, shown: &str) -> Result<Option<String>, 
     if !meta.is_file() {
         return Ok(None);
     }
+    let mut file =
+        File::open(format!("/proc/self/fd/{}", path_fd.as_raw_fd())).map_err(|source| {
+            SandboxError::Io {
+                what: "reading the image's",
+                path: shown.into(),
+                source,
+            }
+        })?;
     let mut bytes = Vec::new();
     file.by_ref()
         .take(16 << 20)

@@ -719,3 +719,33 @@ fn seccomp_docker_default_blocks_new_namespaces() {
     spec.seccomp = kiln_sandbox::Seccomp::Unconfined;
     assert_eq!(sh_ok(&spec), "Seccomp:\t0\nunshare-ok\n");
 }
+
+#[test]
+fn user_lookup_never_leaves_the_image_root_or_blocks() {
+    require_env!();
+    let mut fx = Fixture::busybox();
+    // A host file the image must not be able to reach.
+    let host_passwd = fx.dir.path().join("host-passwd");
+    std::fs::write(&host_passwd, "escaped:x:777:777::/:/bin/sh\n").unwrap();
+    let evil = fx.dir.path().join("layer-evil");
+    std::fs::create_dir_all(evil.join("etc")).unwrap();
+    std::os::unix::fs::symlink(&host_passwd, evil.join("etc/passwd")).unwrap();
+    // A FIFO as /etc/group: reading it would block forever.
+    let fifo =
+        std::ffi::CString::new(evil.join("etc/group").as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    fx.lowers.insert(0, evil);
+    let mut spec = fx.spec("id -u");
+    spec.user = "escaped".into();
+    let err = capture(&spec)
+        .err()
+        .expect("the host's passwd must not be read");
+    assert!(
+        err.to_string().contains("unable to find user escaped"),
+        "{err}"
+    );
+    spec.user = "1234".into();
+    spec.timeout = Some(Duration::from_secs(10));
+    assert_eq!(sh_ok(&spec), "1234\n");
+}
