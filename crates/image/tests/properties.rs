@@ -1,8 +1,29 @@
 //! Property tests: the reference and manifest parsers never panic on any input,
 //! and normalising is idempotent (parse ∘ display = identity on parsed values).
 
-use kiln_image::{Reference, parse_config, parse_manifest};
+mod common;
+
+use std::sync::OnceLock;
+
+use kiln_image::{
+    MemoryBlobs, ReadOptions, Reference, WriteOptions, parse_config, parse_manifest, read_archive,
+    write_docker_archive, write_oci_archive,
+};
 use proptest::prelude::*;
+
+/// A valid docker-archive and OCI archive of the test image, built once.
+fn valid_archives() -> &'static (Vec<u8>, Vec<u8>) {
+    static ARCHIVES: OnceLock<(Vec<u8>, Vec<u8>)> = OnceLock::new();
+    ARCHIVES.get_or_init(|| {
+        let image = common::make_test_image();
+        let export = [image.export(&["fuzz/me:1"])];
+        let docker =
+            write_docker_archive(Vec::new(), &image.blobs, &export, &WriteOptions::default())
+                .unwrap();
+        let oci = write_oci_archive(Vec::new(), &image.blobs, &export).unwrap();
+        (docker, oci)
+    })
+}
 
 /// Strings built from the characters references are made of, so that a good
 /// share of them parse and the interesting paths are exercised.
@@ -84,5 +105,34 @@ proptest! {
             r#"{{"schemaVersion":{schema},"mediaType":"{media_type}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{digest}","size":{size}}},"layers":[{{"mediaType":"{layer_type}","digest":"{digest}","size":{size}}}],"manifests":[{{"mediaType":"{media_type}","digest":"{digest}","size":{size},"platform":{{"os":"linux","architecture":"amd64"}}}}]}}"#
         );
         let _ = parse_manifest(doc.as_bytes(), None);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn archive_reader_never_panics_on_corrupted_archives(
+        use_oci in any::<bool>(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        cut in prop::option::of(any::<prop::sample::Index>()),
+    ) {
+        let (docker, oci) = valid_archives();
+        let mut bytes = if use_oci { oci.clone() } else { docker.clone() };
+        for (position, value) in flips {
+            let at = position.index(bytes.len());
+            bytes[at] = value;
+        }
+        if let Some(cut) = cut {
+            bytes.truncate(cut.index(bytes.len()));
+        }
+        let mut sink = MemoryBlobs::new();
+        let _ = read_archive(&bytes[..], &mut sink, &ReadOptions::default());
+    }
+
+    #[test]
+    fn archive_reader_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        let mut sink = MemoryBlobs::new();
+        let _ = read_archive(&bytes[..], &mut sink, &ReadOptions::default());
     }
 }
