@@ -124,13 +124,31 @@ fn parse(args: ParseArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.format
     };
-    match format {
-        ParseFormat::Dump => print!("{}", kiln_dockerfile::dump(&dockerfile)),
+    let output = match format {
+        ParseFormat::Dump => kiln_dockerfile::dump(&dockerfile),
         ParseFormat::Json => {
-            let json = serde_json::to_string_pretty(&dockerfile)
+            let mut json = serde_json::to_string_pretty(&dockerfile)
                 .context("cannot serialise the syntax tree")?;
-            println!("{json}");
+            json.push('\n');
+            json
         }
-    }
+    };
+    write_stdout(&output)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes to standard output; a closed pipe (`kiln ... | head`) is not an
+/// error.
+pub fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(error).context("cannot write to standard output")
+        }
+        _ => Ok(()),
+    }
 }
