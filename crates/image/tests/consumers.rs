@@ -64,6 +64,58 @@ fn docker_loads_and_runs_kiln_docker_archive() {
     assert_eq!(output, format!("{}env=from-config\n", image.greeting));
 }
 
+#[test]
+fn docker_loads_two_images_sharing_layers_from_one_archive() {
+    if !docker_available() {
+        return;
+    }
+    let base = make_test_image();
+    let derived = common::make_derived_image(&base);
+    let base_tag = unique_tag("shared-base");
+    let derived_tag = unique_tag("shared-derived");
+    let _guards = (
+        DockerImageGuard(base_tag.clone()),
+        DockerImageGuard(derived_tag.clone()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("two.tar");
+    // `derived.blobs` holds both images' blobs.
+    let exports = [base.export(&[&base_tag]), derived.export(&[&derived_tag])];
+    write_docker_archive(
+        std::fs::File::create(&archive).unwrap(),
+        &derived.blobs,
+        &exports,
+        &WriteOptions::default(),
+    )
+    .unwrap();
+    let layer_members = run(Command::new("tar").arg("-tf").arg(&archive))
+        .lines()
+        .filter(|name| name.starts_with("blobs/sha256/") && name.len() > "blobs/sha256/".len())
+        .count();
+    assert_eq!(
+        layer_members,
+        3 + 2 + 2,
+        "3 distinct layers, 2 configs, 2 manifests: shared layers written once"
+    );
+    run(Command::new(DOCKER).args(["load", "-i"]).arg(&archive));
+    for (tag, image) in [(&base_tag, &base), (&derived_tag, &derived)] {
+        let output = run(Command::new(DOCKER).args(["run", "--rm", "--network", "none", tag]));
+        assert_eq!(
+            output,
+            format!("{}env=from-config\n", image.greeting),
+            "{tag}"
+        );
+    }
+    if skopeo_available() {
+        let reference = format!("docker-archive:{}:{}", archive.display(), derived_tag);
+        let config = skopeo_config(&reference);
+        assert_eq!(
+            config["rootfs"]["diff_ids"].as_array().map(Vec::len),
+            Some(3)
+        );
+    }
+}
+
 fn skopeo_available() -> bool {
     tool_available("skopeo", &["--version"])
 }

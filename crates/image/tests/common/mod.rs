@@ -184,3 +184,53 @@ pub fn tree(root: &Path) -> Vec<String> {
     found.sort();
     found
 }
+
+pub const DERIVED_GREETING: &str = "hello from the derived image\n";
+
+/// An image on top of `base` (same blob set, shared layers) whose third layer
+/// replaces /etc/greeting.
+pub fn make_derived_image(base: &TestImage) -> TestImage {
+    let mut blobs = base.blobs.clone();
+    let base_manifest: serde_json::Value =
+        serde_json::from_slice(blobs.get(&base.manifest_digest).unwrap()).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_slice(blobs.get(&base.config_digest).unwrap()).unwrap();
+
+    let mut layer = tar::Builder::new(Vec::new());
+    append_dir(&mut layer, "etc/");
+    append_file(
+        &mut layer,
+        "etc/greeting",
+        0o644,
+        DERIVED_GREETING.as_bytes(),
+    );
+    let layer_tar = layer.into_inner().unwrap();
+    let layer_digest = blobs.insert(layer_tar.clone());
+
+    let mut diff_ids = base.diff_ids.clone();
+    diff_ids.push(layer_digest.clone());
+    config["rootfs"]["diff_ids"] =
+        json!(diff_ids.iter().map(|d| d.to_string()).collect::<Vec<_>>());
+    config["history"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"created_by": "kiln test: derived"}));
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    let config_digest = blobs.insert(config_bytes.clone());
+    let mut manifest = base_manifest;
+    manifest["config"]["digest"] = json!(config_digest.to_string());
+    manifest["config"]["size"] = json!(config_bytes.len());
+    manifest["layers"].as_array_mut().unwrap().push(json!({
+        "mediaType": "application/vnd.oci.image.layer.v1.tar",
+        "digest": layer_digest.to_string(),
+        "size": layer_tar.len()
+    }));
+    let manifest_digest = blobs.insert(serde_json::to_vec(&manifest).unwrap());
+    TestImage {
+        blobs,
+        manifest_digest,
+        config_digest,
+        diff_ids,
+        greeting: DERIVED_GREETING,
+    }
+}
