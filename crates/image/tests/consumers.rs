@@ -369,4 +369,40 @@ fn kiln_reads_docker_save_from_the_engine() {
         .collect();
     assert_eq!(config_diff_ids, diff_ids);
     assert_eq!(decompressed_layer_digests(&sink, &found.manifest), diff_ids);
+
+    // Archives skopeo writes: its docker-archive (<hex>.tar layers) and oci-archive.
+    for (transport, format) in [
+        ("docker-archive", ArchiveFormat::DockerArchive),
+        ("oci-archive", ArchiveFormat::OciLayout),
+    ] {
+        let written = dir.path().join(format!("skopeo-{transport}.tar"));
+        let name = if transport == "docker-archive" {
+            "skopeo/written:1"
+        } else {
+            "1"
+        };
+        run(Command::new("skopeo")
+            .arg("copy")
+            .arg(format!("oci:{}:local", layout.display()))
+            .arg(format!("{transport}:{}:{name}", written.display())));
+        let mut sink = MemoryBlobs::new();
+        let loaded = read_archive(
+            std::fs::File::open(&written).unwrap(),
+            &mut sink,
+            &ReadOptions::default(),
+        )
+        .unwrap_or_else(|err| panic!("reading skopeo's {transport}: {err}"));
+        assert_eq!(loaded.format, format, "{transport}");
+        let found = &loaded.images[0];
+        if transport == "docker-archive" {
+            assert_eq!(found.names[0].familiar(), "skopeo/written:1");
+        } else {
+            assert_eq!(found.bare_ref_name.as_deref(), Some("1"));
+        }
+        assert_eq!(
+            decompressed_layer_digests(&sink, &found.manifest),
+            diff_ids,
+            "{transport}"
+        );
+    }
 }
