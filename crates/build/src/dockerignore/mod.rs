@@ -52,6 +52,11 @@ pub enum IgnoreError {
         pattern: String,
         why: String,
     },
+    /// An ignore file that is a symlink to somewhere outside its directory.
+    #[error(
+        "ignore file {path} is a symlink pointing outside its directory; replace it with a regular file"
+    )]
+    SymlinkOutside { path: PathBuf },
     /// An ignore file that could not be read.
     #[error("cannot read ignore file {path}: {source}; check that it is a readable file")]
     Read {
@@ -497,6 +502,21 @@ pub fn locate_ignore_file(
     }
     candidates.push(context_dir.join(".dockerignore"));
     for path in candidates {
+        // BuildKit resolves a symlinked ignore file inside its directory
+        // only; never read one that points elsewhere (its lines could end up
+        // in error messages).
+        if let Ok(meta) = std::fs::symlink_metadata(&path)
+            && meta.file_type().is_symlink()
+        {
+            let base = path.parent().unwrap_or(Path::new("."));
+            let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
+            match std::fs::canonicalize(&path) {
+                Ok(target) if target.starts_with(&base) => {}
+                Ok(_) => return Err(IgnoreError::SymlinkOutside { path }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(IgnoreError::Read { path, source }),
+            }
+        }
         match std::fs::read(&path) {
             Ok(content) => {
                 return Ok(Some(IgnoreFile {
@@ -686,5 +706,27 @@ mod tests {
         assert_eq!(found.lines[0].pattern, b"specific");
         let empty = tempfile::tempdir().expect("tempdir");
         assert_eq!(locate_ignore_file(empty.path(), None).expect("ok"), None);
+    }
+
+    #[test]
+    fn symlinked_ignore_file_must_stay_inside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::write(outside.path().join("secret"), "s3cr3t[\n").expect("write");
+        std::os::unix::fs::symlink(
+            outside.path().join("secret"),
+            dir.path().join(".dockerignore"),
+        )
+        .expect("symlink");
+        let err = locate_ignore_file(dir.path(), None).expect_err("must refuse");
+        assert!(matches!(err, IgnoreError::SymlinkOutside { .. }), "{err}");
+        std::fs::remove_file(dir.path().join(".dockerignore")).expect("rm");
+        std::fs::write(dir.path().join("ignore.txt"), "inside\n").expect("write");
+        std::os::unix::fs::symlink("ignore.txt", dir.path().join(".dockerignore"))
+            .expect("symlink");
+        let found = locate_ignore_file(dir.path(), None)
+            .expect("ok")
+            .expect("some");
+        assert_eq!(found.lines[0].pattern, b"inside");
     }
 }
