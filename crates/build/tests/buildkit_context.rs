@@ -219,6 +219,48 @@ const SCENARIOS: &[Scenario] = &[
         patterns: "a\nsrc\n!src/util\n",
         differs_on_docker_20_10: &[],
     },
+    Scenario {
+        name: "double-star-in-the-middle",
+        ignore_file: ".dockerignore",
+        dockerfile_in_context: None,
+        patterns: "a/**/c.txt\nsrc/**\n!src/util/**\n",
+        differs_on_docker_20_10: &[],
+    },
+    Scenario {
+        name: "star-slash-and-dotfiles",
+        ignore_file: ".dockerignore",
+        dockerfile_in_context: None,
+        patterns: "*/*\n.*\n!dir/x\n",
+        differs_on_docker_20_10: &[],
+    },
+    Scenario {
+        name: "re-exclude-after-exception",
+        ignore_file: ".dockerignore",
+        dockerfile_in_context: None,
+        patterns: "src\n!src\nsrc/util\n!src/util/u.go\n",
+        differs_on_docker_20_10: &[],
+    },
+    Scenario {
+        name: "literal-exception-two-levels-down",
+        ignore_file: ".dockerignore",
+        dockerfile_in_context: None,
+        patterns: "a\n!a/b/c.txt\ndeep\n!deep/er\n",
+        differs_on_docker_20_10: &[],
+    },
+    Scenario {
+        name: "ignore-everything",
+        ignore_file: ".dockerignore",
+        dockerfile_in_context: None,
+        patterns: "**\n",
+        differs_on_docker_20_10: &[],
+    },
+    Scenario {
+        name: "crlf-bom-and-spaces",
+        ignore_file: ".dockerignore",
+        dockerfile_in_context: None,
+        patterns: "\u{feff}x.tmp\r\n  ab  \r\n! ab\r\n#ba\r\nba\r\n",
+        differs_on_docker_20_10: &[],
+    },
 ];
 
 #[test]
