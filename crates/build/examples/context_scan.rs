@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use kiln_build::context::{Context, ScanOptions};
-use kiln_build::dockerignore::{PatternMatcher, locate_ignore_file};
+use kiln_build::context::Context;
 
 fn main() -> ExitCode {
     let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
@@ -16,28 +15,8 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let start = Instant::now();
-    let matcher = match locate_ignore_file(context, args.get(2).map(PathBuf::as_path)) {
-        Ok(Some(file)) => {
-            match PatternMatcher::from_lines(&file.lines, &file.path.display().to_string()) {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
-        }
-        Ok(None) => None,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let options = ScanOptions {
-        ignore: matcher.as_ref(),
-        cache_dir: Some(cache_dir.clone()),
-        threads: 0,
-    };
-    match Context::scan(context, &options) {
+    let dockerfile = args.get(2).map(PathBuf::as_path);
+    match Context::scan_build_context(context, dockerfile, Some(cache_dir.clone())) {
         Ok(ctx) => {
             let s = ctx.stats();
             println!(

@@ -383,3 +383,22 @@ fn parallel_walk_equals_sequential_walk() {
     assert!(kept.contains(&"t2/s1".to_string()));
     assert!(!kept.iter().any(|p| p.starts_with("t3")));
 }
+
+#[test]
+fn scan_build_context_uses_the_dockerfile_specific_ignore_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), ".dockerignore", "a\n");
+    write(dir.path(), "app.Dockerfile.dockerignore", "b\n");
+    write(dir.path(), "app.Dockerfile", "FROM scratch\n");
+    write(dir.path(), "a", "");
+    write(dir.path(), "b", "");
+    let general = Context::scan_build_context(dir.path(), None, None).expect("scan");
+    assert!(general.get(b"a").is_none() && general.get(b"b").is_some());
+    let specific =
+        Context::scan_build_context(dir.path(), Some(&dir.path().join("app.Dockerfile")), None)
+            .expect("scan");
+    assert!(specific.get(b"a").is_some() && specific.get(b"b").is_none());
+    write(dir.path(), ".dockerignore", "ok\n[\n");
+    let err = Context::scan_build_context(dir.path(), None, None).expect_err("bad pattern");
+    assert!(err.to_string().contains(".dockerignore:2"), "{err}");
+}

@@ -30,7 +30,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::dockerignore::{MatchError, MatchInfo, PatternMatcher, clean_path, glob_match};
+use crate::dockerignore::{
+    IgnoreError, MatchError, MatchInfo, PatternMatcher, clean_path, glob_match, locate_ignore_file,
+};
 
 /// Errors while scanning a context or selecting paths in it.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +60,9 @@ pub enum ContextError {
     /// An ignore pattern that cannot be evaluated.
     #[error(transparent)]
     Ignore(#[from] MatchError),
+    /// The ignore file could not be read or compiled.
+    #[error(transparent)]
+    IgnoreFile(#[from] IgnoreError),
     /// A COPY/ADD source pattern with bad glob syntax.
     #[error(
         "source pattern {pattern:?} is malformed (unterminated `[`, trailing `\\` or bad range); escape literal `[` as `\\[`"
@@ -686,6 +691,32 @@ fn entry_digest(entry: &Entry, children: &[Digest]) -> Digest {
 }
 
 impl Context {
+    /// Scans a build context as `kiln build` does: reads
+    /// `<Dockerfile>.dockerignore` or the context's `.dockerignore` (see
+    /// [`locate_ignore_file`]), then scans with it, keeping the stat cache in
+    /// `cache_dir` if given.
+    pub fn scan_build_context(
+        root: &Path,
+        dockerfile: Option<&Path>,
+        cache_dir: Option<PathBuf>,
+    ) -> Result<Context, ContextError> {
+        let matcher = match locate_ignore_file(root, dockerfile)? {
+            Some(file) => Some(PatternMatcher::from_lines(
+                &file.lines,
+                &file.path.display().to_string(),
+            )?),
+            None => None,
+        };
+        Context::scan(
+            root,
+            &ScanOptions {
+                ignore: matcher.as_ref(),
+                cache_dir,
+                threads: 0,
+            },
+        )
+    }
+
     /// Scans `root` (see the module docs).
     pub fn scan(root: &Path, options: &ScanOptions<'_>) -> Result<Context, ContextError> {
         let scan_started = now_ns();
