@@ -353,6 +353,17 @@ impl<'a> Parser<'a> {
                     self.pos += 1;
                     nodes.push(Node::Assert(Assertion::EndText));
                 }
+                '\\' if self.peek_at(1) == Some('Q') => {
+                    // \Q...\E: everything up to \E (or the end) is literal.
+                    self.pos += 2;
+                    while let Some(c) = self.bump() {
+                        if c == '\\' && self.peek() == Some('E') {
+                            self.pos += 1;
+                            break;
+                        }
+                        nodes.push(Node::Literal(c));
+                    }
+                }
                 '\\' => {
                     self.pos += 1;
                     match self.parse_escape(false)? {
@@ -428,7 +439,6 @@ impl<'a> Parser<'a> {
             'p' | 'P' => Err(RegexError::Unsupported(format!(
                 "the Unicode class escape `\\{ch}`"
             ))),
-            'Q' => Err(RegexError::Unsupported("the quoting escape `\\Q`".into())),
             other => Err(RegexError::Syntax(format!(
                 "invalid escape sequence `\\{other}`"
             ))),
@@ -804,6 +814,8 @@ mod tests {
         assert!(matches("^a\\b$", "a"));
         assert!(matches("^\\t$", "\t"));
         assert!(matches("^\\*$", "*"));
+        assert!(matches("^a\\Q*.\\Eb$", "a*.b"));
+        assert!(matches("^a\\Qb$", "ab$"));
     }
 
     #[test]
