@@ -243,4 +243,43 @@ mod tests {
         assert!(resolve_user("99999999999", Some(passwd), None).is_err());
         assert!(resolve_user("app:", Some(PASSWD), None).is_err());
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Hostile /etc/passwd and /etc/group contents never panic.
+            #[test]
+            fn arbitrary_files_and_specs_never_panic(
+                spec in ".{0,40}",
+                passwd in proptest::option::of(".{0,400}"),
+                group in proptest::option::of(".{0,400}"),
+            ) {
+                let _ = resolve_user(&spec, passwd.as_deref(), group.as_deref());
+            }
+
+            /// A listed user resolves to its own uid, gid and home, and is in
+            /// every group that lists it.
+            #[test]
+            fn listed_users_resolve_to_their_entries(
+                name in "[a-z][a-z0-9_]{0,15}",
+                uid in 1u32..60000,
+                gid in 1u32..60000,
+                home in "/[a-z]{1,10}",
+                extra in 60001u32..65000,
+            ) {
+                prop_assume!(name != "root");
+                let passwd = format!("root:x:0:0::/root:/bin/sh\n{name}:x:{uid}:{gid}::{home}:/bin/sh\n");
+                let group = format!("root:x:0:\nextra:x:{extra}:other,{name}\n");
+                let user = resolve_user(&name, Some(&passwd), Some(&group)).unwrap();
+                prop_assert_eq!(user.uid, uid);
+                prop_assert_eq!(user.gid, gid);
+                prop_assert_eq!(&user.home, &home);
+                prop_assert_eq!(user.supplementary_gids, vec![extra]);
+                let by_number = resolve_user(&uid.to_string(), Some(&passwd), Some(&group)).unwrap();
+                prop_assert_eq!(by_number.gid, gid);
+            }
+        }
+    }
 }
