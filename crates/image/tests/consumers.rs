@@ -18,6 +18,7 @@ const DOCKER: &str = "/usr/bin/docker";
 
 fn docker_available() -> bool {
     tool_available(DOCKER, &["version", "--format", "{{.Server.Version}}"])
+        && common::busybox_available()
 }
 
 fn unique_tag(what: &str) -> String {
@@ -198,7 +199,7 @@ fn skopeo_inspects_docker_archive_and_oci_outputs() {
 
 #[test]
 fn umoci_unpacks_kiln_oci_layout_to_the_expected_rootfs() {
-    if !tool_available("umoci", &["--version"]) {
+    if !tool_available("umoci", &["--version"]) || !common::busybox_available() {
         return;
     }
     let image = make_test_image();

@@ -30,6 +30,11 @@ pub fn tool_available(tool: &str, probe_args: &[&str]) -> bool {
     works
 }
 
+/// True when /bin/busybox (Debian `busybox-static`) can run; same CI rule.
+pub fn busybox_available() -> bool {
+    tool_available("/bin/busybox", &["true"])
+}
+
 /// Runs a command, panicking with its output if it fails; returns stdout.
 pub fn run(command: &mut Command) -> String {
     let out = command
@@ -100,8 +105,10 @@ pub const GREETING: &str = "hello from a kiln-written image\n";
 /// A two-layer runnable image: layer 1 (gzip) has /bin/busybox and /bin/sh,
 /// layer 2 (plain tar) adds /etc/greeting. Cmd prints the greeting and $KILN_ENV.
 pub fn make_test_image() -> TestImage {
+    // The format tests do not run the binary: without busybox a stand-in keeps
+    // them running; tests that run it check `busybox_available()` first.
     let busybox = std::fs::read("/bin/busybox")
-        .expect("/bin/busybox (Debian busybox-static) is needed to build the test image");
+        .unwrap_or_else(|_| b"\x7fELF stand-in for /bin/busybox".repeat(1000));
     let mut base = tar::Builder::new(Vec::new());
     append_dir(&mut base, "bin/");
     append_file(&mut base, "bin/busybox", 0o755, &busybox);
