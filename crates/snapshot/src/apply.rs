@@ -609,6 +609,9 @@ impl Applier<'_> {
                 });
             }
         }
+        // Data attached to entries that carry none (a directory or link with a size) is
+        // read here, so the tar reader does not count it as the next entry's metadata.
+        drain(&mut entry, &raw_path)?;
         self.written.insert(relative);
         Ok(())
     }

@@ -114,7 +114,7 @@ pub fn compress(
 
 enum Encoder<W: Write> {
     None(HashingWriter<W>),
-    Gzip(ParallelGzipEncoder<HashingWriter<W>>),
+    Gzip(Box<ParallelGzipEncoder<HashingWriter<W>>>),
     Zstd(zstd::stream::write::Encoder<'static, HashingWriter<W>>),
 }
 
@@ -157,7 +157,9 @@ impl<W: Write> CompressWriter<W> {
                         range: "0..=9",
                     });
                 }
-                Encoder::Gzip(ParallelGzipEncoder::new(hashed_out, level, threads)?)
+                Encoder::Gzip(Box::new(ParallelGzipEncoder::new(
+                    hashed_out, level, threads,
+                )?))
             }
             Compression::Zstd { level } => {
                 if !(1..=22).contains(&level) {
@@ -227,7 +229,7 @@ impl<W: Write> Write for CompressWriter<W> {
 /// Input block size for parallel gzip: big enough that per-block overhead (sync flush
 /// marker, dictionary priming, thread hand-off) is negligible, small enough to keep all
 /// workers busy on small layers.
-const GZIP_BLOCK_SIZE: usize = 256 * 1024;
+const GZIP_BLOCK_SIZE: usize = 1024 * 1024;
 /// Deflate's window: the preset dictionary carried from one block to the next.
 const DEFLATE_WINDOW: usize = 32 * 1024;
 
@@ -235,7 +237,6 @@ struct GzipJob {
     data: Arc<Vec<u8>>,
     dictionary: Vec<u8>,
     is_last: bool,
-    level: u32,
     reply: SyncSender<Result<DeflatedBlock, String>>,
 }
 
@@ -257,15 +258,19 @@ struct ParallelGzipEncoder<W: Write> {
     workers: Vec<JoinHandle<()>>,
     crc: crc32fast::Hasher,
     total_in: u64,
+    /// The engine used when there are no worker threads.
+    inline_deflater: Option<Compress>,
 }
 
+/// Deflates one block with a raw-deflate engine that is reset and reused across blocks
+/// (allocating its tables for every block would cost more than the dictionary priming).
 fn deflate_block(
+    deflater: &mut Compress,
     data: &[u8],
     dictionary: &[u8],
-    level: u32,
     is_last: bool,
 ) -> Result<DeflatedBlock, String> {
-    let mut deflater = Compress::new(flate2::Compression::new(level), false);
+    deflater.reset();
     if !dictionary.is_empty() {
         deflater
             .set_dictionary(dictionary)
@@ -324,6 +329,7 @@ impl<W: Write> ParallelGzipEncoder<W> {
             workers: Vec::new(),
             crc: crc32fast::Hasher::new(),
             total_in: 0,
+            inline_deflater: None,
         };
         if threads > 1 {
             let (job_sender, job_receiver) = mpsc::sync_channel::<GzipJob>(threads * 2);
@@ -331,6 +337,7 @@ impl<W: Write> ParallelGzipEncoder<W> {
             for _ in 0..threads {
                 let queue = Arc::clone(&job_receiver);
                 encoder.workers.push(std::thread::spawn(move || {
+                    let mut deflater = Compress::new(flate2::Compression::new(level), false);
                     loop {
                         let job = match queue.lock() {
                             Ok(receiver) => receiver.recv(),
@@ -338,7 +345,7 @@ impl<W: Write> ParallelGzipEncoder<W> {
                         };
                         let Ok(job) = job else { return };
                         let result =
-                            deflate_block(&job.data, &job.dictionary, job.level, job.is_last);
+                            deflate_block(&mut deflater, &job.data, &job.dictionary, job.is_last);
                         // The encoder may have been dropped after an error; nothing to do then.
                         let _ = job.reply.send(result);
                     }
@@ -382,7 +389,6 @@ impl<W: Write> ParallelGzipEncoder<W> {
                     data: Arc::new(data),
                     dictionary,
                     is_last,
-                    level: self.level,
                     reply,
                 };
                 jobs.send(job)
@@ -390,7 +396,11 @@ impl<W: Write> ParallelGzipEncoder<W> {
                 self.in_flight.push_back(receiver);
             }
             None => {
-                let block = deflate_block(&data, &dictionary, self.level, is_last)
+                let level = self.level;
+                let deflater = self
+                    .inline_deflater
+                    .get_or_insert_with(|| Compress::new(flate2::Compression::new(level), false));
+                let block = deflate_block(deflater, &data, &dictionary, is_last)
                     .map_err(|e| io::Error::other(format!("gzip compression failed: {e}")))?;
                 self.write_block(block)?;
             }

@@ -500,10 +500,10 @@ impl<W: Write> LayerWriter<'_, W> {
                 pax.push((key, value.clone()));
             }
         }
-        if let Some(link) = entry.link_name {
-            if link.len() > USTAR_NAME_LEN || !link.is_ascii() {
-                pax.push((b"linkpath".to_vec(), link.to_vec()));
-            }
+        if let Some(link) = entry.link_name
+            && (link.len() > USTAR_NAME_LEN || !link.is_ascii())
+        {
+            pax.push((b"linkpath".to_vec(), link.to_vec()));
         }
         let name_fits = entry.name.len() <= USTAR_NAME_LEN && entry.name.is_ascii();
         let split = if name_fits || !pax.is_empty() {

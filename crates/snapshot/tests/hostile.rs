@@ -520,3 +520,58 @@ fn garbage_is_a_clear_tar_error() {
     assert_message(&error, "not a readable tar");
     let _ = Path::new("");
 }
+
+mod mutated {
+    //! Randomly corrupted layers (bit flips, truncation) must fail cleanly or apply inside
+    //! the root: no panic, nothing outside touched. Complements the cargo-fuzz target in
+    //! crates/snapshot/fuzz, which CI cannot run on stable.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    fn base_layer() -> Vec<u8> {
+        RawTar::new()
+            .dir("etc/")
+            .file("etc/hostname", b"kiln\n")
+            .symlink("etc/link", "hostname")
+            .hardlink("etc/hard", "etc/hostname")
+            .symlink("up", "../../..")
+            .file("up/escape", b"contained")
+            .dir("d/")
+            .file("d/.wh..wh..opq", b"")
+            .file(".wh.gone", b"")
+            .file("d/data", &[7u8; 3000])
+            .finish()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        #[test]
+        fn corrupted_layers_never_escape(
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..12),
+            cut in any::<prop::sample::Index>(),
+            truncate in any::<bool>(),
+            gzip in any::<bool>(),
+        ) {
+            let mut layer = base_layer();
+            for (index, value) in flips {
+                let at = index.index(layer.len());
+                layer[at] = value;
+            }
+            if truncate {
+                let keep = cut.index(layer.len());
+                layer.truncate(keep);
+            }
+            if gzip {
+                let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                encoder.write_all(&layer).expect("compress");
+                layer = encoder.finish().expect("gzip");
+            }
+            let arena = Arena::new();
+            let opts = ApplyOptions { max_stream_bytes: 1 << 20, ..ApplyOptions::default() };
+            // Either outcome is fine; Arena::apply asserts nothing outside changed.
+            let _ = arena.apply(&layer, &opts);
+        }
+    }
+}
