@@ -24,8 +24,11 @@ printf 'root:x:0:0:root:/root:/bin/sh\n' > "$root/etc/passwd"
 printf 'root:x:0:\n' > "$root/etc/group"
 
 echo "== $runs runs of 'true' in a busybox rootfs (median per run) =="
-"$tool" bench "$root" "$runs"
-"$tool" bench "$root" "$runs" overlay
+dir_line=$("$tool" bench "$root" "$runs")
+echo "$dir_line"
+overlay_line=$("$tool" bench "$root" "$runs" overlay)
+echo "$overlay_line"
+kiln_overlay_ms=$(echo "$overlay_line" | sed -n 's/.*median_ms=\([0-9.]*\).*/\1/p')
 
 # median of the newline-separated milliseconds on stdin
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) {print "n/a"} else {printf "%.2f", a[int((NR+1)/2)]}}'; }
@@ -55,7 +58,9 @@ PY
     end=$(date +%s%N)
     echo "scale=3; ($end - $start) / 1000000" | bc >> "$times"
   done
-  echo "$name run runs=$runs median_ms=$(median < "$times") ($($bin --version | head -1))"
+  local med
+  med=$(median < "$times")
+  echo "$name run runs=$runs median_ms=$med ($($bin --version | head -1)); ratio kiln(overlay)/$name = $(echo "scale=2; $kiln_overlay_ms / $med" | bc)"
 }
 oci_bench runc runc
 oci_bench crun crun
