@@ -106,13 +106,23 @@ fn members_in_any_order_are_resolved_at_the_end() {
         members.push((header, path, content));
     }
     members.reverse();
+    // Also name members `./x` as `tar -C dir -cf out.tar .` does.
     let mut builder = tar::Builder::new(Vec::new());
     for (mut header, path, content) in members {
-        builder
-            .append_data(&mut header, path, &content[..])
-            .unwrap();
+        // The tar crate drops `./` from paths it is given: write the raw name.
+        let dotted = format!("./{}", path.display());
+        let name = &mut header.as_old_mut().name;
+        name.fill(0);
+        name[..dotted.len()].copy_from_slice(dotted.as_bytes());
+        header.set_cksum();
+        builder.append(&header, &content[..]).unwrap();
     }
     let reversed = builder.into_inner().unwrap();
+    let names = member_names(&reversed);
+    assert!(
+        names.first().is_some_and(|name| name.starts_with("./")),
+        "{names:?}"
+    );
     let mut sink = MemoryBlobs::new();
     let loaded = read_archive(&reversed[..], &mut sink, &ReadOptions::default()).unwrap();
     assert_eq!(loaded.images[0].config.digest, image.config_digest);

@@ -591,7 +591,8 @@ pub fn write_oci_archive<W: Write>(
 }
 
 /// Writes an OCI image layout directory (`skopeo oci:DIR`, `umoci --image DIR:tag`).
-/// `dir` is created if needed; blobs already there are kept.
+/// `dir` is created if needed; blobs already there are kept, and `index.json`
+/// is replaced by one naming exactly `images`.
 pub fn write_oci_dir(dir: &Path, blobs: &dyn BlobRead, images: &[ExportImage]) -> Result<()> {
     fs::create_dir_all(dir)
         .map_err(|err| ImageError::io(format!("creating {}", dir.display()), err))?;
