@@ -149,7 +149,16 @@ fn overlay_mount(
     }
     sys::fsconfig_create(fs.as_raw_fd()).map_err(|e| {
         let log = fs_context_log(fs.as_raw_fd());
-        fail(format!("{} {}", e.io(), log))
+        let detail = if log.is_empty() {
+            format!(
+                "work dir {} must be an empty dir on the same filesystem as the upper dir, \
+                 and neither may contain the other (the kernel log, dmesg, has overlayfs' reason)",
+                work.display()
+            )
+        } else {
+            log
+        };
+        fail(format!("{}: {detail}", e.io()))
     })?;
     let mount =
         sys::fsmount(fs.as_raw_fd(), 0).map_err(|e| fail(format!("fsmount: {}", e.io())))?;
