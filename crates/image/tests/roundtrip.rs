@@ -129,15 +129,18 @@ fn members_in_any_order_are_resolved_at_the_end() {
 }
 
 #[test]
-fn gzip_compressed_archive_is_accepted() {
+fn gzip_or_zstd_compressed_archive_is_accepted() {
     use std::io::Write;
     let (image, bytes) = docker_archive_bytes();
     let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gzip.write_all(&bytes).unwrap();
-    let compressed = gzip.finish().unwrap();
-    let mut sink = MemoryBlobs::new();
-    let loaded = read_archive(&compressed[..], &mut sink, &ReadOptions::default()).unwrap();
-    assert_eq!(loaded.images[0].config.digest, image.config_digest);
+    let gzipped = gzip.finish().unwrap();
+    let zstded = zstd::encode_all(&bytes[..], 3).unwrap();
+    for compressed in [gzipped, zstded] {
+        let mut sink = MemoryBlobs::new();
+        let loaded = read_archive(&compressed[..], &mut sink, &ReadOptions::default()).unwrap();
+        assert_eq!(loaded.images[0].config.digest, image.config_digest);
+    }
 }
 
 #[test]
