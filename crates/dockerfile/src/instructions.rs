@@ -1333,14 +1333,12 @@ fn convert_copy(
         }));
     }
     let from = flags.text("from");
-    if let Some(from) = &from {
-        if from.value.is_empty() {
-            return Err(error(
-                "COPY --from requires a stage name, index or image",
-                flags.flag_span("from").unwrap_or(span),
-            )
-            .with_hint("write --from=STAGE"));
-        }
+    if from.as_ref().is_some_and(|from| from.value.is_empty()) {
+        return Err(error(
+            "COPY --from requires a stage name, index or image",
+            flags.flag_span("from").unwrap_or(span),
+        )
+        .with_hint("write --from=STAGE"));
     }
     Ok(Command::Copy(Copy {
         sources: typed_sources,
@@ -1395,7 +1393,7 @@ fn convert_healthcheck(
             return Ok(None);
         }
         match parse_go_duration(&text.value) {
-            Ok(nanos) if nanos == 0 => Ok(None),
+            Ok(0) => Ok(None),
             Ok(nanos) if nanos < 1_000_000 => Err(error(
                 format!("Interval {name:?} cannot be less than 1ms"),
                 text.span,

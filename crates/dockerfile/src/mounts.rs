@@ -321,12 +321,15 @@ pub fn parse_ram_size(value: &str) -> Option<u64> {
     Some(bytes as u64)
 }
 
+/// Expands one word (a mount value) in the build's environment.
+pub type WordExpander<'a> = dyn FnMut(&str) -> Result<String, ExpandError> + 'a;
+
 /// Parses one `--mount` value. With `expander`, every value is expanded
 /// before it is interpreted; without, values containing `$` are left as
 /// written and listed in [`Mount::deferred`].
 pub fn parse_mount(
     spec: &str,
-    mut expander: Option<&mut dyn FnMut(&str) -> Result<String, ExpandError>>,
+    mut expander: Option<&mut WordExpander<'_>>,
 ) -> Result<Mount, MountError> {
     let fields = split_csv(spec)?;
     let mut mount = Mount {
@@ -382,10 +385,11 @@ pub fn parse_mount(
             Some(expand) => expand(value)?,
             None => {
                 if key == "from" {
-                    if let Some(dollar) = value.find('$') {
-                        if dollar + 1 != value.len() {
-                            return Err(MountError::FromWithVariable);
-                        }
+                    if value
+                        .find('$')
+                        .is_some_and(|dollar| dollar + 1 != value.len())
+                    {
+                        return Err(MountError::FromWithVariable);
                     }
                     value.to_string()
                 } else if value.contains('$') {
@@ -454,10 +458,8 @@ pub fn parse_mount(
                         kind: mount.kind,
                     });
                 }
-                mount.size = Some(
-                    parse_ram_size(&value)
-                        .ok_or_else(|| MountError::InvalidValue { key, value })?,
-                );
+                mount.size =
+                    Some(parse_ram_size(&value).ok_or(MountError::InvalidValue { key, value })?);
             }
             "id" => mount.id = Some(value),
             "sharing" => {

@@ -307,9 +307,9 @@ impl Lexer {
         }
     }
 
-    fn run<'w, E: Env + ?Sized>(
+    fn run<E: Env + ?Sized>(
         &self,
-        word: &'w str,
+        word: &str,
         env: &E,
         track_words: bool,
     ) -> Result<Outcome, ExpandError> {
@@ -848,10 +848,8 @@ fn match_at(tokens: &[PatternToken], text: &str, start: usize, greedy: bool) -> 
                 }
             }
         };
-        if found.is_none() {
-            if let Some(slot) = failed.get_mut(memo) {
-                *slot = true;
-            }
+        if let (None, Some(slot)) = (found, failed.get_mut(memo)) {
+            *slot = true;
         }
         found
     }

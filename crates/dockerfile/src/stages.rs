@@ -477,10 +477,8 @@ impl Stages {
                 dependencies,
             });
         }
-        if errors.is_empty() {
-            if let Some(diagnostic) = find_cycle(&nodes) {
-                errors.push(diagnostic);
-            }
+        if let (true, Some(diagnostic)) = (errors.is_empty(), find_cycle(&nodes)) {
+            errors.push(diagnostic);
         }
         if errors.is_empty() {
             Ok(Graph {
@@ -512,26 +510,26 @@ impl Stages {
 
     /// `COPY --from` is never expanded: a `$` in it is a mistake.
     fn check_from_references(&self, errors: &mut Vec<Diagnostic>) {
-        for stage in &self.stages {
-            for command in &stage.commands {
-                if let Command::Copy(copy) = command {
-                    if let Some(from) = &copy.from {
-                        if from
-                            .value
-                            .find('$')
-                            .is_some_and(|i| i + 1 != from.value.len())
-                        {
-                            errors.push(
-                                Diagnostic::error(
-                                    "COPY --from doesn't support variable expansion",
-                                    from.span,
-                                )
-                                .with_label("not expanded")
-                                .with_hint("declare `FROM ${VAR} AS alias` and use --from=alias"),
-                            );
-                        }
-                    }
-                }
+        let froms = self
+            .stages
+            .iter()
+            .flat_map(|stage| &stage.commands)
+            .filter_map(|command| match command {
+                Command::Copy(copy) => copy.from.as_ref(),
+                _ => None,
+            });
+        for from in froms {
+            // As BuildKit's check for mounts: a `$` followed by anything.
+            if from
+                .value
+                .find('$')
+                .is_some_and(|i| i + 1 != from.value.len())
+            {
+                errors.push(
+                    Diagnostic::error("COPY --from doesn't support variable expansion", from.span)
+                        .with_label("not expanded")
+                        .with_hint("declare `FROM ${VAR} AS alias` and use --from=alias"),
+                );
             }
         }
     }
@@ -553,15 +551,13 @@ impl Stages {
         for stage in &self.stages {
             let mut declared: HashSet<String> = HashSet::new();
             let base_lower = stage.from.image.value.to_lowercase();
-            if let Some(base) = self
+            let base = self
                 .stages
                 .iter()
                 .take(stage.index)
-                .rposition(|s| s.name() == Some(base_lower.as_str()))
-            {
-                if let Some(inherited) = stage_env.get(base) {
-                    declared.extend(inherited.iter().cloned());
-                }
+                .rposition(|s| s.name() == Some(base_lower.as_str()));
+            if let Some(inherited) = base.and_then(|base| stage_env.get(base)) {
+                declared.extend(inherited.iter().cloned());
             }
             let mut env_names: HashSet<String> = declared.clone();
             for command in &stage.commands {
