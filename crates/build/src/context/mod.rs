@@ -37,6 +37,13 @@ use crate::dockerignore::{
 /// Errors while scanning a context or selecting paths in it.
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
+    /// The context directory does not exist or cannot be opened.
+    #[error("cannot open build context {path}: {source}; check the path given as the context")]
+    ContextUnreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The context path is not a directory.
     #[error(
         "build context {path} is not a directory; pass a directory (or `-` for a tar stream) as the context"
@@ -690,6 +697,19 @@ fn entry_digest(entry: &Entry, children: &[Digest]) -> Digest {
     Digest(*h.finalize().as_bytes())
 }
 
+fn check_context_dir(root: &Path) -> Result<(), ContextError> {
+    let meta = std::fs::metadata(root).map_err(|source| ContextError::ContextUnreadable {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Err(ContextError::NotADirectory {
+            path: root.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
 impl Context {
     /// Scans a build context as `kiln build` does: reads
     /// `<Dockerfile>.dockerignore` or the context's `.dockerignore` (see
@@ -700,6 +720,7 @@ impl Context {
         dockerfile: Option<&Path>,
         cache_dir: Option<PathBuf>,
     ) -> Result<Context, ContextError> {
+        check_context_dir(root)?;
         let matcher = match locate_ignore_file(root, dockerfile)? {
             Some(file) => Some(PatternMatcher::from_lines(
                 &file.lines,
@@ -720,12 +741,7 @@ impl Context {
     /// Scans `root` (see the module docs).
     pub fn scan(root: &Path, options: &ScanOptions<'_>) -> Result<Context, ContextError> {
         let scan_started = now_ns();
-        let meta = std::fs::metadata(root).map_err(|e| io_error("open build context", root, e))?;
-        if !meta.is_dir() {
-            return Err(ContextError::NotADirectory {
-                path: root.to_path_buf(),
-            });
-        }
+        check_context_dir(root)?;
         let mut stats = ScanStats::default();
         let threads = if options.threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())

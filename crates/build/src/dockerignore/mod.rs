@@ -34,7 +34,7 @@ pub enum IgnoreError {
     LoneExclamation { source_name: String, line: usize },
     /// A pattern that Go's `filepath.Match` rejects.
     #[error(
-        "{source_name}:{line}: bad pattern {pattern:?}: unterminated `[...]`, a `\\` at the end, or a bad range; escape literal `[` as `\\[`"
+        "{source_name}:{line}: bad pattern `{pattern}`: unterminated `[...]`, a `\\` at the end, or a bad range; escape literal `[` as `\\[`"
     )]
     BadPattern {
         source_name: String,
@@ -44,7 +44,7 @@ pub enum IgnoreError {
     /// A pattern whose generated regular expression does not compile; Docker
     /// fails the build the first time such a pattern is evaluated.
     #[error(
-        "{source_name}:{line}: pattern {pattern:?} cannot be matched: {why}; escape special characters with `\\`"
+        "{source_name}:{line}: pattern `{pattern}` cannot be matched: {why}; escape special characters with `\\`"
     )]
     BadRegex {
         source_name: String,
@@ -231,7 +231,7 @@ pub struct MatchInfo {
 /// An error met while matching: the pattern whose regex cannot compile.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
-    "{source_name}:{line}: pattern {pattern:?} cannot be matched: {why}; escape special characters with `\\`"
+    "{source_name}:{line}: pattern `{pattern}` cannot be matched: {why}; escape special characters with `\\`"
 )]
 pub struct MatchError {
     pub source_name: String,
