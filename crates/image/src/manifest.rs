@@ -246,10 +246,28 @@ struct Probe {
     layers: Option<serde_json::Value>,
 }
 
+fn is_index_type(media_type: &str) -> bool {
+    matches!(
+        media_type,
+        media_types::OCI_INDEX | media_types::DOCKER_MANIFEST_LIST
+    )
+}
+
+fn is_known_manifest_type(media_type: &str) -> bool {
+    matches!(
+        media_type,
+        media_types::OCI_INDEX
+            | media_types::DOCKER_MANIFEST_LIST
+            | media_types::OCI_MANIFEST
+            | media_types::DOCKER_MANIFEST
+    )
+}
+
 /// Parses a manifest, index or manifest list from its exact bytes.
 ///
 /// `declared_media_type` is the type its descriptor (or registry) gave. When the
-/// document also has a `mediaType` field the two must agree; when neither says,
+/// document also has a `mediaType` field the two must agree (an OCI/Docker
+/// mix-up of the same kind is tolerated, the document's word wins); when neither says,
 /// the shape decides (`manifests` → index, `config` and `layers` → manifest).
 /// Never panics, whatever the bytes.
 pub fn parse_manifest(bytes: &[u8], declared_media_type: Option<&str>) -> Result<Manifest> {
@@ -266,8 +284,14 @@ pub fn parse_manifest(bytes: &[u8], declared_media_type: Option<&str>) -> Result
         .as_deref()
         .or(declared_media_type)
         .map(str::to_string);
+    // Some tools label a Docker schema2 manifest with the OCI type in the
+    // descriptor (or the reverse); tolerate that, but never an index described
+    // as a manifest or the other way round.
     if let (Some(declared), Some(inner)) = (declared_media_type, probe.media_type.as_deref())
         && declared != inner
+        && (is_index_type(declared) != is_index_type(inner)
+            || !is_known_manifest_type(declared)
+            || !is_known_manifest_type(inner))
     {
         return Err(bad(format!(
             "descriptor says media type `{declared}` but the document says `{inner}`"
@@ -597,6 +621,17 @@ mod tests {
         assert!(matches!(manifest, Manifest::Image(ref doc) if doc.flavor == ManifestFlavor::Oci));
         let err = parse_manifest(text.as_bytes(), Some(media_types::OCI_INDEX));
         assert!(err.is_err(), "an image manifest is not an index");
+        let docker = docker_manifest();
+        let mislabelled = parse_manifest(docker.as_bytes(), Some(media_types::OCI_MANIFEST));
+        assert!(
+            matches!(mislabelled, Ok(Manifest::Image(ref doc)) if doc.flavor == ManifestFlavor::Docker),
+            "a Docker manifest labelled OCI by its descriptor is still read"
+        );
+        let as_index = parse_manifest(docker.as_bytes(), Some(media_types::DOCKER_MANIFEST_LIST));
+        assert!(
+            as_index.is_err(),
+            "a manifest labelled as a list is refused"
+        );
     }
 
     fn manifest_list() -> String {
