@@ -1441,6 +1441,70 @@ fn convert_healthcheck(
     }))
 }
 
+/// Turns one expanded EXPOSE argument into the image-config keys it stands
+/// for, as BuildKit's `parsePortSpec`: `80` -> `80/tcp`, `53/UDP` ->
+/// `53/udp`, `8000-8002` -> three ports; a `[ip:]host:` prefix is accepted
+/// and dropped. Protocols are tcp, udp and sctp.
+pub fn exposed_ports(spec: &str) -> Result<Vec<String>, String> {
+    // [ip:]hostPort:containerPort, where ip may itself contain ':' (IPv6).
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (ip, host_port, container) = match parts.as_slice() {
+        [container] => ("".to_string(), "", *container),
+        [host, container] => ("".to_string(), *host, *container),
+        [init @ .., host, container] => (init.join(":"), *host, *container),
+        [] => return Err(format!("no port specified: {spec}<empty>")),
+    };
+    let (port, protocol) = container.split_once('/').unwrap_or((container, ""));
+    if port.is_empty() {
+        return Err(format!("no port specified: {container}<empty>"));
+    }
+    let protocol = match protocol.to_ascii_lowercase().as_str() {
+        "" | "tcp" => "tcp",
+        "udp" => "udp",
+        "sctp" => "sctp",
+        other => return Err(format!("invalid proto: {other}")),
+    };
+    if !ip.is_empty() {
+        let bare = ip
+            .strip_prefix('[')
+            .and_then(|i| i.strip_suffix(']'))
+            .unwrap_or(&ip);
+        if bare.parse::<std::net::IpAddr>().is_err() {
+            return Err(format!("invalid IP address: {ip}"));
+        }
+    }
+    let (start, end) = port_range(port).ok_or_else(|| format!("invalid containerPort: {port}"))?;
+    if !host_port.is_empty() {
+        let (host_start, host_end) =
+            port_range(host_port).ok_or_else(|| format!("invalid hostPort: {host_port}"))?;
+        if end - start != host_end - host_start && end != start {
+            return Err(format!(
+                "invalid ranges specified for container and host Ports: {port} and {host_port}"
+            ));
+        }
+    }
+    Ok((start..=end).map(|p| format!("{p}/{protocol}")).collect())
+}
+
+/// `80` or `8000-9000` as an inclusive range of valid port numbers.
+fn port_range(ports: &str) -> Option<(u16, u16)> {
+    let number = |text: &str| {
+        if text.starts_with('+') {
+            None
+        } else {
+            text.parse::<u16>().ok()
+        }
+    };
+    match ports.split_once('-') {
+        None => number(ports).map(|p| (p, p)),
+        Some((start, end)) if !end.contains('-') => {
+            let (start, end) = (number(start)?, number(end)?);
+            (start <= end).then_some((start, end))
+        }
+        Some(_) => None,
+    }
+}
+
 /// Go's `time.ParseDuration`, in nanoseconds: a signed sequence of decimal
 /// numbers each with a unit (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`), or `0`.
 pub fn parse_go_duration(input: &str) -> Result<i64, String> {
@@ -1517,6 +1581,39 @@ mod tests {
         );
         assert!(parse_go_duration("").is_err());
         assert!(parse_go_duration("s").is_err());
+    }
+
+    #[test]
+    fn exposed_port_specs() {
+        assert_eq!(exposed_ports("80"), Ok(vec!["80/tcp".to_string()]));
+        assert_eq!(exposed_ports("53/UDP"), Ok(vec!["53/udp".to_string()]));
+        assert_eq!(
+            exposed_ports("8000-8002/sctp").unwrap(),
+            ["8000/sctp", "8001/sctp", "8002/sctp"]
+        );
+        assert_eq!(exposed_ports("127.0.0.1:8080:80").unwrap(), ["80/tcp"]);
+        assert_eq!(exposed_ports("[::1]:8080:80").unwrap(), ["80/tcp"]);
+        assert_eq!(exposed_ports("80/icmp"), Err("invalid proto: icmp".into()));
+        assert_eq!(
+            exposed_ports("http"),
+            Err("invalid containerPort: http".into())
+        );
+        assert_eq!(
+            exposed_ports("9-8"),
+            Err("invalid containerPort: 9-8".into())
+        );
+        assert_eq!(
+            exposed_ports("70000"),
+            Err("invalid containerPort: 70000".into())
+        );
+        assert_eq!(
+            exposed_ports("/tcp"),
+            Err("no port specified: /tcp<empty>".into())
+        );
+        assert_eq!(
+            exposed_ports("x.y:1:80"),
+            Err("invalid IP address: x.y".into())
+        );
     }
 
     #[test]
