@@ -189,7 +189,8 @@ impl Spool {
                         other => other,
                     })?;
             let compression = LayerCompression::sniff(&bytes);
-            if bytes.first() == Some(&b'{') && self.json_bytes + bytes.len() <= MAX_RETAINED_JSON {
+            let looks_like_json = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+            if looks_like_json && self.json_bytes + bytes.len() <= MAX_RETAINED_JSON {
                 self.json_bytes += bytes.len();
                 self.json.insert(digest.clone(), bytes);
             }
