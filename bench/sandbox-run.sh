@@ -29,6 +29,9 @@ echo "$dir_line"
 overlay_line=$("$tool" bench "$root" "$runs" overlay)
 echo "$overlay_line"
 kiln_overlay_ms=$(echo "$overlay_line" | sed -n 's/.*median_ms=\([0-9.]*\).*/\1/p')
+# A big caller (1 GiB resident, like a busy kiln): the per-run cost must not grow
+# with it (the child shares the address space instead of copying page tables).
+echo "with a 1 GiB resident caller: $(KILN_SANDBOX_BENCH_BALLAST_MB=1024 "$tool" bench "$root" "$runs")"
 
 # median of the newline-separated milliseconds on stdin
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) {print "n/a"} else {printf "%.2f", a[int((NR+1)/2)]}}'; }

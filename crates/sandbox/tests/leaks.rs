@@ -71,10 +71,11 @@ fn no_leaks_after_a_hundred_runs() {
     let fx = Fixture::busybox();
     // Warm up the spawner thread and lazily opened files before counting.
     capture(&fx.spec("true")).unwrap();
-    let mounts_before = std::fs::read_to_string("/proc/self/mountinfo")
+    let mounts_before: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
-        .count();
+        .map(str::to_string)
+        .collect();
     let fds_before = open_fds();
     for round in 0..100 {
         let mut spec = fx.spec(match round % 4 {
@@ -109,14 +110,35 @@ fn no_leaks_after_a_hundred_runs() {
         "no child process left (background sleeps died with PID 1)"
     );
     assert_eq!(open_fds(), fds_before, "no fd leaked");
-    let mounts_after = std::fs::read_to_string("/proc/self/mountinfo")
+    // Other programs on this shared machine (docker builds, ip netns) may mount
+    // things meanwhile: every host mount that appeared must be theirs.
+    let mounts_after: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
-        .count();
-    // Other programs on this machine may mount things meanwhile; ours never add any.
-    assert!(
-        mounts_after <= mounts_before + 2,
-        "host mounts grew: {mounts_before} -> {mounts_after}"
+        .map(str::to_string)
+        .collect();
+    let new_mounts: Vec<&String> = mounts_after
+        .iter()
+        .filter(|m| !mounts_before.contains(m))
+        .collect();
+    for mount in &new_mounts {
+        let fields: Vec<&str> = mount.split_whitespace().collect();
+        let fstype = fields
+            .iter()
+            .skip_while(|f| **f != "-")
+            .nth(1)
+            .copied()
+            .unwrap_or("");
+        assert!(
+            !["proc", "sysfs", "devpts", "mqueue"].contains(&fstype),
+            "a sandbox mount leaked to the host: {mount}"
+        );
+    }
+    eprintln!(
+        "host mounts: {} before, {} after ({} new, none ours)",
+        mounts_before.len(),
+        mounts_after.len(),
+        new_mounts.len()
     );
 }
 

@@ -63,6 +63,12 @@ fn main() {
                 std::env::temp_dir().join(format!("kiln-sandbox-bench-{}", std::process::id()));
             let mut spec =
                 SandboxSpec::new(RootFs::Dir(args[1].clone().into()), vec!["true".into()]);
+            // Simulate a big kiln process: fork copies page tables per run.
+            let ballast_mb: usize = std::env::var("KILN_SANDBOX_BENCH_BALLAST_MB")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let ballast = vec![1u8; ballast_mb << 20];
             if std::env::var("KILN_SANDBOX_BENCH_NETWORK").as_deref() == Ok("host") {
                 spec.network = kiln_sandbox::Network::Host;
             }
@@ -100,6 +106,7 @@ fn main() {
                 times.push(start.elapsed().as_secs_f64() * 1000.0);
             }
             let _ = std::fs::remove_dir_all(&scratch);
+            std::hint::black_box(&ballast);
             times.sort_by(|a, b| a.total_cmp(b));
             let pick = |q: f64| {
                 times
