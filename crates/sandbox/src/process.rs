@@ -405,9 +405,27 @@ fn clone_child(job: &SpawnJob) -> Result<(libc::pid_t, c_int), Errno> {
             Err(errno) => Err(errno),
         };
     }
-    let mut stack = vec![0u8; CHILD_STACK_SIZE];
+    // The child's stack, with a PROT_NONE guard page below it: an overflow must
+    // fault, not scribble over the parent's (shared) heap.
+    const GUARD: usize = 4096;
+    // SAFETY: anonymous private mapping we own and unmap below.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            CHILD_STACK_SIZE + GUARD,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(Errno::last());
+    }
+    // SAFETY: the first page of our own mapping.
+    unsafe { libc::mprotect(base, GUARD, libc::PROT_NONE) };
     // The stack grows down: pass its 16-byte aligned top.
-    let top = (stack.as_mut_ptr() as usize + CHILD_STACK_SIZE) & !15;
+    let top = (base as usize + GUARD + CHILD_STACK_SIZE) & !15;
     let flags =
         job.flags as c_int | libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
     // SAFETY: all signals are blocked around the clone so that no handler of
@@ -428,7 +446,7 @@ fn clone_child(job: &SpawnJob) -> Result<(libc::pid_t, c_int), Errno> {
         );
         let errno = Errno::last();
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        drop(stack);
+        libc::munmap(base, CHILD_STACK_SIZE + GUARD);
         if pid < 0 {
             Err(errno)
         } else {
