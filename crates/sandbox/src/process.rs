@@ -40,7 +40,20 @@ fn mount_point() -> Result<PathBuf, SandboxError> {
     Ok(dir)
 }
 
+/// Takes ownership of a fresh fd, moving it to 3 or above: a caller whose
+/// stdin/stdout/stderr are closed (a daemonized monitor) would otherwise get
+/// pipes at 0-2, which the child's dup2 onto 0, 1, 2 would clobber.
 fn owned(fd: c_int) -> OwnedFd {
+    if (0..3).contains(&fd) {
+        // SAFETY: fd is ours; F_DUPFD_CLOEXEC returns the lowest free fd >= 3.
+        let moved = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+        if moved >= 0 {
+            // SAFETY: closing our original after duplicating it.
+            unsafe { libc::close(fd) };
+            // SAFETY: moved is a fresh fd owned by us.
+            return unsafe { OwnedFd::from_raw_fd(moved) };
+        }
+    }
     // SAFETY: fd was just returned by a successful syscall and is owned by us.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
@@ -664,7 +677,7 @@ pub fn spawn(spec: &SandboxSpec) -> Result<Running, SandboxError> {
                 path: path.clone(),
                 source,
             })?;
-            Some(OwnedFd::from(file))
+            Some(owned(std::os::fd::IntoRawFd::into_raw_fd(file)))
         }
         _ => None,
     };

@@ -187,3 +187,30 @@ fn sigkill_of_the_caller_kills_the_sandbox() {
     spec.argv[2] = "echo again".into();
     assert_eq!(capture(&spec).unwrap().stdout, "again\n");
 }
+
+#[test]
+fn works_when_the_caller_has_no_stdio() {
+    if !environment_ready() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let fx = Fixture::busybox();
+    // A daemonized monitor runs with fds 0-2 closed: new pipes then land on
+    // 0-2 and must not be clobbered when the child installs its stdio.
+    // SAFETY: saving fd 0 and closing it; restored below.
+    let saved = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 10) };
+    assert!(saved >= 0);
+    unsafe { libc::close(0) };
+    let result = capture(&fx.spec("cat; echo out; echo err >&2"));
+    // SAFETY: restoring fd 0.
+    unsafe {
+        libc::dup2(saved, 0);
+        libc::close(saved);
+    }
+    let out = result.unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        (out.stdout.as_str(), out.stderr.as_str()),
+        ("out\n", "err\n")
+    );
+}
