@@ -240,7 +240,7 @@ impl Lexer {
         if self.is_plain(word) {
             return Ok(word.to_string());
         }
-        self.run(word, env, false).map(|state| state.result)
+        self.run(word, env, false, false).map(|state| state.result)
     }
 
     /// Expands `word` and splits it into fields on whitespace that is neither
@@ -257,7 +257,7 @@ impl Lexer {
                 .map(str::to_string)
                 .collect());
         }
-        self.run(word, env, true)
+        self.run(word, env, true, false)
             .map(|mut state| state.words.finish())
     }
 
@@ -270,7 +270,7 @@ impl Lexer {
         env: &(impl Env + ?Sized),
         split: bool,
     ) -> Result<Expansion, ExpandError> {
-        let mut state = self.run(word, env, split)?;
+        let mut state = self.run(word, env, split, true)?;
         Ok(Expansion {
             words: state.words.finish(),
             word: state.result,
@@ -282,7 +282,7 @@ impl Lexer {
     /// Expands `word`, returning the single-string and the split results and
     /// the variables that were used and missing.
     pub fn expand(&self, word: &str, env: &(impl Env + ?Sized)) -> Result<Expansion, ExpandError> {
-        let mut state = self.run(word, env, true)?;
+        let mut state = self.run(word, env, true, true)?;
         Ok(Expansion {
             words: state.words.finish(),
             word: state.result,
@@ -312,12 +312,14 @@ impl Lexer {
         word: &str,
         env: &E,
         track_words: bool,
+        track: bool,
     ) -> Result<Outcome, ExpandError> {
         let mut scanner = Scanner {
             lexer: *self,
             src: word,
             pos: 0,
             env,
+            track,
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
         };
@@ -416,6 +418,8 @@ struct Scanner<'w, 'e, E: Env + ?Sized> {
     src: &'w str,
     pos: usize,
     env: &'e E,
+    /// Whether to record variable names (only [`Lexer::expand`] reports them).
+    track: bool,
     matched: BTreeSet<String>,
     unmatched: BTreeSet<String>,
 }
@@ -436,13 +440,13 @@ impl<E: Env + ?Sized> Scanner<'_, '_, E> {
     fn lookup(&mut self, name: &str) -> Option<String> {
         match self.env.lookup(name) {
             Some(value) => {
-                if !self.matched.contains(name) {
+                if self.track && !self.matched.contains(name) {
                     self.matched.insert(name.to_string());
                 }
                 Some(value.to_string())
             }
             None => {
-                if !self.unmatched.contains(name) {
+                if self.track && !self.unmatched.contains(name) {
                     self.unmatched.insert(name.to_string());
                 }
                 None
