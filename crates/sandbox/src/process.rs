@@ -1294,7 +1294,8 @@ impl Drop for Running {
 }
 
 /// Runs the spec to completion, calling `sink` with each chunk of stdout/stderr
-/// as it arrives (requires `Output::Pipe` for the streams to see). Kills the
+/// as it arrives (requires `Output::Pipe` for the streams to see; with `tty`
+/// the terminal's output arrives as `Stream::Stdout`). Kills the
 /// process and returns `SandboxError::Timeout` when `spec.timeout` passes.
 pub fn run(
     spec: &SandboxSpec,
@@ -1308,6 +1309,11 @@ pub fn run(
     }
     if let Some(err) = running.take_stderr() {
         streams.push((Stream::Stderr, err));
+    }
+    // On a terminal both streams are one: report it as stdout. (EIO once the
+    // last slave fd closes ends it like EOF.)
+    if let Some(pty) = running.take_pty() {
+        streams.push((Stream::Stdout, pty));
     }
     let mut buf = vec![0u8; 64 * 1024];
     let mut timed_out = false;

@@ -749,3 +749,30 @@ fn user_lookup_never_leaves_the_image_root_or_blocks() {
     spec.timeout = Some(Duration::from_secs(10));
     assert_eq!(sh_ok(&spec), "1234\n");
 }
+
+#[test]
+fn run_streams_terminal_output() {
+    require_env!();
+    let fx = Fixture::busybox();
+    let mut spec =
+        fx.spec("test -t 1 && echo on-a-tty; head -c 200000 /dev/zero | tr '\\0' x; echo");
+    spec.tty = Some(WinSize { rows: 24, cols: 80 });
+    let mut seen = Vec::new();
+    let status = run(&spec, |stream, bytes| {
+        assert_eq!(stream, Stream::Stdout);
+        seen.extend_from_slice(bytes);
+    })
+    .unwrap();
+    assert!(status.success());
+    let text = String::from_utf8_lossy(&seen);
+    assert!(
+        text.starts_with("on-a-tty\r\n"),
+        "{}",
+        &text[..40.min(text.len())]
+    );
+    assert_eq!(
+        text.matches('x').count(),
+        200000,
+        "all output read, no deadlock on a full pty"
+    );
+}
