@@ -210,6 +210,8 @@ pub struct Plan {
     pub keep_fds: Vec<c_int>,
     pub init: bool,
     pub no_new_privs: bool,
+    /// Bounding, permitted and effective set (for uid 0; others end with none).
+    pub capabilities: u64,
     /// The seccomp filter to install (empty: none).
     pub seccomp: &'static [libc::sock_filter],
 }
@@ -741,12 +743,12 @@ fn process_setup_and_exec(plan: &Plan) -> StepResult<Never> {
     // ambient empty; a non-root uid then loses permitted/effective on setuid, as
     // in docker (CapEff 0 for USER 1000).
     for cap in 0..=plan.cap_last.min(63) {
-        if DEFAULT_CAPS & (1u64 << cap) == 0 {
+        if plan.capabilities & (1u64 << cap) == 0 {
             sys::prctl(libc::PR_CAPBSET_DROP, cap as c_ulong)
                 .at_index(Step::Capabilities, cap as usize)?;
         }
     }
-    sys::capset(DEFAULT_CAPS, DEFAULT_CAPS, 0).at(Step::Capabilities)?;
+    sys::capset(plan.capabilities, plan.capabilities, 0).at(Step::Capabilities)?;
     // Raw syscalls: glibc's setgroups/setresuid would try to signal the parent's
     // other threads, which do not exist here.
     // SAFETY: plain syscalls with a valid array.

@@ -33,8 +33,8 @@ mod user;
 
 pub use process::{ExecSpec, Running, exec_in, run, spawn};
 pub use spec::{
-    ExitStatus, InjectedFile, Mount, MountKind, Network, Output, RootFs, SandboxSpec, Seccomp,
-    Stdin, Stream, WinSize,
+    DOCKER_DEFAULT_CAPABILITIES, ExitStatus, InjectedFile, Mount, MountKind, Network, Output,
+    RootFs, SandboxSpec, Seccomp, Stdin, Stream, WinSize,
 };
 pub use user::{ExecUser, UserError, resolve_user};
 

@@ -669,6 +669,7 @@ pub fn spawn(spec: &SandboxSpec) -> Result<Running, SandboxError> {
         init: spec.init,
         no_new_privileges: spec.no_new_privileges,
         seccomp: spec.seccomp,
+        capabilities: spec.capabilities,
     };
     let netns = match &spec.network {
         Network::Join(path) => {
@@ -709,6 +710,7 @@ struct ProcessInput<'a> {
     init: bool,
     no_new_privileges: bool,
     seccomp: Seccomp,
+    capabilities: u64,
 }
 
 /// The filesystem part of a new container.
@@ -955,6 +957,7 @@ fn launch(process: ProcessInput<'_>, target: Target) -> Result<Running, SandboxE
         keep_fds,
         init: process.init,
         no_new_privs: process.no_new_privileges,
+        capabilities: process.capabilities,
         seccomp: match process.seccomp {
             Seccomp::DockerDefault => crate::seccomp::docker_default(),
             Seccomp::Unconfined => &[],
@@ -1046,6 +1049,7 @@ pub struct ExecSpec {
     pub tty: Option<crate::spec::WinSize>,
     pub no_new_privileges: bool,
     pub seccomp: Seccomp,
+    pub capabilities: u64,
 }
 
 impl ExecSpec {
@@ -1061,6 +1065,7 @@ impl ExecSpec {
             tty: None,
             no_new_privileges: false,
             seccomp: Seccomp::DockerDefault,
+            capabilities: crate::spec::DOCKER_DEFAULT_CAPABILITIES,
         }
     }
 }
@@ -1107,6 +1112,7 @@ pub fn exec_in(container_pid: i32, spec: &ExecSpec) -> Result<Running, SandboxEr
         init: true,
         no_new_privileges: spec.no_new_privileges,
         seccomp: spec.seccomp,
+        capabilities: spec.capabilities,
     };
     launch(process, Target::Join(pidfd))
 }

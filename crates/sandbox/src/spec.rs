@@ -163,6 +163,11 @@ pub struct SandboxSpec {
     /// Mount the root read-only (`docker run --read-only`).
     pub readonly_rootfs: bool,
     pub seccomp: Seccomp,
+    /// Capability set (bit n = capability n) for the bounding set and, as root,
+    /// the permitted/effective sets; `DOCKER_DEFAULT_CAPABILITIES` by default
+    /// (`--cap-add`/`--cap-drop` edit it). Added capabilities do not widen the
+    /// seccomp allowlist as docker's profile would; use `Seccomp::Unconfined`.
+    pub capabilities: u64,
     /// Used by `run` only: kill the process (SIGKILL) after this long.
     pub timeout: Option<Duration>,
 }
@@ -191,10 +196,16 @@ impl SandboxSpec {
             no_new_privileges: false,
             readonly_rootfs: false,
             seccomp: Seccomp::DockerDefault,
+            capabilities: DOCKER_DEFAULT_CAPABILITIES,
             timeout: None,
         }
     }
 }
+
+/// Docker's default capability set: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL,
+/// SETGID, SETUID, SETPCAP, NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD,
+/// AUDIT_WRITE, SETFCAP (0xa80425fb, as BuildKit's RUN shows).
+pub const DOCKER_DEFAULT_CAPABILITIES: u64 = crate::child::DEFAULT_CAPS;
 
 /// The seccomp filter the process runs under.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

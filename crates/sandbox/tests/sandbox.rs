@@ -222,6 +222,11 @@ fn root_gets_dockers_default_capabilities() {
     let mut spec = fx.spec("grep NoNewPrivs /proc/self/status");
     spec.no_new_privileges = true;
     assert_eq!(sh_ok(&spec), "NoNewPrivs:\t1\n");
+    // --cap-drop CHOWN --cap-add SYS_PTRACE (19)
+    let mut spec =
+        fx.spec("grep CapEff /proc/self/status; chown 5 /tmp 2>/dev/null || echo chown-denied");
+    spec.capabilities = (kiln_sandbox::DOCKER_DEFAULT_CAPABILITIES & !1) | (1 << 19);
+    assert_eq!(sh_ok(&spec), "CapEff:\t00000000a80c25fa\nchown-denied\n");
 }
 
 #[test]
