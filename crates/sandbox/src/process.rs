@@ -271,9 +271,13 @@ fn ensure_in_root(
             }
         };
         if result < 0 {
-            return Err(io_err("creating mount target", format!("/{rel}"))(
-                Errno::last(),
-            ));
+            let errno = Errno::last();
+            if errno.0 == libc::EEXIST {
+                // Created meanwhile by a concurrent sandbox on the same root:
+                // it exists, and it is not ours to remove.
+                continue;
+            }
+            return Err(io_err("creating mount target", format!("/{rel}"))(errno));
         }
         created.push(rel);
     }
