@@ -597,6 +597,136 @@ impl Stages {
     }
 }
 
+/// The variables in scope while one stage is dispatched, with BuildKit's
+/// rules (checked against `docker build` in `tests/oracle_expansion.rs`),
+/// for the build engine to expand words with ([`Command::expand`]) and to
+/// give RUN its environment:
+/// - `ARG NAME[=default]` takes the `--build-arg` value, else the default,
+///   else the value of the meta ARG of the same name (including the automatic
+///   platform ARGs); with none of these it is declared but unset;
+/// - ARG and ENV set the same variables: the later one wins for expansion
+///   and for RUN, but only ENV values are stored in the image;
+/// - build args that no ARG declares are not visible.
+#[derive(Debug, Clone, Default)]
+pub struct StageScope {
+    meta_env: Vec<(String, String)>,
+    build_args: Vec<(String, String)>,
+    /// Everything in scope (base image ENV, ARG, ENV), latest value per name.
+    vars: Vec<(String, String)>,
+    /// What goes into the image config: base image ENV plus ENV.
+    image_env: Vec<(String, String)>,
+}
+
+fn set_var(list: &mut Vec<(String, String)>, key: &str, value: &str) {
+    match list.iter_mut().find(|(k, _)| k == key) {
+        Some(slot) => slot.1 = value.to_string(),
+        None => list.push((key.to_string(), value.to_string())),
+    }
+}
+
+impl StageScope {
+    /// A scope for a stage whose base image (or base stage) has `base_env`
+    /// (`KEY=VALUE` pairs); `meta_env` is [`Graph::meta_env`].
+    pub fn new(
+        meta_env: &[(String, String)],
+        build_args: &[(String, String)],
+        base_env: &[(String, String)],
+    ) -> Self {
+        StageScope {
+            meta_env: meta_env.to_vec(),
+            build_args: build_args.to_vec(),
+            vars: base_env.to_vec(),
+            image_env: base_env.to_vec(),
+        }
+    }
+
+    /// Applies an already expanded command (only ARG and ENV change the scope).
+    pub fn apply(&mut self, expanded: &Command) {
+        match expanded {
+            Command::Arg { args, .. } => {
+                for decl in args {
+                    let name = decl.name.value.as_str();
+                    let value = self
+                        .build_args
+                        .iter()
+                        .rev()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.clone())
+                        .or_else(|| decl.default.as_ref().map(|d| d.value.clone()))
+                        .or_else(|| {
+                            self.meta_env
+                                .iter()
+                                .rev()
+                                .find(|(k, _)| k == name)
+                                .map(|(_, v)| v.clone())
+                        });
+                    if let Some(value) = value {
+                        set_var(&mut self.vars, name, &value);
+                    }
+                }
+            }
+            Command::Env { pairs, .. } => {
+                for pair in pairs {
+                    set_var(&mut self.vars, &pair.key.value, &pair.value.value);
+                    set_var(&mut self.image_env, &pair.key.value, &pair.value.value);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The image's environment: base image ENV plus this stage's ENV, in order.
+    pub fn image_env(&self) -> &[(String, String)] {
+        &self.image_env
+    }
+
+    /// The environment of a RUN: every variable in scope, ARGs included
+    /// (they are not stored in the image).
+    pub fn run_env(&self) -> &[(String, String)] {
+        &self.vars
+    }
+}
+
+impl crate::shell::Env for StageScope {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        self.vars
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses ONBUILD triggers stored in a base image's config (one instruction
+/// each, as BuildKit's `dispatchOnBuildTriggers`) into commands to run
+/// first in the stage built on that image.
+pub fn parse_onbuild_triggers(triggers: &[String]) -> Result<Vec<Command>, Diagnostic> {
+    let mut commands = Vec::with_capacity(triggers.len());
+    for trigger in triggers {
+        let dockerfile = crate::parse(trigger).map_err(|e| e.to_diagnostic())?;
+        let [instruction] = dockerfile.instructions.as_slice() else {
+            return Err(Diagnostic::new(
+                crate::diagnostics::Severity::Error,
+                format!("onbuild trigger should be a single expression: {trigger:?}"),
+                None,
+            )
+            .with_hint("the base image's ONBUILD triggers are corrupt; rebuild the base image"));
+        };
+        match instructions::convert(instruction)? {
+            Command::From(_) | Command::Onbuild(_) | Command::Maintainer { .. } => {
+                return Err(Diagnostic::error(
+                    format!(
+                        "{} isn't allowed as an ONBUILD trigger",
+                        instruction.name.to_ascii_uppercase()
+                    ),
+                    instruction.span,
+                ));
+            }
+            command => commands.push(command),
+        }
+    }
+    Ok(commands)
+}
+
 fn check_stage_names(stages: &[Stage], errors: &mut Vec<Diagnostic>) {
     let mut seen: HashMap<&str, &Text> = HashMap::new();
     for stage in stages {

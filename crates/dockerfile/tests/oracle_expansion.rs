@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command as Process;
 
 use kiln_dockerfile::instructions::{Command, CommandLine, exposed_ports};
-use kiln_dockerfile::stages::{Base, Stages};
+use kiln_dockerfile::stages::{Base, StageScope, Stages};
 use serde_json::Value;
 
 const DOCKER: &str = "/usr/bin/docker";
@@ -160,45 +160,21 @@ fn kiln_config(
         working_dir: String::new(),
         ..Config::default()
     };
-    // ARGs in scope for expansion (not stored in the image).
-    let mut arg_values: Vec<(String, String)> = Vec::new();
-    let current_env = |config: &Config, arg_values: &[(String, String)]| -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = arg_values.to_vec();
-        env.extend(
-            config
-                .env
-                .iter()
-                .filter_map(|e| e.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string())),
-        );
-        env
-    };
+    let base_pairs: Vec<(String, String)> = base_env
+        .iter()
+        .filter_map(|e| e.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut scope = StageScope::new(&graph.meta_env, &args, &base_pairs);
     for command in &stage.commands {
-        let env = current_env(&config, &arg_values);
-        let expanded = command.expand(&lexer, &env).expect("expand").command;
+        let expanded = command.expand(&lexer, &scope).expect("expand").command;
+        scope.apply(&expanded);
+        config.env = scope
+            .image_env()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         match expanded {
-            Command::Arg { args: decls, .. } => {
-                for decl in decls {
-                    let provided = build_args
-                        .iter()
-                        .find(|(k, _)| *k == decl.name.value)
-                        .map(|(_, v)| v.to_string());
-                    if let Some(value) = provided.or(decl.default.map(|d| d.value)) {
-                        arg_values.retain(|(k, _)| *k != decl.name.value);
-                        arg_values.push((decl.name.value, value));
-                    }
-                }
-            }
-            Command::Env { pairs, .. } => {
-                for pair in pairs {
-                    let entry = format!("{}={}", pair.key.value, pair.value.value);
-                    let prefix = format!("{}=", pair.key.value);
-                    match config.env.iter_mut().find(|e| e.starts_with(&prefix)) {
-                        Some(existing) => *existing = entry,
-                        None => config.env.push(entry),
-                    }
-                }
-            }
             Command::Label { pairs, .. } => {
                 for pair in pairs {
                     config.labels.insert(pair.key.value, pair.value.value);
@@ -308,6 +284,28 @@ fn backtick_escape_directive() {
             "ENV WIN=C:\\dir\\$P TICK=a`$P BS=\"a\\$P\"\n",
             "WORKDIR /a`$P/\n",
             "CMD [\"$P\"]\n",
+        ),
+        &[],
+    );
+}
+
+#[test]
+fn arg_scoping_meta_defaults_and_env_precedence() {
+    if !docker_available() {
+        return;
+    }
+    check(
+        concat!(
+            "ARG V=meta-default ONLY_META=m\n",
+            "FROM busybox:local\n",
+            "ARG V\n",
+            "ARG TARGETARCH\n",
+            "ARG NOVALUE\n",
+            "ARG X=from-arg\n",
+            "ENV X=from-env\n",
+            "ENV GOT_V=$V ARCH=$TARGETARCH NV=${NOVALUE:-unset} XV=$X META=${ONLY_META:-not-in-scope}\n",
+            "ARG X=arg-again\n",
+            "ENV X2=$X\n",
         ),
         &[],
     );

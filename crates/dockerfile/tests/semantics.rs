@@ -671,3 +671,85 @@ fn all_errors_are_reported_not_only_the_first() {
     let lines: Vec<u32> = errors.iter().map(|e| e.span.unwrap().start.line).collect();
     assert_eq!(lines, [1, 2, 3]);
 }
+
+#[test]
+fn stage_scope_follows_buildkit_arg_and_env_rules() {
+    use kiln_dockerfile::shell::Env;
+    use kiln_dockerfile::stages::StageScope;
+    let stages = ok(concat!(
+        "ARG V=meta\n",
+        "FROM a\n",
+        "ARG V\n",
+        "ARG CLI NOVALUE\n",
+        "ENV E=$V-$CLI\n",
+        "ARG E=arg-wins\n",
+    ));
+    let build_args = vec![
+        ("CLI".to_string(), "cli".to_string()),
+        ("UNDECLARED".to_string(), "x".to_string()),
+    ];
+    let graph = stages.resolve(&build_args).unwrap();
+    let base = vec![("PATH".to_string(), "/bin".to_string())];
+    let mut scope = StageScope::new(&graph.meta_env, &build_args, &base);
+    let lexer = stages.lexer();
+    for command in &stages.stages[0].commands {
+        let expanded = command.expand(&lexer, &scope).unwrap().command;
+        scope.apply(&expanded);
+    }
+    assert_eq!(
+        scope.lookup("V"),
+        Some("meta"),
+        "ARG without default takes the meta ARG's value"
+    );
+    assert_eq!(scope.lookup("CLI"), Some("cli"));
+    assert_eq!(
+        scope.lookup("NOVALUE"),
+        None,
+        "declared without any value: unset"
+    );
+    assert_eq!(
+        scope.lookup("UNDECLARED"),
+        None,
+        "build args need an ARG to be visible"
+    );
+    assert_eq!(
+        scope.lookup("E"),
+        Some("arg-wins"),
+        "a later ARG overrides ENV for expansion"
+    );
+    let image: Vec<(&str, &str)> = scope
+        .image_env()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        image,
+        [("PATH", "/bin"), ("E", "meta-cli")],
+        "only ENV goes into the image"
+    );
+    assert!(
+        scope
+            .run_env()
+            .iter()
+            .any(|(k, v)| k == "CLI" && v == "cli"),
+        "RUN sees ARGs"
+    );
+}
+
+#[test]
+fn onbuild_triggers_from_an_image_config() {
+    use kiln_dockerfile::stages::parse_onbuild_triggers;
+    let commands =
+        parse_onbuild_triggers(&["RUN echo hi".to_string(), "COPY . /app".to_string()]).unwrap();
+    assert!(matches!(commands[0], Command::Run(_)));
+    assert!(matches!(commands[1], Command::Copy(_)));
+    let err = parse_onbuild_triggers(&["FROM busybox".to_string()]).unwrap_err();
+    assert_eq!(err.message, "FROM isn't allowed as an ONBUILD trigger");
+    let err = parse_onbuild_triggers(&["RUN a\nRUN b".to_string()]).unwrap_err();
+    assert!(
+        err.message
+            .starts_with("onbuild trigger should be a single expression"),
+        "{}",
+        err.message
+    );
+}
