@@ -13,8 +13,8 @@
 //! |---|---|---|
 //! | ENV, LABEL | keys and values | |
 //! | ARG | names and default values | |
-//! | ADD | sources, destination, `--chown`, `--chmod`, `--checksum`, `--exclude`; heredoc bodies unless the delimiter is quoted | `--keep-git-dir`, `--link`, `--unpack` |
-//! | COPY | sources, destination, `--chown`, `--chmod`, `--exclude`; heredoc bodies likewise | `--from` (a stage name or image, never expanded) |
+//! | ADD | sources, destination, `--chown`, `--checksum`; heredoc bodies unless the delimiter is quoted | `--chmod`, `--exclude`, `--keep-git-dir`, `--link`, `--unpack` |
+//! | COPY | sources, destination, `--chown`; heredoc bodies likewise | `--from` (a stage name or image), `--chmod`, `--exclude`, `--link`, `--parents` |
 //! | WORKDIR, USER, STOPSIGNAL, VOLUME | the argument(s) | |
 //! | EXPOSE | each argument, split into several words | |
 //! | RUN | every `--mount` value | the command (the shell expands it), `--network`, `--security` |
@@ -377,9 +377,7 @@ impl Command {
             }
             Command::Add(add) => {
                 words.extend(add.chown.as_ref());
-                words.extend(add.chmod.as_ref());
                 words.extend(add.checksum.as_ref());
-                words.extend(add.exclude.iter());
                 words.extend(add.sources.iter().filter_map(|s| match s {
                     Source::Path(p) => Some(p),
                     Source::Heredoc(_) => None,
@@ -388,8 +386,6 @@ impl Command {
             }
             Command::Copy(copy) => {
                 words.extend(copy.chown.as_ref());
-                words.extend(copy.chmod.as_ref());
-                words.extend(copy.exclude.iter());
                 words.extend(copy.sources.iter().filter_map(|s| match s {
                     Source::Path(p) => Some(p),
                     Source::Heredoc(_) => None,
@@ -538,17 +534,13 @@ impl Expander<'_> {
             },
             Command::Add(add) => Command::Add(Add {
                 chown: self.opt(&add.chown)?,
-                chmod: self.opt(&add.chmod)?,
                 checksum: self.opt(&add.checksum)?,
-                exclude: self.all(&add.exclude)?,
                 sources: self.sources(&add.sources)?,
                 dest: self.word(&add.dest)?,
                 ..add.clone()
             }),
             Command::Copy(copy) => Command::Copy(Copy {
                 chown: self.opt(&copy.chown)?,
-                chmod: self.opt(&copy.chmod)?,
-                exclude: self.all(&copy.exclude)?,
                 sources: self.sources(&copy.sources)?,
                 dest: self.word(&copy.dest)?,
                 ..copy.clone()
@@ -1264,6 +1256,33 @@ fn parse_device(text: &Text) -> Result<Device, Diagnostic> {
     })
 }
 
+/// `--chmod` is never expanded; BuildKit accepts an octal mode up to 07777
+/// or (dockerfile 1.14+) a symbolic mode such as `u+x,go-w`.
+fn check_chmod(chmod: &Text) -> Result<(), Diagnostic> {
+    let value = chmod.value.as_str();
+    let octal_ok = !value.is_empty()
+        && value.bytes().all(|b| (b'0'..=b'7').contains(&b))
+        && u32::from_str_radix(value, 8).is_ok_and(|mode| mode <= 0o7777);
+    let symbolic_ok = !value.is_empty()
+        && value.split(',').all(|clause| {
+            let who_len = clause.bytes().take_while(|b| b"ugoa".contains(b)).count();
+            let rest = clause.get(who_len..).unwrap_or("");
+            let mut chars = rest.chars();
+            matches!(chars.next(), Some('+' | '-' | '='))
+                && chars.all(|c| "rwxXstugo+-=".contains(c))
+        });
+    if octal_ok || symbolic_ok {
+        return Ok(());
+    }
+    Err(error(
+        format!(
+            "invalid chmod parameter: '{value}'. it should be octal string and between 0 and 07777"
+        ),
+        chmod.span,
+    )
+    .with_hint("write an octal mode such as --chmod=755, or a symbolic one such as --chmod=u+x"))
+}
+
 /// Parses a heredoc marker word (`<<EOF`, `<<-"EOF"`, `3<<EOF`) into the
 /// delimiter name, or `None` when the word is not one.
 fn heredoc_marker_name(word: &str) -> Option<String> {
@@ -1316,6 +1335,9 @@ fn convert_copy(
     }
     let chown = flags.text("chown");
     let chmod = flags.text("chmod");
+    if let Some(chmod) = &chmod {
+        check_chmod(chmod)?;
+    }
     let exclude = flags.texts("exclude");
     let link = flags.bool("link").unwrap_or(false);
     if keyword == Keyword::Add {
@@ -1623,6 +1645,33 @@ mod tests {
         }
         for bad in ["", "1a", "-a", "a b", "a/b", "a:b", "É", "_x"] {
             assert!(!is_valid_stage_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn chmod_values() {
+        let text = |value: &str| Text {
+            value: value.into(),
+            span: Span::default(),
+        };
+        for ok in [
+            "755",
+            "0644",
+            "7777",
+            "u+x",
+            "go-w",
+            "a+rX,go-w",
+            "u=rwx,g=rx",
+        ] {
+            assert!(check_chmod(&text(ok)).is_ok(), "{ok}");
+        }
+        for bad in ["64a", "10000", "", "$MODE", "u", "rwx"] {
+            let err = check_chmod(&text(bad)).expect_err(bad);
+            assert!(
+                err.message.starts_with("invalid chmod parameter"),
+                "{bad}: {}",
+                err.message
+            );
         }
     }
 

@@ -753,3 +753,22 @@ fn onbuild_triggers_from_an_image_config() {
         err.message
     );
 }
+
+#[test]
+fn chmod_and_exclude_are_not_expanded() {
+    let stages = ok("FROM a\nCOPY --chmod=755 --exclude=$X* --chown=$U a /b\n");
+    let expanded = stages.stages[0].commands[0]
+        .expand(&Lexer::default(), &[("X", "x"), ("U", "me")])
+        .unwrap();
+    let Command::Copy(copy) = expanded.command else {
+        panic!()
+    };
+    assert_eq!(copy.chown.unwrap().value, "me");
+    assert_eq!(copy.exclude[0].value, "$X*");
+    assert_eq!(copy.chmod.unwrap().value, "755");
+    let e = error_at("FROM a\nCOPY --chmod=64a a /b\n", 2, 14);
+    assert_eq!(
+        e.message,
+        "invalid chmod parameter: '64a'. it should be octal string and between 0 and 07777"
+    );
+}
