@@ -25,13 +25,17 @@
 //! ```
 
 mod child;
+mod fds;
 mod process;
+mod rootfs;
+mod running;
 mod seccomp;
 mod spec;
 mod sys;
 mod user;
 
-pub use process::{ExecSpec, Running, exec_in, run, spawn};
+pub use process::{ExecSpec, exec_in, spawn};
+pub use running::{Running, run};
 pub use spec::{
     DOCKER_DEFAULT_CAPABILITIES, ExitStatus, InjectedFile, Mount, MountKind, Network, Output,
     RootFs, SandboxSpec, Seccomp, Stdin, Stream, WinSize,

@@ -3,7 +3,7 @@
 //!
 //!   kiln-sandbox-tool run ROOTDIR CMD...     run CMD with ROOTDIR as root (a Dir
 //!                                            rootfs), stream output, exit with its code
-//!   kiln-sandbox-tool bench ROOTDIR N [overlay]
+//!   kiln-sandbox-tool bench ROOTDIR N (overlay)?
 //!                                            N runs of `true`, prints the median and
 //!                                            other percentiles in milliseconds; with
 //!                                            `overlay`, each run gets ROOTDIR as the lower
