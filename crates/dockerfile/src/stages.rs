@@ -12,9 +12,11 @@
 //!   `context` (BuildKit lints both; kiln rejects them);
 //! - `FROM x` refers to an *earlier* stage named `x` if there is one, else
 //!   to an image (`scratch` is the empty image);
-//! - `COPY --from=x` and `RUN --mount=from=x` refer to a stage by name or
-//!   index (any stage, as long as no cycle forms), else to an image (or the
-//!   build context for `context`); `--from` is never expanded;
+//! - `COPY --from=x` refers to an earlier stage by name or index (a later one
+//!   is an error, a cycle too), else to an image (or the build context for
+//!   `context`); `RUN --mount=from=x` likewise by name (kiln also accepts an
+//!   index there); `--from` is never expanded; ONBUILD triggers of a base
+//!   stage add their dependencies to the stages built on it;
 //! - a `--target` that names no stage is an error listing the stage names.
 //!
 //! [`Stages::from_dockerfile`] builds the typed model; [`Stages::resolve`]
@@ -430,44 +432,17 @@ impl Stages {
                     span: from.span,
                 });
             }
-            for command in &stage.commands {
-                match command {
-                    Command::Copy(copy) => {
-                        if let Some(source) = &copy.from {
-                            match self.resolve_reference(&source.value, true) {
-                                Ok(reference) => dependencies.push(Dependency {
-                                    kind: DependencyKind::CopyFrom,
-                                    reference,
-                                    span: copy.span,
-                                }),
-                                Err(message) => errors.push(
-                                    Diagnostic::error(message, source.span).with_hint(format!(
-                                        "stages are numbered 0 to {}",
-                                        self.stages.len().saturating_sub(1)
-                                    )),
-                                ),
-                            }
-                        }
-                    }
-                    Command::Run(run) => {
-                        for mount in &run.mounts {
-                            let Some(source) = &mount.mount.from else {
-                                continue;
-                            };
-                            match self.resolve_reference(source, true) {
-                                Ok(reference) => dependencies.push(Dependency {
-                                    kind: DependencyKind::MountFrom,
-                                    reference,
-                                    span: mount.spec.span,
-                                }),
-                                Err(message) => {
-                                    errors.push(Diagnostic::error(message, mount.spec.span))
-                                }
-                            }
-                        }
-                    }
-                    _ => {}
-                }
+            // ONBUILD triggers of a base stage run first in this stage.
+            let inherited_triggers = match base {
+                Base::Stage(index) => self.stages.get(index).map_or(&[][..], |s| &s.commands[..]),
+                _ => &[],
+            };
+            let triggers = inherited_triggers.iter().filter_map(|c| match c {
+                Command::Onbuild(onbuild) => Some(&*onbuild.trigger),
+                _ => None,
+            });
+            for command in triggers.chain(stage.commands.iter()) {
+                self.command_dependencies(command, &mut dependencies, &mut errors);
             }
             nodes.push(StageNode {
                 index: stage.index,
@@ -481,12 +456,58 @@ impl Stages {
             errors.push(diagnostic);
         }
         if errors.is_empty() {
+            errors.extend(forward_copies(&nodes));
+        }
+        if errors.is_empty() {
             Ok(Graph {
                 stages: nodes,
                 meta_env,
             })
         } else {
             Err(errors)
+        }
+    }
+
+    /// The dependencies one instruction creates (COPY --from, RUN --mount from=).
+    fn command_dependencies(
+        &self,
+        command: &Command,
+        dependencies: &mut Vec<Dependency>,
+        errors: &mut Vec<Diagnostic>,
+    ) {
+        match command {
+            Command::Copy(copy) => {
+                let Some(source) = &copy.from else { return };
+                match self.resolve_reference(&source.value, true) {
+                    Ok(reference) => dependencies.push(Dependency {
+                        kind: DependencyKind::CopyFrom,
+                        reference,
+                        span: copy.span,
+                    }),
+                    Err(message) => {
+                        errors.push(Diagnostic::error(message, source.span).with_hint(format!(
+                            "stages are numbered 0 to {}",
+                            self.stages.len().saturating_sub(1)
+                        )))
+                    }
+                }
+            }
+            Command::Run(run) => {
+                for mount in &run.mounts {
+                    let Some(source) = &mount.mount.from else {
+                        continue;
+                    };
+                    match self.resolve_reference(source, true) {
+                        Ok(reference) => dependencies.push(Dependency {
+                            kind: DependencyKind::MountFrom,
+                            reference,
+                            span: mount.spec.span,
+                        }),
+                        Err(message) => errors.push(Diagnostic::error(message, mount.spec.span)),
+                    }
+                }
+            }
+            _ => {}
         }
     }
 
@@ -759,6 +780,36 @@ fn check_stage_names(stages: &[Stage], errors: &mut Vec<Diagnostic>) {
             seen.insert(name.name.as_str(), &name.written);
         }
     }
+}
+
+/// `COPY --from` a stage defined later in the file, which BuildKit refuses
+/// (a cycle is reported first, by [`find_cycle`]).
+fn forward_copies(nodes: &[StageNode]) -> Vec<Diagnostic> {
+    let mut errors = Vec::new();
+    for node in nodes {
+        for dependency in &node.dependencies {
+            let Reference::Stage(source) = dependency.reference else {
+                continue;
+            };
+            if dependency.kind == DependencyKind::CopyFrom && source > node.index {
+                let source_name = nodes
+                    .get(source)
+                    .map_or_else(|| source.to_string(), StageNode::display_name);
+                errors.push(
+                    Diagnostic::error(
+                        format!(
+                            "cannot copy from stage {source_name:?}, it needs to be defined before current stage {:?}",
+                            node.display_name()
+                        ),
+                        dependency.span,
+                    )
+                    .with_label("defined later in the file")
+                    .with_hint(format!("move stage {source_name:?} above stage {:?}", node.display_name())),
+                );
+            }
+        }
+    }
+    errors
 }
 
 /// The first cycle among stage dependencies, as BuildKit reports it.

@@ -636,11 +636,22 @@ fn bad_references_and_cycles() {
         "{}",
         errors[0].message
     );
-    // A forward reference without a cycle is fine, as in BuildKit.
-    let graph = ok("FROM a AS s0\nCOPY --from=s1 f /\nFROM a AS s1\n")
+    // A forward reference without a cycle is refused, as in BuildKit.
+    let errors = ok("FROM a AS s0\nCOPY --from=s1 f /\nFROM a AS s1\n")
         .resolve(&[])
-        .unwrap();
-    assert_eq!(graph.required_stages(0), [0, 1]);
+        .unwrap_err();
+    assert_eq!(
+        errors[0].message,
+        "cannot copy from stage \"s1\", it needs to be defined before current stage \"s0\""
+    );
+    assert_eq!(errors[0].span.unwrap().start.line, 2);
+    let errors = ok("FROM a\nCOPY --from=1 f /\nFROM b\n")
+        .resolve(&[])
+        .unwrap_err();
+    assert_eq!(
+        errors[0].message,
+        "cannot copy from stage \"stage-1\", it needs to be defined before current stage \"stage-0\""
+    );
     let e = error_at("FROM a\nCOPY --from=$X f /\n", 2, 13);
     assert_eq!(e.message, "COPY --from doesn't support variable expansion");
 }
@@ -771,4 +782,30 @@ fn chmod_and_exclude_are_not_expanded() {
         e.message,
         "invalid chmod parameter: '64a'. it should be octal string and between 0 and 07777"
     );
+}
+
+#[test]
+fn onbuild_triggers_of_a_base_stage_add_dependencies() {
+    let stages = ok(concat!(
+        "FROM a AS assets\n",
+        "FROM a AS template\n",
+        "ONBUILD COPY --from=assets /x /x\n",
+        "FROM template AS app\n",
+    ));
+    let graph = stages.resolve(&[]).unwrap();
+    // `template` itself does not run its trigger; `app` does.
+    assert_eq!(graph.stages[1].stage_dependencies().len(), 0);
+    let deps: Vec<(DependencyKind, &Reference)> = graph.stages[2]
+        .dependencies
+        .iter()
+        .map(|d| (d.kind, &d.reference))
+        .collect();
+    assert_eq!(
+        deps,
+        [
+            (DependencyKind::From, &Reference::Stage(1)),
+            (DependencyKind::CopyFrom, &Reference::Stage(0))
+        ]
+    );
+    assert_eq!(graph.required_stages(2), [0, 1, 2]);
 }
