@@ -1,7 +1,8 @@
 //! Fuzzes `apply_layer` with arbitrary bytes (plain, gzip or zstd tar streams): it must
 //! never panic, and whatever it does, nothing outside the target directory may change.
 //!
-//! Run from crates/snapshot: `cargo +nightly fuzz run apply_layer fuzz/seeds -- -max_total_time=60`
+//! Run from crates/snapshot:
+//! `cargo +nightly fuzz run apply_layer fuzz/corpus fuzz/seeds -- -max_total_time=60`
 //! (seeds: small valid and hostile layers). The first input byte picks flatten or
 //! overlay mode.
 
