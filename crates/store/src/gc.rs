@@ -50,6 +50,8 @@ impl Store {
                         holders.insert(name);
                     } else if let Some(holder) = name.strip_suffix(".lock") {
                         holders.insert(holder.to_string());
+                    } else if name.starts_with('.') && name.ends_with(".new") {
+                        remove_stale_new_lock(&entry.path());
                     }
                 }
             }
@@ -220,6 +222,22 @@ impl Store {
             fs::remove_dir_all(&dir).map_err(StoreError::io("removing unused snapshot", &dir))?;
         }
         Ok(report)
+    }
+}
+
+/// A `.<holder>.new` lock file is renamed to `<holder>.lock` right after it is
+/// locked; one that is old and unlocked belongs to a process killed in between.
+fn remove_stale_new_lock(path: &Path) {
+    let old = fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age.as_secs() > 60);
+    if old
+        && let Ok(file) = File::open(path)
+        && file.try_lock().is_ok()
+    {
+        let _ = fs::remove_file(path);
     }
 }
 
