@@ -12,9 +12,9 @@
 //! | instruction | expanded (one word each unless noted) | left alone |
 //! |---|---|---|
 //! | ENV, LABEL | keys and values | |
-//! | ARG | names and default values | |
-//! | ADD | sources, destination, `--chown`, `--checksum`; heredoc bodies unless the delimiter is quoted | `--chmod`, `--exclude`, `--keep-git-dir`, `--link`, `--unpack` |
-//! | COPY | sources, destination, `--chown`; heredoc bodies likewise | `--from` (a stage name or image), `--chmod`, `--exclude`, `--link`, `--parents` |
+//! | ARG | default values, and only when no `--build-arg` is given (see [`crate::stages::StageScope::dispatch`]) | names |
+//! | ADD | sources, destination, `--chown`, `--chmod`, `--checksum`; heredoc bodies unless the delimiter is quoted | `--exclude`, `--keep-git-dir`, `--link`, `--unpack` |
+//! | COPY | sources, destination, `--chown`, `--chmod` (BuildKit 0.16+); heredoc bodies likewise | `--from` (a stage name or image), `--exclude`, `--link`, `--parents` |
 //! | WORKDIR, USER, STOPSIGNAL, VOLUME | the argument(s) | |
 //! | EXPOSE | each argument, split into several words | |
 //! | RUN | every `--mount` value | the command (the shell expands it), `--network`, `--security` |
@@ -371,12 +371,12 @@ impl Command {
             }
             Command::Arg { args, .. } => {
                 for arg in args {
-                    words.push(&arg.name);
                     words.extend(arg.default.as_ref());
                 }
             }
             Command::Add(add) => {
                 words.extend(add.chown.as_ref());
+                words.extend(add.chmod.as_ref());
                 words.extend(add.checksum.as_ref());
                 words.extend(add.sources.iter().filter_map(|s| match s {
                     Source::Path(p) => Some(p),
@@ -386,6 +386,7 @@ impl Command {
             }
             Command::Copy(copy) => {
                 words.extend(copy.chown.as_ref());
+                words.extend(copy.chmod.as_ref());
                 words.extend(copy.sources.iter().filter_map(|s| match s {
                     Source::Path(p) => Some(p),
                     Source::Heredoc(_) => None,
@@ -467,6 +468,15 @@ impl Expander<'_> {
         text.as_ref().map(|t| self.word(t)).transpose()
     }
 
+    /// `--chmod` is expanded (BuildKit 0.16+) and then must be a valid mode.
+    fn chmod(&mut self, chmod: &Option<Text>) -> Result<Option<Text>, Diagnostic> {
+        let expanded = self.opt(chmod)?;
+        if let Some(mode) = &expanded {
+            check_chmod(mode)?;
+        }
+        Ok(expanded)
+    }
+
     fn all(&mut self, texts: &[Text]) -> Result<Vec<Text>, Diagnostic> {
         texts.iter().map(|t| self.word(t)).collect()
     }
@@ -524,7 +534,7 @@ impl Expander<'_> {
                     .iter()
                     .map(|a| {
                         Ok(ArgDecl {
-                            name: self.word(&a.name)?,
+                            name: a.name.clone(),
                             default: self.opt(&a.default)?,
                             span: a.span,
                         })
@@ -534,6 +544,7 @@ impl Expander<'_> {
             },
             Command::Add(add) => Command::Add(Add {
                 chown: self.opt(&add.chown)?,
+                chmod: self.chmod(&add.chmod)?,
                 checksum: self.opt(&add.checksum)?,
                 sources: self.sources(&add.sources)?,
                 dest: self.word(&add.dest)?,
@@ -541,6 +552,7 @@ impl Expander<'_> {
             }),
             Command::Copy(copy) => Command::Copy(Copy {
                 chown: self.opt(&copy.chown)?,
+                chmod: self.chmod(&copy.chmod)?,
                 sources: self.sources(&copy.sources)?,
                 dest: self.word(&copy.dest)?,
                 ..copy.clone()
@@ -1256,7 +1268,7 @@ fn parse_device(text: &Text) -> Result<Device, Diagnostic> {
     })
 }
 
-/// `--chmod` is never expanded; BuildKit accepts an octal mode up to 07777
+/// BuildKit accepts an octal mode up to 07777
 /// or (dockerfile 1.14+) a symbolic mode such as `u+x,go-w`.
 fn check_chmod(chmod: &Text) -> Result<(), Diagnostic> {
     let value = chmod.value.as_str();
@@ -1335,7 +1347,8 @@ fn convert_copy(
     }
     let chown = flags.text("chown");
     let chmod = flags.text("chmod");
-    if let Some(chmod) = &chmod {
+    // A mode with variables is checked once expanded.
+    if let Some(chmod) = chmod.as_ref().filter(|c| !c.value.contains('$')) {
         check_chmod(chmod)?;
     }
     let exclude = flags.texts("exclude");

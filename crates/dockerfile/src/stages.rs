@@ -661,6 +661,65 @@ impl StageScope {
         }
     }
 
+    /// Expands `command` in this scope and applies it: the one call the build
+    /// engine makes per instruction. An ARG's default is expanded only when
+    /// no `--build-arg` overrides it (so `ARG V=${X:?}` fails only without
+    /// one), as in BuildKit; ARG names are never expanded.
+    pub fn dispatch(
+        &mut self,
+        lexer: &Lexer,
+        command: &Command,
+    ) -> Result<instructions::Expanded, Diagnostic> {
+        let expanded = match command {
+            Command::Arg { args, span } => {
+                let mut used = BTreeSet::new();
+                let mut unset = BTreeSet::new();
+                let mut decls = Vec::with_capacity(args.len());
+                for decl in args {
+                    let overridden = self.build_args.iter().any(|(k, _)| *k == decl.name.value);
+                    let default = match &decl.default {
+                        Some(default) if !overridden => {
+                            let expansion =
+                                lexer.expand_with(&default.value, &*self, false).map_err(
+                                    |err| instructions::expand_diagnostic(&err, default.span),
+                                )?;
+                            used.extend(expansion.matched);
+                            unset.extend(expansion.unmatched);
+                            Some(Text {
+                                value: expansion.word,
+                                span: default.span,
+                            })
+                        }
+                        other => other.clone(),
+                    };
+                    decls.push(ArgDecl {
+                        name: decl.name.clone(),
+                        default,
+                        span: decl.span,
+                    });
+                }
+                // Like every instruction, one ARG line is expanded against the
+                // scope before it: `ARG A=1 B=$A` does not see the new A.
+                let command = Command::Arg {
+                    args: decls,
+                    span: *span,
+                };
+                self.apply(&command);
+                instructions::Expanded {
+                    command,
+                    used,
+                    unset,
+                }
+            }
+            other => {
+                let expanded = other.expand(lexer, &*self)?;
+                self.apply(&expanded.command);
+                expanded
+            }
+        };
+        Ok(expanded)
+    }
+
     /// Applies an already expanded command (only ARG and ENV change the scope).
     pub fn apply(&mut self, expanded: &Command) {
         match expanded {

@@ -167,8 +167,7 @@ fn kiln_config(
         .collect();
     let mut scope = StageScope::new(&graph.meta_env, &args, &base_pairs);
     for command in &stage.commands {
-        let expanded = command.expand(&lexer, &scope).expect("expand").command;
-        scope.apply(&expanded);
+        let expanded = scope.dispatch(&lexer, command).expect("expand").command;
         config.env = scope
             .image_env()
             .iter()

@@ -704,8 +704,7 @@ fn stage_scope_follows_buildkit_arg_and_env_rules() {
     let mut scope = StageScope::new(&graph.meta_env, &build_args, &base);
     let lexer = stages.lexer();
     for command in &stages.stages[0].commands {
-        let expanded = command.expand(&lexer, &scope).unwrap().command;
-        scope.apply(&expanded);
+        scope.dispatch(&lexer, command).unwrap();
     }
     assert_eq!(
         scope.lookup("V"),
@@ -766,17 +765,25 @@ fn onbuild_triggers_from_an_image_config() {
 }
 
 #[test]
-fn chmod_and_exclude_are_not_expanded() {
-    let stages = ok("FROM a\nCOPY --chmod=755 --exclude=$X* --chown=$U a /b\n");
+fn chmod_is_expanded_exclude_is_not() {
+    let stages = ok("FROM a\nCOPY --chmod=$MODE --exclude=$X* --chown=$U a /b\n");
+    let env = [("X", "x"), ("U", "me"), ("MODE", "0755")];
     let expanded = stages.stages[0].commands[0]
-        .expand(&Lexer::default(), &[("X", "x"), ("U", "me")])
+        .expand(&Lexer::default(), &env)
         .unwrap();
     let Command::Copy(copy) = expanded.command else {
         panic!()
     };
     assert_eq!(copy.chown.unwrap().value, "me");
     assert_eq!(copy.exclude[0].value, "$X*");
-    assert_eq!(copy.chmod.unwrap().value, "755");
+    assert_eq!(copy.chmod.unwrap().value, "0755");
+    let err = stages.stages[0].commands[0]
+        .expand(&Lexer::default(), &[("MODE", "9")])
+        .unwrap_err();
+    assert_eq!(
+        err.message,
+        "invalid chmod parameter: '9'. it should be octal string and between 0 and 07777"
+    );
     let e = error_at("FROM a\nCOPY --chmod=64a a /b\n", 2, 14);
     assert_eq!(
         e.message,
@@ -808,4 +815,34 @@ fn onbuild_triggers_of_a_base_stage_add_dependencies() {
         ]
     );
     assert_eq!(graph.required_stages(2), [0, 1, 2]);
+}
+
+#[test]
+fn arg_defaults_are_evaluated_only_without_a_build_arg() {
+    use kiln_dockerfile::shell::Env;
+    use kiln_dockerfile::stages::StageScope;
+    let stages = ok("FROM a\nARG REQUIRED=${MISSING:?set-REQUIRED} $NAME=1\nARG A=1 B=x$A\n");
+    let lexer = stages.lexer();
+    let commands = &stages.stages[0].commands;
+    // Without --build-arg the default is evaluated and fails.
+    let mut scope = StageScope::new(&[], &[], &[]);
+    let err = scope.dispatch(&lexer, &commands[0]).unwrap_err();
+    assert!(
+        err.message.ends_with("MISSING: set-REQUIRED"),
+        "{}",
+        err.message
+    );
+    // With one it is not.
+    let build_args = vec![("REQUIRED".to_string(), "given".to_string())];
+    let mut scope = StageScope::new(&[], &build_args, &[]);
+    let expanded = scope.dispatch(&lexer, &commands[0]).unwrap();
+    let Command::Arg { args, .. } = &expanded.command else {
+        panic!()
+    };
+    assert_eq!(args[1].name.value, "$NAME", "ARG names are never expanded");
+    assert_eq!(scope.lookup("REQUIRED"), Some("given"));
+    // One line is expanded against the scope before it.
+    scope.dispatch(&lexer, &commands[1]).unwrap();
+    assert_eq!(scope.lookup("B"), Some("x"));
+    assert_eq!(scope.lookup("A"), Some("1"));
 }
