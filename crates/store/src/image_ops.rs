@@ -40,7 +40,7 @@ pub enum OpsError {
 
 /// Converts between the image crate's digest type and the store's.
 pub fn to_store_digest(digest: &kiln_image::Digest) -> Result<Digest, StoreError> {
-    Digest::parse(&digest.to_string())
+    Digest::parse(digest.as_ref())
 }
 
 /// Converts a store digest to the image crate's digest type.

@@ -33,7 +33,7 @@ fn put_test_image(store: &Store, content: &[u8], name: Option<&str>) -> Digest {
     let manifest = store
         .put_blob(
             &lease,
-            &manifest_json(&config.digest, &[layer.digest.clone()]),
+            &manifest_json(&config.digest, std::slice::from_ref(&layer.digest)),
         )
         .unwrap();
     lease.add_image(&manifest.digest).unwrap();

@@ -243,24 +243,23 @@ struct Resolved {
 /// (full or short, with or without `sha256:`) as docker does.
 fn resolve(store: &Store, text: &str) -> Result<Resolved> {
     if let Ok(reference) = Reference::parse(text) {
-        if let Some(manifest) = store.resolve_ref(&reference.to_string())? {
-            if let Some(image) = store.image(&manifest)? {
-                return Ok(Resolved {
-                    image,
-                    name: Some(reference),
-                });
-            }
+        if let Some(manifest) = store.resolve_ref(&reference.to_string())?
+            && let Some(image) = store.image(&manifest)?
+        {
+            return Ok(Resolved {
+                image,
+                name: Some(reference),
+            });
         }
         if let Some(digest) = reference.digest() {
-            let digest = Digest::parse(&digest.to_string())?;
-            if let Some(image) = store.image(&digest)? {
-                if image
+            let digest = Digest::parse(digest.as_ref())?;
+            if let Some(image) = store.image(&digest)?
+                && image
                     .refs
                     .iter()
                     .any(|r| Reference::parse(r).is_ok_and(|r| r.name() == reference.name()))
-                {
-                    return Ok(Resolved { image, name: None });
-                }
+            {
+                return Ok(Resolved { image, name: None });
             }
         }
     }
@@ -386,12 +385,11 @@ fn images(root: &Path, args: ImagesArgs) -> Result<ExitCode> {
             let Ok(reference) = Reference::parse(name) else {
                 continue;
             };
-            if let Some(filter) = &filter {
-                if filter.name() != reference.name()
-                    || filter.tag().is_some_and(|t| Some(t) != reference.tag())
-                {
-                    continue;
-                }
+            if let Some(filter) = &filter
+                && (filter.name() != reference.name()
+                    || filter.tag().is_some_and(|t| Some(t) != reference.tag()))
+            {
+                continue;
             }
             named = true;
             rows.push((
@@ -1005,22 +1003,21 @@ fn load(root: &Path, args: LoadArgs) -> Result<ExitCode> {
             image_ops::record_loaded_image(&store, &lease, &loaded.manifest, &loaded.config)
                 .with_context(|| format!("recording an image from {source}"))?;
         let config = image_ops::to_store_digest(&loaded.config.digest)?;
-        if loaded.names.is_empty() {
-            if !args.quiet {
-                writeln!(out, "Loaded image ID: {config}")?;
-            }
+        if loaded.names.is_empty() && !args.quiet {
+            writeln!(out, "Loaded image ID: {config}")?;
         }
         for name in &loaded.names {
             let previous = store.set_ref(&name.to_string(), &manifest)?;
-            if let Some(previous) = previous.and_then(|p| store.image(&p).ok().flatten()) {
-                if previous.config != config && !args.quiet {
-                    writeln!(
-                        out,
-                        "The image {} already exists, renaming the old one with ID {} to empty string",
-                        name.familiar(),
-                        previous.config
-                    )?;
-                }
+            if let Some(previous) = previous.and_then(|p| store.image(&p).ok().flatten())
+                && previous.config != config
+                && !args.quiet
+            {
+                writeln!(
+                    out,
+                    "The image {} already exists, renaming the old one with ID {} to empty string",
+                    name.familiar(),
+                    previous.config
+                )?;
             }
             if !args.quiet {
                 writeln!(out, "Loaded image: {}", name.familiar())?;

@@ -105,9 +105,7 @@ fn prune(root: &Path, args: SystemPruneArgs) -> Result<ExitCode> {
 fn df(root: &Path) -> Result<ExitCode> {
     let store = open_store(root)?;
     let usage = store.usage()?;
-    let percent = |part: u64, whole: u64| {
-        if whole == 0 { 0 } else { part * 100 / whole }
-    };
+    let percent = |part: u64, whole: u64| (part * 100).checked_div(whole).unwrap_or(0);
     let rows = vec![
         vec![
             "TYPE".to_string(),
