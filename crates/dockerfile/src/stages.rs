@@ -244,10 +244,12 @@ pub fn default_platform_args() -> Vec<(String, String)> {
     [
         ("BUILDPLATFORM", platform.as_str()),
         ("BUILDOS", os),
+        ("BUILDOSVERSION", ""),
         ("BUILDARCH", arch),
         ("BUILDVARIANT", ""),
         ("TARGETPLATFORM", platform.as_str()),
         ("TARGETOS", os),
+        ("TARGETOSVERSION", ""),
         ("TARGETARCH", arch),
         ("TARGETVARIANT", ""),
     ]
@@ -345,15 +347,22 @@ impl Stages {
     ) -> Result<Vec<(String, String)>, Diagnostic> {
         let lexer = self.lexer();
         let mut env: Vec<(String, String)> = default_platform_args();
+        // The stage being built: kiln's build engine passes the --target
+        // name as TARGETSTAGE; without it, the last stage's name.
+        let last_stage = self
+            .stages
+            .last()
+            .and_then(Stage::name)
+            .unwrap_or("default");
+        env.push(("TARGETSTAGE".to_string(), last_stage.to_string()));
         for (key, value) in build_args {
             if let Some(slot) = env.iter_mut().find(|(k, _)| k == key) {
                 slot.1 = value.clone();
             }
         }
         for arg in &self.meta_args {
-            let name = lexer
-                .process_word(&arg.name.value, &env)
-                .map_err(|err| instructions::expand_diagnostic(&err, arg.name.span))?;
+            // ARG names are never expanded.
+            let name = arg.name.value.clone();
             let provided = build_args
                 .iter()
                 .rev()
@@ -547,7 +556,10 @@ impl Stages {
                 .is_some_and(|i| i + 1 != from.value.len())
             {
                 errors.push(
-                    Diagnostic::error("COPY --from doesn't support variable expansion", from.span)
+                    Diagnostic::error(
+                    "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround",
+                    from.span,
+                )
                         .with_label("not expanded")
                         .with_hint("declare `FROM ${VAR} AS alias` and use --from=alias"),
                 );
@@ -567,7 +579,7 @@ impl Stages {
         if meta_names.is_empty() {
             return warnings;
         }
-        // ENV names each stage defines, inherited by stages built on it.
+        // ARG and ENV names each stage defines, inherited by stages built on it.
         let mut stage_env: Vec<HashSet<String>> = Vec::with_capacity(self.stages.len());
         for stage in &self.stages {
             let mut declared: HashSet<String> = HashSet::new();
@@ -601,7 +613,11 @@ impl Stages {
                 }
                 match command {
                     Command::Arg { args, .. } => {
-                        declared.extend(args.iter().map(|a| a.name.value.clone()))
+                        for arg in args {
+                            declared.insert(arg.name.value.clone());
+                            // Child stages inherit a stage's ARGs too.
+                            env_names.insert(arg.name.value.clone());
+                        }
                     }
                     Command::Env { pairs, .. } => {
                         for pair in pairs {
@@ -659,6 +675,12 @@ impl StageScope {
             vars: base_env.to_vec(),
             image_env: base_env.to_vec(),
         }
+    }
+
+    /// The scope a stage built `FROM` this one starts with: BuildKit passes
+    /// the parent stage's ARGs on to its children, with its ENV.
+    pub fn child(&self) -> StageScope {
+        self.clone()
     }
 
     /// Expands `command` in this scope and applies it: the one call the build

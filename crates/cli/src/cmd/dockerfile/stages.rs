@@ -68,6 +68,13 @@ pub fn stages(args: StagesArgs) -> anyhow::Result<ExitCode> {
             None => (arg.clone(), std::env::var(arg).unwrap_or_default()),
         })
         .collect();
+    let mut build_args = build_args;
+    if let Some(target) = &args.target {
+        // FROM lines may use the automatic TARGETSTAGE ARG.
+        if !build_args.iter().any(|(k, _)| k == "TARGETSTAGE") {
+            build_args.push(("TARGETSTAGE".to_string(), target.to_lowercase()));
+        }
+    }
     let graph = match stages.resolve(&build_args) {
         Ok(graph) => graph,
         Err(errors) => {
