@@ -249,6 +249,22 @@ pub struct HealthcheckCommand {
     pub span: Span,
 }
 
+impl Healthcheck {
+    /// The image config's `Healthcheck.Test`: `["NONE"]`, `["CMD", args...]`
+    /// for exec form, `["CMD-SHELL", text]` for shell form.
+    pub fn test(&self) -> Vec<String> {
+        match self {
+            Healthcheck::None { .. } => vec!["NONE".to_string()],
+            Healthcheck::Check(check) => match &check.command {
+                CommandLine::Exec(words) => std::iter::once("CMD".to_string())
+                    .chain(words.iter().map(|w| w.value.clone()))
+                    .collect(),
+                CommandLine::Shell(text) => vec!["CMD-SHELL".to_string(), text.value.clone()],
+            },
+        }
+    }
+}
+
 /// One typed instruction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -1540,6 +1556,87 @@ fn port_range(ports: &str) -> Option<(u16, u16)> {
     }
 }
 
+/// Linux signal names (without `SIG`) and numbers, as moby's signal map.
+const SIGNALS: [(&str, i32); 31] = [
+    ("ABRT", 6),
+    ("ALRM", 14),
+    ("BUS", 7),
+    ("CHLD", 17),
+    ("CLD", 17),
+    ("CONT", 18),
+    ("FPE", 8),
+    ("HUP", 1),
+    ("ILL", 4),
+    ("INT", 2),
+    ("IO", 29),
+    ("IOT", 6),
+    ("KILL", 9),
+    ("PIPE", 13),
+    ("POLL", 29),
+    ("PROF", 27),
+    ("PWR", 30),
+    ("QUIT", 3),
+    ("SEGV", 11),
+    ("STKFLT", 16),
+    ("STOP", 19),
+    ("SYS", 31),
+    ("TERM", 15),
+    ("TRAP", 5),
+    ("TSTP", 20),
+    ("TTIN", 21),
+    ("TTOU", 22),
+    ("URG", 23),
+    ("USR1", 10),
+    ("USR2", 12),
+    ("VTALRM", 26),
+];
+
+/// Checks an expanded STOPSIGNAL as BuildKit does (moby's `ParseSignal`): a
+/// nonzero number, or a signal name with or without `SIG`, in any case
+/// (`RTMIN+n`/`RTMAX-n` included). Returns the signal number.
+pub fn parse_signal(raw: &str) -> Result<i32, String> {
+    let invalid = || format!("invalid signal: {raw}");
+    if let Ok(number) = raw.parse::<i32>() {
+        return if number == 0 {
+            Err(invalid())
+        } else {
+            Ok(number)
+        };
+    }
+    let upper = raw.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    if let Some(&(_, number)) = SIGNALS.iter().find(|(n, _)| *n == name) {
+        return Ok(number);
+    }
+    let extra = [
+        ("WINCH", 28),
+        ("XCPU", 24),
+        ("XFSZ", 25),
+        ("RTMIN", 34),
+        ("RTMAX", 64),
+    ];
+    if let Some(&(_, number)) = extra.iter().find(|(n, _)| *n == name) {
+        return Ok(number);
+    }
+    if let Some(offset) = name
+        .strip_prefix("RTMIN+")
+        .and_then(|n| n.parse::<i32>().ok())
+    {
+        if (1..=15).contains(&offset) && !name.contains("+0") {
+            return Ok(34 + offset);
+        }
+    }
+    if let Some(offset) = name
+        .strip_prefix("RTMAX-")
+        .and_then(|n| n.parse::<i32>().ok())
+    {
+        if (1..=14).contains(&offset) && !name.contains("-0") {
+            return Ok(64 - offset);
+        }
+    }
+    Err(invalid())
+}
+
 /// Go's `time.ParseDuration`, in nanoseconds: a signed sequence of decimal
 /// numbers each with a unit (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`), or `0`.
 pub fn parse_go_duration(input: &str) -> Result<i64, String> {
@@ -1659,6 +1756,23 @@ mod tests {
         for bad in ["", "1a", "-a", "a b", "a/b", "a:b", "É", "_x"] {
             assert!(!is_valid_stage_name(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn signals() {
+        assert_eq!(parse_signal("SIGTERM"), Ok(15));
+        assert_eq!(parse_signal("term"), Ok(15));
+        assert_eq!(parse_signal("SigKill"), Ok(9));
+        assert_eq!(parse_signal("9"), Ok(9));
+        assert_eq!(parse_signal("SIGRTMIN+3"), Ok(37));
+        assert_eq!(parse_signal("RTMAX-1"), Ok(63));
+        assert_eq!(parse_signal("WINCH"), Ok(28));
+        assert_eq!(parse_signal("0"), Err("invalid signal: 0".into()));
+        assert_eq!(parse_signal("SIGFOO"), Err("invalid signal: SIGFOO".into()));
+        assert_eq!(
+            parse_signal("RTMIN+16"),
+            Err("invalid signal: RTMIN+16".into())
+        );
     }
 
     #[test]

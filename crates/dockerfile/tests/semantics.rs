@@ -883,3 +883,20 @@ fn automatic_platform_args_and_child_stage_args() {
     }
     assert_eq!(child.lookup("C"), Some("parent"));
 }
+
+#[test]
+fn healthcheck_test_arrays() {
+    let test = |source: &str| match command(source) {
+        Command::Healthcheck(check) => check.test(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(test("FROM a\nHEALTHCHECK NONE\n"), ["NONE"]);
+    assert_eq!(
+        test("FROM a\nHEALTHCHECK CMD [\"/ok\", \"-v\"]\n"),
+        ["CMD", "/ok", "-v"]
+    );
+    assert_eq!(
+        test("FROM a\nHEALTHCHECK --retries=2 CMD curl -f http://x/ || exit 1\n"),
+        ["CMD-SHELL", "curl -f http://x/ || exit 1"]
+    );
+}
