@@ -1618,21 +1618,20 @@ pub fn parse_signal(raw: &str) -> Result<i32, String> {
     if let Some(&(_, number)) = extra.iter().find(|(n, _)| *n == name) {
         return Ok(number);
     }
-    if let Some(offset) = name
-        .strip_prefix("RTMIN+")
+    // Only the spellings moby's map has: RTMIN+1..15 and RTMAX-14..1.
+    let rt_min = name.strip_prefix("RTMIN+").filter(|n| !n.starts_with('0'));
+    if let Some(offset) = rt_min
         .and_then(|n| n.parse::<i32>().ok())
+        .filter(|o| (1..=15).contains(o))
     {
-        if (1..=15).contains(&offset) && !name.contains("+0") {
-            return Ok(34 + offset);
-        }
+        return Ok(34 + offset);
     }
-    if let Some(offset) = name
-        .strip_prefix("RTMAX-")
+    let rt_max = name.strip_prefix("RTMAX-").filter(|n| !n.starts_with('0'));
+    if let Some(offset) = rt_max
         .and_then(|n| n.parse::<i32>().ok())
+        .filter(|o| (1..=14).contains(o))
     {
-        if (1..=14).contains(&offset) && !name.contains("-0") {
-            return Ok(64 - offset);
-        }
+        return Ok(64 - offset);
     }
     Err(invalid())
 }
