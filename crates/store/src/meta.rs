@@ -154,10 +154,13 @@ pub struct Usage {
     pub images: u64,
     pub images_in_use: u64,
     pub blob_bytes: u64,
-    /// Bytes of blobs only reachable from dangling (untagged) images or from nothing.
+    /// Bytes of blobs no image in use (leased by a live build or container) needs.
     pub reclaimable_blob_bytes: u64,
     pub snapshots: u64,
+    pub snapshots_in_use: u64,
     pub snapshot_bytes: u64,
+    /// Bytes of snapshots no image in use needs.
+    pub reclaimable_snapshot_bytes: u64,
     pub build_cache_entries: u64,
 }
 
@@ -469,15 +472,15 @@ impl Store {
             ..Usage::default()
         };
         let mut kept = std::collections::HashSet::new();
+        let mut kept_snapshots = std::collections::HashSet::new();
         for image in &images {
             if self.image_in_use(&image.manifest)? {
                 usage.images_in_use += 1;
-            }
-            if !image.refs.is_empty() {
                 kept.insert(image.manifest.to_string());
                 kept.insert(image.config.to_string());
                 for layer in &image.layers {
                     kept.insert(layer.layer.blob.to_string());
+                    kept_snapshots.insert(layer.chain_id.hex().to_string());
                 }
             }
         }
@@ -495,8 +498,14 @@ impl Store {
         let snap_dir = self.root.join("snapshots");
         if let Ok(entries) = std::fs::read_dir(&snap_dir) {
             for entry in entries.flatten() {
+                let size = dir_size(&entry.path());
                 usage.snapshots += 1;
-                usage.snapshot_bytes += dir_size(&entry.path());
+                usage.snapshot_bytes += size;
+                if kept_snapshots.contains(entry.file_name().to_string_lossy().as_ref()) {
+                    usage.snapshots_in_use += 1;
+                } else {
+                    usage.reclaimable_snapshot_bytes += size;
+                }
             }
         }
         usage.build_cache_entries =

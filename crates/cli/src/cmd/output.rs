@@ -4,8 +4,17 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Sizes as docker prints them: decimal units, 3 significant digits (`%.3g`).
+/// Sizes as `docker images` prints them: decimal units, 3 significant digits.
 pub fn human_size(bytes: u64) -> String {
+    human_size_precision(bytes, 3)
+}
+
+/// Sizes as `docker system df` prints them (go-units `HumanSize`: 4 significant digits).
+pub fn human_size4(bytes: u64) -> String {
+    human_size_precision(bytes, 4)
+}
+
+fn human_size_precision(bytes: u64, digits: usize) -> String {
     const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -15,20 +24,22 @@ pub fn human_size(bytes: u64) -> String {
     }
     format!(
         "{}{}",
-        three_significant(value),
+        significant(value, digits),
         UNITS.get(unit).unwrap_or(&"B")
     )
 }
 
-/// Go's `%.3g` for 0 <= value < 1000: three significant digits, no trailing zeros.
-fn three_significant(value: f64) -> String {
-    let decimals = if value >= 100.0 {
-        0
+/// Go's `%.{digits}g` for 0 <= value < 1000: that many significant digits, no
+/// trailing zeros.
+fn significant(value: f64, digits: usize) -> String {
+    let integer_digits = if value >= 100.0 {
+        3
     } else if value >= 10.0 {
-        1
-    } else {
         2
+    } else {
+        1
     };
+    let decimals = digits.saturating_sub(integer_digits);
     let text = format!("{value:.decimals$}");
     if text.contains('.') {
         text.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -130,6 +141,9 @@ mod tests {
         assert_eq!(human_size(123_456_789), "123MB");
         assert_eq!(human_size(12_345_678), "12.3MB");
         assert_eq!(human_size(1_200_000_000), "1.2GB");
+        assert_eq!(human_size4(207_512_345), "207.5MB");
+        assert_eq!(human_size4(399_200_000), "399.2MB");
+        assert_eq!(human_size4(0), "0B");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use super::image::{confirm, open_store, prune_images};
-use super::output::{human_size, table};
+use super::output::{human_size4, table};
 
 #[derive(Subcommand)]
 pub enum SystemCommand {
@@ -52,7 +52,7 @@ fn check(root: &Path, args: CheckArgs) -> Result<ExitCode> {
     println!(
         "checked {} blobs ({}), {} images, {} snapshots in {}",
         report.blobs_checked,
-        human_size(report.bytes_checked),
+        human_size4(report.bytes_checked),
         report.images_checked,
         report.snapshots_checked,
         root.display()
@@ -98,7 +98,7 @@ fn prune(root: &Path, args: SystemPruneArgs) -> Result<ExitCode> {
     }
     let store = open_store(root)?;
     let reclaimed = prune_images(&store, args.all)?;
-    println!("Total reclaimed space: {}", human_size(reclaimed));
+    println!("Total reclaimed space: {}", human_size4(reclaimed));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -118,19 +118,23 @@ fn df(root: &Path) -> Result<ExitCode> {
             "Images".into(),
             usage.images.to_string(),
             usage.images_in_use.to_string(),
-            human_size(usage.blob_bytes),
+            human_size4(usage.blob_bytes),
             format!(
                 "{} ({}%)",
-                human_size(usage.reclaimable_blob_bytes),
+                human_size4(usage.reclaimable_blob_bytes),
                 percent(usage.reclaimable_blob_bytes, usage.blob_bytes)
             ),
         ],
         vec![
             "Snapshots".into(),
             usage.snapshots.to_string(),
-            "0".into(),
-            human_size(usage.snapshot_bytes),
-            "0B".into(),
+            usage.snapshots_in_use.to_string(),
+            human_size4(usage.snapshot_bytes),
+            format!(
+                "{} ({}%)",
+                human_size4(usage.reclaimable_snapshot_bytes),
+                percent(usage.reclaimable_snapshot_bytes, usage.snapshot_bytes)
+            ),
         ],
         vec![
             "Build Cache".into(),
