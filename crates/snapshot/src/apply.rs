@@ -25,6 +25,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::mpsc;
 
 /// How whiteouts in the layer are represented in the target directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -253,7 +254,86 @@ pub fn apply_layer(
     let format = sniff(head);
     let uncompressed = decompress(io::Cursor::new(head.to_vec()).chain(layer))
         .map_err(|source| ApplyError::Tar { entries: 0, source })?;
+    if format == Format::Uncompressed {
+        return apply_stream(uncompressed, root_fd, format, opts);
+    }
+    // Decompress on a second thread so inflating overlaps with writing files.
+    std::thread::scope(|scope| {
+        let (sender, receiver) = mpsc::sync_channel(PIPE_DEPTH);
+        scope.spawn(move || pump(uncompressed, sender));
+        // The receiver is dropped when apply_stream returns, which stops the pump early
+        // on errors before the scope joins it.
+        apply_stream(
+            ChannelReader {
+                receiver,
+                chunk: Vec::new(),
+                position: 0,
+            },
+            root_fd,
+            format,
+            opts,
+        )
+    })
+}
 
+/// Chunks in flight between the decompressing thread and the applier.
+const PIPE_DEPTH: usize = 8;
+const PIPE_CHUNK: usize = 256 * 1024;
+
+fn pump(mut reader: impl Read, sender: mpsc::SyncSender<io::Result<Vec<u8>>>) {
+    loop {
+        let mut chunk = vec![0u8; PIPE_CHUNK];
+        match reader.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(read) => {
+                chunk.truncate(read);
+                if sender.send(Ok(chunk)).is_err() {
+                    return; // The applier stopped.
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                let _ = sender.send(Err(e));
+                return;
+            }
+        }
+    }
+}
+
+/// Reads the chunks `pump` sends; the end of the channel is the end of the stream.
+struct ChannelReader {
+    receiver: mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    position: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.position >= self.chunk.len() {
+            match self.receiver.recv() {
+                Ok(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.position = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let available = self.chunk.get(self.position..).unwrap_or(&[]);
+        let count = available.len().min(buf.len());
+        buf[..count].copy_from_slice(&available[..count]);
+        self.position += count;
+        Ok(count)
+    }
+}
+
+/// Applies an uncompressed tar stream.
+fn apply_stream(
+    uncompressed: impl Read,
+    root_fd: OwnedFd,
+    format: Format,
+    opts: &ApplyOptions,
+) -> Result<ApplyStats, ApplyError> {
     let metadata_budget = Rc::new(Cell::new(None));
     let limit_hit = Rc::new(Cell::new(None));
     let guarded = GuardedReader {
