@@ -11,6 +11,38 @@
 //!   [`decompress`] sniffs the format.
 //!
 //! It knows nothing of registries, manifests, image configs or Dockerfiles.
+//!
+//! ```no_run
+//! use kiln_snapshot::{
+//!     apply_layer, create_layer_compressed, ApplyMode, ApplyOptions, Compression,
+//!     CreateOptions, DiffKind,
+//! };
+//! use std::path::Path;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // A RUN step's overlay upper dir -> a gzip layer blob (digest for the manifest,
+//! // diff_id for the image config), reproducible when SOURCE_DATE_EPOCH is set.
+//! let blob_file = std::fs::File::create("/tmp/layer.tar.gz")?;
+//! let (stats, blob) = create_layer_compressed(
+//!     Path::new("/var/lib/kiln/tmp/upper"),
+//!     DiffKind::OverlayUpper,
+//!     Compression::GZIP_DEFAULT,
+//!     blob_file,
+//!     &CreateOptions::from_env(),
+//! )?;
+//! println!("{} entries, blob {} ({} bytes), diff_id {}", stats.entries, blob.digest, blob.size, blob.diff_id);
+//!
+//! // A pulled layer -> a snapshot dir usable as an overlayfs lower dir; check its diff_id.
+//! let layer = std::fs::File::open("/tmp/layer.tar.gz")?;
+//! let applied = apply_layer(
+//!     std::io::BufReader::new(layer),
+//!     Path::new("/var/lib/kiln/snapshots/1"),
+//!     &ApplyOptions { mode: ApplyMode::Overlay, ..ApplyOptions::default() },
+//! )?;
+//! assert_eq!(applied.diff_id, blob.diff_id);
+//! # Ok(())
+//! # }
+//! ```
 
 mod apply;
 mod compress;
