@@ -80,6 +80,9 @@ pub struct LayerStats {
     pub size: u64,
     /// Tar entries written (whiteouts included, PAX headers not).
     pub entries: u64,
+    /// Sum of the sizes of the regular files written (hard links counted once): what
+    /// docker reports as a layer's size.
+    pub file_bytes: u64,
 }
 
 /// Why a layer could not be created.
@@ -143,6 +146,7 @@ pub fn create_layer(
         kind,
         opts,
         entries: 0,
+        file_bytes: 0,
         first_link: HashMap::new(),
         buffer: vec![0u8; 256 * 1024],
     };
@@ -152,6 +156,7 @@ pub fn create_layer(
         .write_all(&[0u8; 1024])
         .map_err(CreateError::Write)?;
     let entries = writer.entries;
+    let file_bytes = writer.file_bytes;
     let hashed = writer
         .out
         .into_inner()
@@ -162,6 +167,7 @@ pub fn create_layer(
         diff_id,
         size,
         entries,
+        file_bytes,
     })
 }
 
@@ -199,6 +205,7 @@ struct LayerWriter<'o, W: Write> {
     kind: DiffKind,
     opts: &'o CreateOptions,
     entries: u64,
+    file_bytes: u64,
     /// (device, inode) of multiply-linked files already written → their tar name.
     first_link: HashMap<(u64, u64), Vec<u8>>,
     buffer: Vec<u8>,
@@ -389,6 +396,7 @@ impl<W: Write> LayerWriter<'_, W> {
                     .map_err(|e| Self::read_error(&path, "open file")(e.into()))?;
                     entry.name = tar_name;
                     entry.size = stat.st_size as u64;
+                    self.file_bytes += entry.size;
                     self.write_entry(&entry)?;
                     self.copy_file(file, entry.size, &path)?;
                 }

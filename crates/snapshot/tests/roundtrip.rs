@@ -162,6 +162,13 @@ fn rich_tree_round_trips_exactly() {
     let applied =
         apply_layer(layer.as_slice(), target.path(), &ApplyOptions::default()).expect("apply");
     assert_eq!(applied.diff_id, stats.diff_id);
+    // busybox (1.5 MB, three links) is counted once.
+    assert_eq!(stats.file_bytes, applied.file_bytes);
+    assert!(
+        stats.file_bytes > 1_500_000 && stats.file_bytes < 1_600_000,
+        "{}",
+        stats.file_bytes
+    );
     let expected = tree(source.path());
     // The fixture really has what the comparison is meant to cover.
     assert_eq!(
