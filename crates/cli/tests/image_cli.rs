@@ -223,3 +223,55 @@ fn errors_say_what_and_what_to_do() {
     assert!(kiln_ok(&root, &["system", "check"]).contains("store is clean"));
     assert_eq!(kiln_ok(&root, &["images", "-q"]), "");
 }
+
+#[test]
+fn save_to_stdout_and_load_from_stdin_pipe() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let Some(busybox) = require_busybox() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let target = dir.path().join("target");
+    let tar = busybox_rootfs_tar(&busybox, dir.path(), 0);
+    // import from stdin too
+    let mut import = kiln(&source)
+        .args(["import", "-", "piped:1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    import
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&std::fs::read(&tar).unwrap())
+        .unwrap();
+    let imported = import.wait_with_output().unwrap();
+    assert_success("kiln import -", &imported);
+    let id = String::from_utf8_lossy(&imported.stdout).trim().to_string();
+
+    let saved = kiln(&source)
+        .args(["save", "piped:1"])
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_success("kiln save to stdout", &saved);
+    let mut load = kiln(&target)
+        .args(["load"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    load.stdin.take().unwrap().write_all(&saved.stdout).unwrap();
+    let loaded = load.wait_with_output().unwrap();
+    assert_success("kiln load from stdin", &loaded);
+    assert_eq!(
+        String::from_utf8_lossy(&loaded.stdout),
+        "Loaded image: piped:1\n"
+    );
+    let inspect: serde_json::Value =
+        serde_json::from_str(&kiln_ok(&target, &["inspect", "piped:1"])).unwrap();
+    assert_eq!(inspect[0]["Id"], id.as_str());
+}
