@@ -67,16 +67,28 @@ fn generate(path: &str, megabytes: usize) -> std::io::Result<()> {
     std::fs::write(path, out)
 }
 
+/// Nanoseconds this thread has spent on a CPU (Linux schedstat), so that the
+/// throughput can also be stated independent of other load on the machine.
+fn thread_cpu_ns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
 fn measure(path: &str, rounds: usize) -> Result<(), String> {
     let source = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
     let megabytes = source.len() as f64 / (1024.0 * 1024.0);
     let mut seconds = Vec::with_capacity(rounds);
+    let mut cpu_seconds = Vec::with_capacity(rounds);
     let mut instructions = 0;
     let mut heredocs = 0;
     for _ in 0..rounds.max(1) {
         let start = Instant::now();
+        let cpu_start = thread_cpu_ns();
         let file = kiln_dockerfile::parse(&source).map_err(|e| format!("{path}: {e}"))?;
         seconds.push(start.elapsed().as_secs_f64());
+        if let (Some(before), Some(after)) = (cpu_start, thread_cpu_ns()) {
+            cpu_seconds.push(after.saturating_sub(before) as f64 / 1e9);
+        }
         instructions = file.instructions.len();
         heredocs = file.instructions.iter().map(|i| i.heredocs.len()).sum();
         drop(std::hint::black_box(file));
@@ -90,6 +102,18 @@ fn measure(path: &str, rounds: usize) -> Result<(), String> {
     );
     println!("best   {best:.3} s  {:.0} MiB/s", megabytes / best);
     println!("median {median:.3} s  {:.0} MiB/s", megabytes / median);
+    cpu_seconds.sort_by(f64::total_cmp);
+    // On-CPU time excludes the time other processes held the CPU, so it
+    // states the throughput of one core even on a busy machine.
+    if let (Some(best_cpu), Some(median_cpu)) =
+        (cpu_seconds.first(), cpu_seconds.get(cpu_seconds.len() / 2))
+    {
+        println!(
+            "on-CPU best {best_cpu:.3} s  {:.0} MiB/s, median {median_cpu:.3} s  {:.0} MiB/s",
+            megabytes / best_cpu,
+            megabytes / median_cpu
+        );
+    }
     Ok(())
 }
 
