@@ -317,6 +317,19 @@ impl Stages {
         };
         result.check_from_references(&mut errors);
         result.warnings = result.meta_arg_scope_warnings();
+        // MAINTAINER is accepted (it sets the image's author) but deprecated.
+        for command in result.stages.iter().flat_map(|s| &s.commands) {
+            if let Command::Maintainer { span, .. } = command {
+                result.warnings.push(
+                    Diagnostic::warning(
+                        "Maintainer instruction is deprecated in favor of using label",
+                        *span,
+                    )
+                    .with_code("MaintainerDeprecated")
+                    .with_hint("write LABEL org.opencontainers.image.authors=\"NAME\" instead"),
+                );
+            }
+        }
         if errors.is_empty() {
             Ok(result)
         } else {

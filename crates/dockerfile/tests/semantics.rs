@@ -900,3 +900,16 @@ fn healthcheck_test_arrays() {
         ["CMD-SHELL", "curl -f http://x/ || exit 1"]
     );
 }
+
+#[test]
+fn maintainer_is_accepted_with_a_deprecation_warning() {
+    let stages = ok("FROM a\nMAINTAINER Jane <j@example.com>\n");
+    assert!(
+        matches!(&stages.stages[0].commands[0], Command::Maintainer { name, .. } if name.value == "Jane <j@example.com>")
+    );
+    assert_eq!(stages.warnings.len(), 1);
+    let warning = &stages.warnings[0];
+    assert_eq!(warning.severity, Severity::Warning);
+    assert_eq!(warning.code.as_deref(), Some("MaintainerDeprecated"));
+    assert_eq!(warning.span.unwrap().start.line, 2);
+}
