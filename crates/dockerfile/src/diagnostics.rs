@@ -190,17 +190,28 @@ pub fn closest_match<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
+    // A word this long is no typo of a keyword; skipping it also keeps the
+    // quadratic distance computation cheap on hostile input.
+    const LONGEST_TYPO: usize = 64;
+    let word_len = word.chars().count();
+    if word_len > LONGEST_TYPO {
+        return None;
+    }
     let word = word.to_ascii_lowercase();
     let mut best: Option<(usize, &str)> = None;
     for candidate in candidates {
+        let candidate_len = candidate.chars().count();
+        let limit = (word_len.max(candidate_len) / 3).max(1);
+        // The distance is at least the difference in length.
+        if word_len.abs_diff(candidate_len) > limit {
+            continue;
+        }
         let distance = edit_distance(&word, &candidate.to_ascii_lowercase());
-        if best.is_none_or(|(d, _)| distance < d) {
+        if distance <= limit && best.is_none_or(|(d, _)| distance < d) {
             best = Some((distance, candidate));
         }
     }
-    let (distance, candidate) = best?;
-    let limit = (word.chars().count().max(candidate.len()) / 3).max(1);
-    (distance <= limit).then_some(candidate)
+    best.map(|(_, candidate)| candidate)
 }
 
 /// Edit distance over chars where swapping two neighbours counts as one
