@@ -142,32 +142,66 @@ impl Store {
             }
         }
 
-        // Snapshots: rows need directories; directories without images are garbage.
-        let rows: Vec<String> = {
+        // Snapshots: each row's chain id must follow from its parent and diff
+        // id, and its directory must exist; directories no image uses are garbage.
+        let rows: Vec<(String, Option<String>, String)> = {
             let db = self.db();
-            let mut stmt = db.prepare("SELECT chain_id FROM snapshots")?;
-            stmt.query_map([], |r| r.get::<_, String>(0))?
+            let mut stmt = db.prepare("SELECT chain_id, parent, diff_id FROM snapshots")?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<rusqlite::Result<_>>()?
         };
-        for chain in rows {
+        for (chain, parent, diff_id) in rows {
             report.snapshots_checked += 1;
-            let Ok(chain_id) = Digest::parse(&chain) else {
+            let mut broken = Vec::new();
+            let parsed = (
+                Digest::parse(&chain),
+                parent.as_deref().map(Digest::parse).transpose(),
+                Digest::parse(&diff_id),
+            );
+            match parsed {
+                (Ok(chain_id), Ok(parent), Ok(diff_id)) => {
+                    let expected = match &parent {
+                        None => diff_id.clone(),
+                        Some(parent) => Digest::of_bytes(format!("{parent} {diff_id}").as_bytes()),
+                    };
+                    if expected != chain_id {
+                        broken.push(format!(
+                            "chain id does not follow from parent {parent:?} and diff id {diff_id}"
+                        ));
+                    }
+                    // Re-read the row: a concurrent gc removes row and directory together.
+                    let still_there: bool = self
+                        .db()
+                        .query_row(
+                            "SELECT COUNT(*) FROM snapshots WHERE chain_id = ?1",
+                            [&chain],
+                            |r| r.get::<_, i64>(0),
+                        )
+                        .map(|n| n > 0)?;
+                    if still_there && !self.snapshot_path(&chain_id).is_dir() {
+                        broken.push(format!(
+                            "directory {} missing",
+                            self.snapshot_path(&chain_id).display()
+                        ));
+                    }
+                }
+                _ => broken.push("row holds malformed digests".to_string()),
+            }
+            if !broken.is_empty() {
                 report
                     .problems
-                    .push(format!("snapshot row {chain:?}: not a digest"));
-                continue;
-            };
-            if !self.snapshot_path(&chain_id).is_dir() {
-                report.problems.push(format!(
-                    "snapshot {chain_id}: directory {} missing",
-                    self.snapshot_path(&chain_id).display()
-                ));
+                    .push(format!("snapshot {chain}: {}", broken.join("; ")));
                 if repair {
                     self.db()
                         .execute("DELETE FROM snapshots WHERE chain_id = ?1", params![chain])?;
-                    report
-                        .repaired
-                        .push(format!("removed snapshot row {chain_id}"));
+                    if let Ok(chain_id) = Digest::parse(&chain) {
+                        let dir = self.snapshot_path(&chain_id);
+                        if dir.is_dir() {
+                            crate::gc::make_removable(&dir);
+                            let _ = fs::remove_dir_all(&dir);
+                        }
+                    }
+                    report.repaired.push(format!("removed snapshot {chain}"));
                 }
             }
         }

@@ -227,12 +227,23 @@ pub fn record_loaded_image<'s>(
     let mut layers = Vec::with_capacity(diff_ids.len());
     for (layer, diff_id) in manifest.layers.iter().zip(&diff_ids) {
         let blob = to_store_digest(layer.descriptor.digest())?;
+        let diff_id = to_store_digest(diff_id)?;
+        // An uncompressed layer's blob digest is its diff id (the blob itself
+        // was verified on the way in); compressed ones are verified on unpack.
+        if layer.compression == kiln_image::LayerCompression::None && blob != diff_id {
+            return Err(OpsError::BadLayer {
+                blob,
+                why: format!(
+                    "is an uncompressed layer but the image config gives diff id {diff_id}"
+                ),
+            });
+        }
         let size = layer_content_size(store, &blob)?;
         layers.push(LayerRecord {
             blob,
             media_type: layer.descriptor.media_type().to_string(),
             compressed_size: layer.descriptor.size(),
-            diff_id: to_store_digest(diff_id)?,
+            diff_id,
             size,
         });
     }

@@ -265,3 +265,39 @@ fn snapshots_are_created_once_even_concurrently() {
     let report = store.gc().unwrap();
     assert_eq!(report.removed_snapshots, vec![chain]);
 }
+
+#[test]
+fn check_verifies_snapshot_chain_ids_and_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let lease = store.lease();
+    let diff_id = Digest::of_bytes(b"layer");
+    // A snapshot recorded under a chain id that does not follow from its diff id.
+    let wrong = Digest::of_bytes(b"not the chain id");
+    store
+        .ensure_snapshot(&lease, &wrong, None, &diff_id, |tmp| {
+            fs::write(tmp.join("f"), b"f")
+        })
+        .unwrap();
+    // And a correct one whose directory then disappears.
+    let right = store
+        .ensure_snapshot(&lease, &diff_id, None, &diff_id, |tmp| {
+            fs::write(tmp.join("f"), b"f")
+        })
+        .unwrap();
+    fs::remove_dir_all(&right).unwrap();
+
+    let report = store.check(false).unwrap();
+    assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("chain id does not follow"))
+    );
+    assert!(report.problems.iter().any(|p| p.contains("missing")));
+    let report = store.check(true).unwrap();
+    assert!(report.is_clean());
+    assert!(!store.snapshot_path(&wrong).exists());
+    assert!(store.check(false).unwrap().problems.is_empty());
+}
