@@ -159,9 +159,10 @@ pub enum ApplyError {
         /// The option that sets it.
         field: &'static str,
     },
-    /// An entry's parent is a symlink whose target does not exist in the root.
+    /// An entry's parent directory cannot be created (a non-directory or a symlink loop
+    /// is in the way).
     #[error(
-        "layer entry {path:?}: its parent {parent:?} is a symlink to a missing directory; refusing to create directories through a symlink"
+        "layer entry {path:?}: cannot create its parent directory at {parent:?}: the name is taken by something that is not a directory, or symlinks loop; refusing the layer"
     )]
     DanglingParent {
         /// The entry path.
@@ -696,43 +697,71 @@ impl Applier<'_> {
         Ok(())
     }
 
-    /// Opens (creating missing directories, mode 0755 like docker) the parent directory.
+    /// Opens the parent directory, creating missing directories (mode 0755, as docker
+    /// does). A missing directory behind a symlink is created where the symlink points,
+    /// resolved as the kernel would with the root as `/` (docker's `FollowSymlinkInScope`
+    /// plus `MkdirAll`). Every `mkdirat` runs in a directory fd opened with
+    /// `RESOLVE_IN_ROOT`, so nothing can be created outside the root.
     fn ensure_parent(&self, parent: &Path, raw_path: &[u8]) -> Result<OwnedFd, ApplyError> {
         match open_dir_in_root(self.root.as_fd(), parent) {
             Ok(fd) => return Ok(fd),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(Self::io_error(raw_path, "open parent directory")(e)),
         }
+        let cannot = |prefix: &Path| ApplyError::DanglingParent {
+            path: display(raw_path),
+            parent: prefix.to_string_lossy().into_owned(),
+        };
+        // Components still to walk, last first.
+        let mut pending: Vec<OsString> = parent.iter().rev().map(OsStr::to_os_string).collect();
         let mut prefix = PathBuf::new();
         let mut current = open_dir_in_root(self.root.as_fd(), &prefix)
             .map_err(Self::io_error(raw_path, "open root directory"))?;
-        for component in parent.iter() {
-            prefix.push(component);
-            match open_dir_in_root(self.root.as_fd(), &prefix) {
-                Ok(fd) => current = fd,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    match rustix::fs::mkdirat(
-                        current.as_fd(),
-                        component,
-                        Mode::from_raw_mode(0o755),
-                    ) {
-                        Ok(()) => {}
-                        Err(rustix::io::Errno::EXIST) => {
-                            return Err(ApplyError::DanglingParent {
-                                path: display(raw_path),
-                                parent: prefix.to_string_lossy().into_owned(),
-                            });
-                        }
-                        Err(e) => {
-                            return Err(Self::io_error(raw_path, "create parent directory")(
-                                e.into(),
-                            ));
-                        }
-                    }
-                    current = open_dir_in_root(self.root.as_fd(), &prefix)
-                        .map_err(Self::io_error(raw_path, "open parent directory"))?;
+        let mut symlinks_followed = 0;
+        while let Some(component) = pending.pop() {
+            let candidate = prefix.join(&component);
+            match open_dir_in_root(self.root.as_fd(), &candidate) {
+                Ok(fd) => {
+                    current = fd;
+                    prefix = candidate;
+                    continue;
                 }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Self::io_error(raw_path, "open parent directory")(e)),
+            }
+            match rustix::fs::mkdirat(current.as_fd(), &component, Mode::from_raw_mode(0o755)) {
+                Ok(()) => {
+                    current = open_dir_in_root(self.root.as_fd(), &candidate)
+                        .map_err(Self::io_error(raw_path, "open parent directory"))?;
+                    prefix = candidate;
+                }
+                Err(rustix::io::Errno::EXIST) => {
+                    // The name exists but resolves to nothing: a dangling symlink. Walk on
+                    // from its target, as path resolution would.
+                    let target = rustix::fs::readlinkat(current.as_fd(), &component, Vec::new())
+                        .map_err(|_| cannot(&candidate))?;
+                    symlinks_followed += 1;
+                    if symlinks_followed > 40 {
+                        return Err(cannot(&candidate));
+                    }
+                    let target = Path::new(OsStr::from_bytes(target.as_bytes()));
+                    if target.is_absolute() {
+                        prefix = PathBuf::new();
+                        current = open_dir_in_root(self.root.as_fd(), &prefix)
+                            .map_err(Self::io_error(raw_path, "open root directory"))?;
+                    }
+                    let target_components = target
+                        .iter()
+                        .filter(|c| *c != OsStr::new("/"))
+                        .map(OsStr::to_os_string);
+                    let rest: Vec<OsString> = target_components.collect();
+                    pending.extend(rest.into_iter().rev());
+                }
+                Err(e) => {
+                    return Err(Self::io_error(raw_path, "create parent directory")(
+                        e.into(),
+                    ));
+                }
             }
         }
         Ok(current)

@@ -113,16 +113,21 @@ fn absolute_paths_are_contained_in_the_root() {
 #[test]
 fn symlink_then_write_through_stays_inside() {
     let arena = Arena::new();
+    let inside = |arena: &Arena| {
+        arena
+            .root
+            .join(arena.outside.strip_prefix("/").expect("absolute temp dir"))
+    };
     // Absolute symlink to the host dir, then a file through it: the symlink resolves as
-    // if root were `/`, where that dir does not exist.
+    // if root were `/`, so the directories are created inside the root (as docker does).
     let layer = RawTar::new()
         .symlink("evil", &arena.outside.display().to_string())
-        .file("evil/secret", b"pwned")
+        .file("evil/secret", b"contained")
         .finish();
-    let error = arena.apply(&layer, &opts()).expect_err("must refuse");
-    assert!(
-        matches!(error, ApplyError::DanglingParent { .. }),
-        "{error:?}"
+    arena.apply(&layer, &opts()).expect("contained");
+    assert_eq!(
+        std::fs::read(inside(&arena).join("secret")).expect("inside root"),
+        b"contained"
     );
 
     // Relative symlink climbing out: resolves to the root itself, so the write lands there.
@@ -137,6 +142,40 @@ fn symlink_then_write_through_stays_inside() {
         b"contained"
     );
 
+    // A relative dangling symlink with `..` is followed inside the root too.
+    let arena = Arena::new();
+    let layer = RawTar::new()
+        .dir("a/")
+        .symlink("a/link", "../../../b/c")
+        .file("a/link/f", b"rel")
+        .finish();
+    arena.apply(&layer, &opts()).expect("contained");
+    assert_eq!(
+        std::fs::read(arena.root.join("b/c/f")).expect("inside root"),
+        b"rel"
+    );
+
+    // Symlink loops and symlinks to files cannot serve as parents.
+    let arena = Arena::new();
+    let layer = RawTar::new()
+        .symlink("loop", "loop/x")
+        .file("loop/f", b"x")
+        .finish();
+    let error = arena.apply(&layer, &opts()).expect_err("loop");
+    assert!(
+        matches!(
+            error,
+            ApplyError::DanglingParent { .. } | ApplyError::Io { .. }
+        ),
+        "{error:?}"
+    );
+    let layer = RawTar::new()
+        .file("plain", b"x")
+        .symlink("to-file", "plain")
+        .file("to-file/f", b"x")
+        .finish();
+    assert!(arena.apply(&layer, &opts()).is_err());
+
     // Symlink to a host file, then a regular file with the same name: the symlink is
     // replaced, its target untouched.
     let arena = Arena::new();
@@ -148,14 +187,18 @@ fn symlink_then_write_through_stays_inside() {
     let meta = std::fs::symlink_metadata(arena.root.join("link")).expect("exists");
     assert!(meta.is_file());
 
-    // A directory replaced by a symlink, then written through.
+    // A directory replaced by a symlink, then written through: lands inside the root.
     let arena = Arena::new();
     let layer = RawTar::new()
         .dir("d/")
         .symlink("d", &arena.outside.display().to_string())
-        .file("d/sub/file", b"pwned")
+        .file("d/sub/file", b"contained")
         .finish();
-    assert!(arena.apply(&layer, &opts()).is_err());
+    arena.apply(&layer, &opts()).expect("contained");
+    assert_eq!(
+        std::fs::read(inside(&arena).join("sub/file")).expect("inside root"),
+        b"contained"
+    );
 }
 
 #[test]
