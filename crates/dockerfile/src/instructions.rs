@@ -178,6 +178,56 @@ pub struct Run {
     pub span: Span,
 }
 
+/// What a RUN executes, after BuildKit's heredoc handling
+/// (`dockerfile2llb` `dispatchRun`). Heredoc bodies of RUN are never
+/// expanded by the frontend: the shell sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunInvocation {
+    /// Exec form: run this argv as is.
+    Exec(Vec<String>),
+    /// Run the stage's SHELL (default `/bin/sh -c`) with this script.
+    Shell(String),
+    /// `RUN <<EOF` whose body starts with `#!`: write `content` as an
+    /// executable (0755) file `/dev/pipes/<name>` on a read-only mount and run
+    /// the SHELL with the script `/dev/pipes/<name>`.
+    ScriptFile { name: String, content: String },
+}
+
+impl Run {
+    /// What this RUN executes (see [`RunInvocation`]).
+    pub fn invocation(&self) -> RunInvocation {
+        let text = match &self.command {
+            CommandLine::Exec(words) => {
+                return RunInvocation::Exec(words.iter().map(|w| w.value.clone()).collect());
+            }
+            CommandLine::Shell(text) => text.value.as_str(),
+        };
+        let Some(first) = self.heredocs.first() else {
+            return RunInvocation::Shell(text.to_string());
+        };
+        if heredoc_marker_name(text.trim()).is_some() && !text.trim().contains(char::is_whitespace)
+        {
+            // The whole command is one heredoc.
+            let body = first.text();
+            if body.starts_with("#!") {
+                return RunInvocation::ScriptFile {
+                    name: first.name.clone(),
+                    content: body,
+                };
+            }
+            return RunInvocation::Shell(body);
+        }
+        // Anything else: rebuild the here-documents for the shell to read.
+        let mut script = text.to_string();
+        for heredoc in &self.heredocs {
+            script.push('\n');
+            script.push_str(&heredoc.content);
+            script.push_str(&heredoc.name);
+        }
+        RunInvocation::Shell(script)
+    }
+}
+
 /// `CMD` or `ENTRYPOINT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerCommand {

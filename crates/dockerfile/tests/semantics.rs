@@ -913,3 +913,39 @@ fn maintainer_is_accepted_with_a_deprecation_warning() {
     assert_eq!(warning.code.as_deref(), Some("MaintainerDeprecated"));
     assert_eq!(warning.span.unwrap().start.line, 2);
 }
+
+#[test]
+fn run_heredocs_become_what_buildkit_runs() {
+    use kiln_dockerfile::instructions::RunInvocation;
+    let run = |source: &str| match command(source) {
+        Command::Run(run) => run.invocation(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        run("FROM a\nRUN echo $HOME\n"),
+        RunInvocation::Shell("echo $HOME".into())
+    );
+    assert_eq!(
+        run("FROM a\nRUN [\"a\", \"b\"]\n"),
+        RunInvocation::Exec(vec!["a".into(), "b".into()])
+    );
+    assert_eq!(
+        run("FROM a\nRUN <<EOF\necho $V\nEOF\n"),
+        RunInvocation::Shell("echo $V\n".into())
+    );
+    assert_eq!(
+        run("FROM a\nRUN <<-EOF\n\techo hi\n\tEOF\n"),
+        RunInvocation::Shell("echo hi\n".into())
+    );
+    assert_eq!(
+        run("FROM a\nRUN <<EOF\n#!/usr/bin/env python3\nprint(1)\nEOF\n"),
+        RunInvocation::ScriptFile {
+            name: "EOF".into(),
+            content: "#!/usr/bin/env python3\nprint(1)\n".into()
+        }
+    );
+    assert_eq!(
+        run("FROM a\nRUN python3 <<EOF\nprint(1)\nEOF\n"),
+        RunInvocation::Shell("python3 <<EOF\nprint(1)\nEOF".into())
+    );
+}
