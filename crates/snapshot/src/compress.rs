@@ -41,6 +41,46 @@ impl Compression {
     pub const ZSTD_DEFAULT: Compression = Compression::Zstd { level: 3 };
 }
 
+/// Why a compression name could not be parsed.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "unknown compression {input:?}: use none, gzip, gzip:LEVEL (0-9), zstd or zstd:LEVEL (1-22)"
+)]
+pub struct CompressionParseError {
+    /// The rejected input.
+    pub input: String,
+}
+
+impl std::str::FromStr for Compression {
+    type Err = CompressionParseError;
+
+    /// Parses `none` (or `uncompressed`), `gzip`, `gzip:LEVEL`, `zstd`, `zstd:LEVEL`, the
+    /// spelling of a `--compression` flag.
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let error = || CompressionParseError {
+            input: input.to_string(),
+        };
+        let (name, level) = match input.split_once(':') {
+            Some((name, level)) => (name, Some(level)),
+            None => (input, None),
+        };
+        match (name.to_ascii_lowercase().as_str(), level) {
+            ("none" | "uncompressed", None) => Ok(Compression::None),
+            ("gzip", None) => Ok(Compression::GZIP_DEFAULT),
+            ("zstd", None) => Ok(Compression::ZSTD_DEFAULT),
+            ("gzip", Some(level)) => match level.parse::<u32>() {
+                Ok(level) if level <= 9 => Ok(Compression::Gzip { level }),
+                _ => Err(error()),
+            },
+            ("zstd", Some(level)) => match level.parse::<i32>() {
+                Ok(level) if (1..=22).contains(&level) => Ok(Compression::Zstd { level }),
+                _ => Err(error()),
+            },
+            _ => Err(error()),
+        }
+    }
+}
+
 /// The compression format of a stream, as found by [`sniff`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -577,6 +617,51 @@ mod tests {
             err,
             Some(CompressError::InvalidLevel { level: 0, .. })
         ));
+    }
+
+    #[test]
+    fn compression_names_parse() {
+        assert_eq!(
+            "gzip".parse::<Compression>().ok(),
+            Some(Compression::GZIP_DEFAULT)
+        );
+        assert_eq!(
+            "zstd:19".parse::<Compression>().ok(),
+            Some(Compression::Zstd { level: 19 })
+        );
+        assert_eq!(
+            "gzip:1".parse::<Compression>().ok(),
+            Some(Compression::Gzip { level: 1 })
+        );
+        assert_eq!("none".parse::<Compression>().ok(), Some(Compression::None));
+        for bad in ["gzip:10", "zstd:0", "brotli", "gzip:", ""] {
+            let error = bad.parse::<Compression>().expect_err(bad);
+            assert!(error.to_string().contains("gzip:LEVEL"), "{error}");
+        }
+    }
+
+    #[test]
+    fn concatenated_members_and_frames_decompress_fully() {
+        let first = b"first member ".repeat(1000);
+        let second = b"second member".repeat(1000);
+        for compression in [Compression::GZIP_DEFAULT, Compression::ZSTD_DEFAULT] {
+            let mut joined = Vec::new();
+            for part in [&first, &second] {
+                let mut writer =
+                    CompressWriter::with_threads(&mut joined, compression, 1).expect("level");
+                writer.write_all(part).expect("write");
+                writer.finish().expect("finish");
+            }
+            let mut decompressed = Vec::new();
+            decompress(joined.as_slice())
+                .expect("sniff")
+                .read_to_end(&mut decompressed)
+                .expect("read");
+            assert!(
+                decompressed == [first.clone(), second.clone()].concat(),
+                "{compression:?}"
+            );
+        }
     }
 
     #[test]

@@ -52,7 +52,8 @@ mod fsutil;
 
 pub use apply::{ApplyError, ApplyMode, ApplyOptions, ApplyStats, apply_layer};
 pub use compress::{
-    CompressError, CompressWriter, CompressedBlob, Compression, Format, compress, decompress, sniff,
+    CompressError, CompressWriter, CompressedBlob, Compression, CompressionParseError, Format,
+    compress, decompress, sniff,
 };
 pub use create::{
     CreateError, CreateOptions, DiffKind, LayerStats, XattrPolicy, create_layer,
