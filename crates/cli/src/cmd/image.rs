@@ -905,11 +905,24 @@ fn save(root: &Path, args: SaveArgs) -> Result<ExitCode> {
             bail!("image {text} was removed while saving; try again");
         }
         let manifest_digest = image_ops::to_image_digest(&resolved.image.manifest)?;
-        let names = resolved.name.into_iter().collect();
-        exports.push(kiln_image::archive::ExportImage {
-            manifest_digest,
-            names,
-        });
+        // Several names of one image become one entry with all of them, as
+        // `docker save a b` writes when a and b are the same image.
+        let existing = exports
+            .iter_mut()
+            .find(|e: &&mut kiln_image::archive::ExportImage| e.manifest_digest == manifest_digest);
+        match existing {
+            Some(entry) => {
+                if let Some(name) = resolved.name
+                    && !entry.names.contains(&name)
+                {
+                    entry.names.push(name);
+                }
+            }
+            None => exports.push(kiln_image::archive::ExportImage {
+                manifest_digest,
+                names: resolved.name.into_iter().collect(),
+            }),
+        }
     }
     let write = |out: &mut dyn Write| -> Result<()> {
         match args.format {
