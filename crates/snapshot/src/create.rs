@@ -123,6 +123,16 @@ pub enum CreateError {
     /// Writing the layer failed.
     #[error("creating layer: cannot write the layer: {0}")]
     Write(#[source] io::Error),
+    /// The upper dir uses an overlayfs feature whose data is not all in the upper dir.
+    #[error(
+        "creating layer: {path:?} carries overlayfs xattr {xattr}: its content is partly in a lower dir; mount overlays for builds with redirect_dir=off,metacopy=off"
+    )]
+    OverlayFeature {
+        /// Path relative to the source.
+        path: String,
+        /// The overlay xattr found.
+        xattr: String,
+    },
     /// Compressing the layer failed.
     #[error(transparent)]
     Compress(#[from] CompressError),
@@ -333,6 +343,9 @@ impl<W: Write> LayerWriter<'_, W> {
             if file_type != FileType::Directory {
                 entry.xattrs = self.xattrs_of(dir, &name, &path)?;
             }
+            if self.kind == DiffKind::OverlayUpper && file_type != FileType::Directory {
+                self.refuse_partial_copy_up(&entry.xattrs, &path)?;
+            }
             if file_type != FileType::Directory && stat.st_nlink > 1 {
                 let key = (stat.st_dev, stat.st_ino);
                 if let Some(first) = self.first_link.get(&key) {
@@ -362,6 +375,9 @@ impl<W: Write> LayerWriter<'_, W> {
                                 || k.as_bytes() == b"user.overlay.opaque")
                                 && v.as_slice() == b"y"
                         });
+                    if self.kind == DiffKind::OverlayUpper {
+                        self.refuse_partial_copy_up(&readable_xattrs, &path)?;
+                    }
                     entry.xattrs = readable_xattrs;
                     entry.name = tar_name;
                     entry.entry_type = tar::EntryType::Directory;
@@ -425,6 +441,31 @@ impl<W: Write> LayerWriter<'_, W> {
                 }
                 // Sockets (and anything unknown) cannot be represented in a tar: docker skips them too.
                 _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// A metacopy file (data still in a lower layer) or a redirected directory (renamed,
+    /// children still in a lower layer) cannot be turned into a layer from the upper dir
+    /// alone; refuse instead of writing an incomplete layer.
+    fn refuse_partial_copy_up(
+        &self,
+        xattrs: &[(std::ffi::OsString, Vec<u8>)],
+        path: &Path,
+    ) -> Result<(), CreateError> {
+        for (name, _) in xattrs {
+            let name = name.as_bytes();
+            let feature = [b"metacopy".as_slice(), b"redirect"].iter().any(|feature| {
+                [b"trusted.overlay.".as_slice(), b"user.overlay."]
+                    .iter()
+                    .any(|prefix| name.strip_prefix(*prefix) == Some(*feature))
+            });
+            if feature {
+                return Err(CreateError::OverlayFeature {
+                    path: display(path),
+                    xattr: String::from_utf8_lossy(name).into_owned(),
+                });
             }
         }
         Ok(())

@@ -169,3 +169,37 @@ fn overlay_upper_dir_becomes_an_oci_diff() {
         "stacked overlay lower dirs differ from the merged view"
     );
 }
+
+#[test]
+fn partial_copy_up_is_refused() {
+    if !common::require_root("partial_copy_up_is_refused") {
+        return;
+    }
+    // An upper file marked metacopy (its data would be in a lower layer) must not become
+    // an empty file in the layer.
+    let upper = tempfile::tempdir().expect("temp");
+    std::fs::write(upper.path().join("bin"), b"").expect("write");
+    rustix::fs::setxattr(
+        upper.path().join("bin").as_path(),
+        "trusted.overlay.metacopy",
+        b"",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .expect("xattr");
+    let error = create_layer(
+        upper.path(),
+        DiffKind::OverlayUpper,
+        std::io::sink(),
+        &CreateOptions::default(),
+    )
+    .expect_err("metacopy");
+    assert!(error.to_string().contains("metacopy=off"), "{error}");
+    // In a plain directory the same xattr is just overlay bookkeeping, dropped.
+    create_layer(
+        upper.path(),
+        DiffKind::Directory,
+        std::io::sink(),
+        &CreateOptions::default(),
+    )
+    .expect("plain dir");
+}
