@@ -293,15 +293,15 @@ fn decode_string(text: &str, pos: usize) -> Option<(String, usize)> {
                             // A high surrogate: combine with a following low
                             // surrogate, else it is invalid (U+FFFD) and the
                             // next escape is decoded on its own.
-                            if let Some(second) = hex4(bytes, p + 2) {
-                                if (0xDC00..0xE000).contains(&second) {
-                                    let combined =
-                                        0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00);
-                                    out.push(char::from_u32(combined).unwrap_or('\u{FFFD}'));
-                                    p += 6;
-                                    plain_start = p;
-                                    continue;
-                                }
+                            if let Some(second) = hex4(bytes, p + 2)
+                                && (0xDC00..0xE000).contains(&second)
+                            {
+                                let combined =
+                                    0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00);
+                                out.push(char::from_u32(combined).unwrap_or('\u{FFFD}'));
+                                p += 6;
+                                plain_start = p;
+                                continue;
                             }
                         }
                         out.push(char::from_u32(first).unwrap_or('\u{FFFD}'));

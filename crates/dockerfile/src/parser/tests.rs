@@ -23,7 +23,7 @@ fn error(source: &str) -> ParseError {
 }
 
 /// Line, column and the source text of a span.
-fn at<'a>(source: &'a str, span: Span) -> (u32, u32, &'a str) {
+fn at(source: &str, span: Span) -> (u32, u32, &str) {
     (span.start.line, span.start.column, &source[span.range()])
 }
 
