@@ -57,6 +57,22 @@ fn image_verbs_behave_like_docker() {
     assert_eq!(json["Repository"], "one");
     assert_eq!(json["ID"], short);
 
+    // Go-style templates, with and without a header.
+    assert_eq!(
+        kiln_ok(
+            &root,
+            &["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]
+        ),
+        format!("one:latest {short}\n")
+    );
+    assert_eq!(
+        kiln_ok(
+            &root,
+            &["images", "--format", "table {{.ID}}\\t{{.Repository}}"]
+        ),
+        format!("IMAGE ID       REPOSITORY\n{short}   one\n")
+    );
+
     // inspect: docker's shape, the --change and --message applied.
     let inspect: serde_json::Value =
         serde_json::from_str(&kiln_ok(&root, &["inspect", "one"])).unwrap();

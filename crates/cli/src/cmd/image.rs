@@ -105,9 +105,10 @@ pub struct ImagesArgs {
     /// Don't truncate output
     #[arg(long)]
     pub no_trunc: bool,
-    /// Output format
-    #[arg(long, value_enum, default_value = "table")]
-    pub format: ListFormat,
+    /// Output format: table, json, or a Go-style template such as
+    /// '{{.Repository}}:{{.Tag}}' ('table ...' adds headers and aligns columns)
+    #[arg(long, default_value = "table")]
+    pub format: String,
 }
 
 #[derive(Args)]
@@ -199,6 +200,26 @@ pub fn open_store(root: &Path) -> Result<Store> {
 }
 
 pub fn run(root: &Path, verb: ImageVerb) -> Result<ExitCode> {
+    quiet_broken_pipe(dispatch(root, verb))
+}
+
+/// `kiln images | head -1` closing the pipe early is not an error.
+pub fn quiet_broken_pipe(result: Result<ExitCode>) -> Result<ExitCode> {
+    match result {
+        Err(err)
+            if err.chain().any(|cause| {
+                cause
+                    .downcast_ref::<io::Error>()
+                    .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            Ok(ExitCode::SUCCESS)
+        }
+        other => other,
+    }
+}
+
+fn dispatch(root: &Path, verb: ImageVerb) -> Result<ExitCode> {
     match verb {
         ImageVerb::Import(a) => import(root, a),
         ImageVerb::Images(a) => images(root, a),
@@ -419,7 +440,55 @@ fn images(root: &Path, args: ImagesArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    match args.format {
+    let list_json = |repository: &String, tag: &String, image: &ImageRecord| {
+        let created = created_secs(image);
+        ImageListJson {
+            containers: "N/A".into(),
+            created_at: image.created.clone().unwrap_or_default(),
+            created_since: created.map(time_ago).unwrap_or_else(|| "N/A".into()),
+            digest: "<none>".into(),
+            id: id_of(image),
+            repository: repository.clone(),
+            shared_size: "N/A".into(),
+            size: human_size(image.size),
+            tag: tag.clone(),
+            unique_size: "N/A".into(),
+            virtual_size: human_size(image.size),
+        }
+    };
+    let format = match args.format.as_str() {
+        "table" => ListFormat::Table,
+        "json" => ListFormat::Json,
+        template => {
+            let (with_header, body) = match template.strip_prefix("table") {
+                Some(rest) if rest.is_empty() || rest.starts_with(char::is_whitespace) => {
+                    (true, rest.trim())
+                }
+                _ => (false, template),
+            };
+            let mut lines = Vec::new();
+            if with_header {
+                lines.push(render_template(body, &json!({}), true)?);
+            }
+            for (repository, tag, image) in &rows {
+                let value = serde_json::to_value(list_json(repository, tag, image))?;
+                lines.push(render_template(body, &value, false)?);
+            }
+            if with_header {
+                let cells: Vec<Vec<String>> = lines
+                    .iter()
+                    .map(|l| l.split('\t').map(String::from).collect())
+                    .collect();
+                write!(out, "{}", table(&cells))?;
+            } else {
+                for line in lines {
+                    writeln!(out, "{line}")?;
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    match format {
         ListFormat::Json => {
             for (repository, tag, image) in &rows {
                 let created = created_secs(image);
@@ -464,6 +533,61 @@ fn images(root: &Path, args: ImagesArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Renders docker's `--format` templates for one row: `{{.Field}}`,
+/// `{{json .}}`, `{{json .Field}}`, with `\t`/`\n` escapes as the docker CLI
+/// replaces them. With `header`, each field renders as its column title.
+fn render_template(template: &str, row: &Value, header: bool) -> Result<String> {
+    let template = template.replace("\\t", "\t").replace("\\n", "\n");
+    let mut out = String::new();
+    let mut rest = template.as_str();
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| anyhow!("template {template:?}: unclosed action (missing }}}})"))?;
+        let action = after[..end].trim();
+        rest = &after[end + 2..];
+        let (json_wanted, path) = match action.strip_prefix("json") {
+            Some(p) if p.starts_with(char::is_whitespace) => (true, p.trim()),
+            _ => (false, action),
+        };
+        let field = path
+            .strip_prefix('.')
+            .ok_or_else(|| anyhow!("template {template:?}: unsupported action {{{{{action}}}}}; use {{{{.Field}}}} or {{{{json .}}}}"))?;
+        if header {
+            out.push_str(&column_title(field));
+            continue;
+        }
+        let value = if field.is_empty() {
+            row.clone()
+        } else {
+            row.get(field).cloned().ok_or_else(|| {
+                anyhow!("template {template:?}: can't evaluate field {field} (fields: ID, Repository, Tag, Digest, CreatedAt, CreatedSince, Size)")
+            })?
+        };
+        match (&value, json_wanted) {
+            (Value::String(text), false) => out.push_str(text),
+            (other, _) => out.push_str(&serde_json::to_string(other)?),
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// docker's column titles for `--format 'table ...'`.
+fn column_title(field: &str) -> String {
+    match field {
+        "ID" => "IMAGE ID".into(),
+        "CreatedSince" => "CREATED".into(),
+        "CreatedAt" => "CREATED AT".into(),
+        "VirtualSize" => "VIRTUAL SIZE".into(),
+        "SharedSize" => "SHARED SIZE".into(),
+        "UniqueSize" => "UNIQUE SIZE".into(),
+        other => other.to_ascii_uppercase(),
+    }
 }
 
 /// docker's container `Config` shape: every field present, in docker's order.
