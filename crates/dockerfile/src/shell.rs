@@ -424,7 +424,7 @@ struct Scanner<'w, 'e, E: Env + ?Sized> {
     unmatched: BTreeSet<String>,
 }
 
-impl<E: Env + ?Sized> Scanner<'_, '_, E> {
+impl<'w, E: Env + ?Sized> Scanner<'w, '_, E> {
     fn peek(&self) -> Option<char> {
         self.src
             .get(self.pos..)
@@ -583,7 +583,7 @@ impl<E: Env + ?Sized> Scanner<'_, '_, E> {
             if name.is_empty() {
                 return Ok("$".to_string());
             }
-            return Ok(match self.lookup(&name) {
+            return Ok(match self.lookup(name) {
                 Some(value) => value,
                 None if self.lexer.skip_unset => format!("${name}"),
                 None => String::new(),
@@ -599,7 +599,7 @@ impl<E: Env + ?Sized> Scanner<'_, '_, E> {
         let modifier = self.next();
         let mut modifier_text: String = modifier.map_or('\u{fffd}', |c| c).to_string();
         match modifier {
-            Some('}') => Ok(match self.lookup(&name) {
+            Some('}') => Ok(match self.lookup(name) {
                 Some(value) => value,
                 None if self.lexer.skip_unset => format!("${{{name}}}"),
                 None => String::new(),
@@ -619,7 +619,7 @@ impl<E: Env + ?Sized> Scanner<'_, '_, E> {
                     Err(_) if self.peek().is_none() => return Err(ExpandErrorKind::MissingBrace),
                     Err(err) => return Err(err),
                 };
-                let value = self.lookup(&name);
+                let value = self.lookup(name);
                 if self.lexer.skip_unset && value.is_none() {
                     return Ok(format!("${{{name}{modifier_text}{operand}}}"));
                 }
@@ -640,7 +640,7 @@ impl<E: Env + ?Sized> Scanner<'_, '_, E> {
                     }),
                     '?' => match value {
                         None => Err(ExpandErrorKind::Required {
-                            name,
+                            name: name.to_string(),
                             message: if operand.is_empty() {
                                 "is not allowed to be unset".into()
                             } else {
@@ -649,7 +649,7 @@ impl<E: Env + ?Sized> Scanner<'_, '_, E> {
                         }),
                         Some(v) if null_is_unset && v.is_empty() => {
                             Err(ExpandErrorKind::Required {
-                                name,
+                                name: name.to_string(),
                                 message: if operand.is_empty() {
                                     "is not allowed to be empty".into()
                                 } else {
@@ -691,7 +691,7 @@ impl<E: Env + ?Sized> Scanner<'_, '_, E> {
                     Err(_) if self.peek().is_none() => return Err(ExpandErrorKind::MissingBrace),
                     Err(err) => return Err(err),
                 };
-                let value = self.lookup(&name);
+                let value = self.lookup(name);
                 let Some(value) = value else {
                     if self.lexer.skip_unset {
                         return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
@@ -706,28 +706,28 @@ impl<E: Env + ?Sized> Scanner<'_, '_, E> {
 
     /// Reads a variable name: a run of digits (positional parameter), one
     /// special parameter character, or letters, digits and underscores.
-    fn process_name(&mut self) -> String {
-        let mut name = String::new();
+    fn process_name(&mut self) -> &'w str {
+        let src: &'w str = self.src;
+        let start = self.pos;
         while let Some(ch) = self.peek() {
-            if name.is_empty() && is_go_digit(ch) {
+            let empty = self.pos == start;
+            if empty && is_go_digit(ch) {
                 while let Some(digit) = self.peek().filter(|c| is_go_digit(*c)) {
                     self.pos += digit.len_utf8();
-                    name.push(digit);
                 }
-                return name;
+                break;
             }
-            if name.is_empty() && is_special_param(ch) {
+            if empty && is_special_param(ch) {
                 self.pos += ch.len_utf8();
-                name.push(ch);
-                return name;
+                break;
             }
             if !is_go_letter(ch) && !is_go_digit(ch) && ch != '_' {
                 break;
             }
             self.pos += ch.len_utf8();
-            name.push(ch);
         }
-        name
+        // A name is a run of whole chars, so this slice is on boundaries.
+        src.get(start..self.pos).unwrap_or("")
     }
 }
 
