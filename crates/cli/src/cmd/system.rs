@@ -37,11 +37,11 @@ pub struct SystemPruneArgs {
 }
 
 pub fn run(root: &Path, command: SystemCommand) -> Result<ExitCode> {
-    match command {
+    super::image::quiet_broken_pipe(match command {
         SystemCommand::Check(args) => check(root, args),
         SystemCommand::Prune(args) => prune(root, args),
         SystemCommand::Df => df(root),
-    }
+    })
 }
 
 fn check(root: &Path, args: CheckArgs) -> Result<ExitCode> {
