@@ -21,7 +21,10 @@
 //!
 //! [`Stages::from_dockerfile`] builds the typed model; [`Stages::resolve`]
 //! expands the FROM lines with the meta ARGs (and `--build-arg` values) and
-//! returns the [`Graph`].
+//! returns the [`Graph`] ([`Graph::target`], [`Graph::required_stages`]);
+//! [`StageScope`] gives the build engine BuildKit's ARG/ENV scoping while it
+//! dispatches a stage, and [`parse_onbuild_triggers`] reads a base image's
+//! ONBUILD triggers.
 
 // `Diagnostic` is the frontend's single error type: large, but errors are rare.
 #![allow(clippy::result_large_err)]
