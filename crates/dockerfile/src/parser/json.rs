@@ -1,9 +1,10 @@
 //! The JSON exec form (`CMD ["a", "b"]`) with Go `encoding/json` semantics.
 //!
-//! BuildKit decodes the argument text with `json.Unmarshal` into a
-//! `[]interface{}`: text that is not one complete, valid JSON value is a
-//! syntax error and the instruction falls back to shell form; a valid array
-//! with a non-string element is a hard error. Reproducing that split needs
+//! BuildKit decodes the argument text with a Go `json.Decoder` into a
+//! `[]interface{}`: text that does not start with one complete, valid JSON
+//! value is a syntax error and the instruction falls back to shell form
+//! (text after that first value is ignored); a valid array with a
+//! non-string element is a hard error. Reproducing that split needs
 //! the full JSON grammar, so this is a small validator plus a string decoder
 //! (with Go's handling of lone surrogates: U+FFFD) that also reports where
 //! each element is, for spans. It never recurses, so deep nesting cannot
@@ -123,12 +124,11 @@ fn validate(bytes: &[u8]) -> Result<(), JsonError> {
             expect_value = false;
         } else {
             let Some(&top) = stack.last() else {
-                // The top-level value is complete: only whitespace may follow.
-                return if pos == bytes.len() {
-                    Ok(())
-                } else {
-                    Err(JsonError::NotJson)
-                };
+                // The top-level value is complete. BuildKit reads it with a
+                // json.Decoder, which stops there: whatever follows is
+                // ignored (`CMD ["a"] b` is exec form `["a"]`, checked
+                // against Docker).
+                return Ok(());
             };
             match (bytes.get(pos), top) {
                 (Some(b','), b'[') => {
@@ -332,6 +332,9 @@ mod tests {
             ["/usr\\\"/bin", "é😀\n"]
         );
         assert_eq!(values(r#"["\ud800x"]"#).unwrap(), ["\u{FFFD}x"]);
+        // Like Go's json.Decoder, text after the first value is ignored.
+        assert_eq!(values(r#"["a"] trailing"#).unwrap(), ["a"]);
+        assert_eq!(values(r#"["a"]]"#).unwrap(), ["a"]);
     }
 
     #[test]
@@ -341,7 +344,6 @@ mod tests {
             r#"["a""#,
             r#"["a",]"#,
             r#"['a']"#,
-            r#"["a"] trailing"#,
             "[\"a\tb\"]",
             r#"["\x"]"#,
             "[01]",

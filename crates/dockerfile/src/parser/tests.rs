@@ -232,6 +232,16 @@ fn exec_form_and_fallback_to_shell_form() {
 }
 
 #[test]
+fn text_after_the_json_array_is_ignored_like_docker_does() {
+    // Checked against docker 20.10 with BuildKit: Config.Cmd is ["echo","hi"];
+    // BuildKit reads the array with a json.Decoder, which stops after it.
+    assert_eq!(
+        dumped("CMD [\"echo\", \"hi\"] trailing\nENTRYPOINT [\"a\"]]\n"),
+        "(cmd \"echo\" \"hi\")\n(entrypoint \"a\")\n"
+    );
+}
+
+#[test]
 fn json_with_non_strings_is_an_error() {
     let source = "FROM a\nCMD [\"echo\", 1]\n";
     let err = error(source);
