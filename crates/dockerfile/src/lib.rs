@@ -5,6 +5,7 @@
 //! flags) and [`Diagnostic`] (how every error and warning is reported).
 
 pub mod ast;
+pub mod check;
 pub mod diagnostics;
 pub mod dump;
 mod heredoc;
