@@ -238,3 +238,87 @@ fn tar_member(archive: &Path, name: &str) -> Vec<u8> {
     assert_success(&format!("tar -xOf {} {name}", archive.display()), &out);
     out.stdout
 }
+
+/// A multi-step BuildKit image: kiln's `history` and `inspect` of it (after
+/// `docker save | kiln load`) print what docker's do.
+#[test]
+fn history_and_inspect_match_docker_for_a_buildkit_image() {
+    if !docker_ready() {
+        return;
+    }
+    if docker(&["images", "-q", "busybox:local"]).trim().is_empty() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("busybox:local missing from docker (run ../shared/tools/docker-oracle.sh)");
+        }
+        eprintln!("SKIP: docker has no busybox:local");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("context");
+    std::fs::create_dir_all(&context).unwrap();
+    // A per-run ENV keeps the image unique, so RepoTags holds only our tag.
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM busybox:local\n\
+         RUN echo hello > /hello && mkdir -p /data\n\
+         ENV FOO=bar RUN_ID={}\n\
+         COPY Dockerfile /df\n\
+         RUN rm /hello\n\
+         CMD [\"sh\", \"-c\", \"echo a command line long enough to be truncated by docker history\"]\n",
+            std::process::id()
+        ),
+    )
+    .unwrap();
+    let tag = format!("kiln-e2e/history:{}", std::process::id());
+    let out = Command::new("/usr/bin/docker")
+        .env("DOCKER_BUILDKIT", "1")
+        .args(["build", "-q", "-t", &tag])
+        .arg(&context)
+        .output()
+        .unwrap();
+    assert_success("docker build", &out);
+    let archive = dir.path().join("built.tar");
+    docker(&["save", &tag, "-o", archive.to_str().unwrap()]);
+    let root = dir.path().join("store");
+    kiln_ok(&root, &["load", "-i", archive.to_str().unwrap()]);
+
+    for flags in [&["-H=false"][..], &["--no-trunc", "-H=false"][..]] {
+        let mut args = vec!["history"];
+        args.extend_from_slice(flags);
+        args.push(&tag);
+        assert_eq!(
+            kiln_ok(&root, &args),
+            docker(&args),
+            "kiln {}",
+            args.join(" ")
+        );
+    }
+    let kiln_inspect: serde_json::Value =
+        serde_json::from_str(&kiln_ok(&root, &["inspect", &tag])).unwrap();
+    let docker_inspect: serde_json::Value =
+        serde_json::from_str(&docker(&["inspect", &tag])).unwrap();
+    for key in [
+        "Id",
+        "RepoTags",
+        "Comment",
+        "Created",
+        "Author",
+        "Config",
+        "Architecture",
+        "Os",
+        "Size",
+        "RootFS",
+    ] {
+        assert_eq!(
+            kiln_inspect[0][key], docker_inspect[0][key],
+            "inspect field {key}"
+        );
+    }
+    let format = "{{.ID}} {{.Repository}} {{.Tag}} {{.Size}}";
+    assert_eq!(
+        kiln_ok(&root, &["images", "--format", format, &tag]),
+        docker(&["images", "--format", format, &tag])
+    );
+    docker(&["rmi", &tag]);
+}

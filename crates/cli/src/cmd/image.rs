@@ -738,7 +738,18 @@ fn inspect_one(store: &Store, image: &ImageRecord) -> Result<DockerInspect> {
         repo_tags: image.refs.iter().map(|r| familiar(r)).collect(),
         repo_digests: Vec::new(),
         parent: String::new(),
-        comment: text("comment"),
+        // As moby: an image without its own comment shows its last history entry's.
+        comment: match text("comment") {
+            own if !own.is_empty() => own,
+            _ => config
+                .get("history")
+                .and_then(|h| h.as_array())
+                .and_then(|h| h.last())
+                .and_then(|e| e.get("comment"))
+                .and_then(|c| c.as_str())
+                .unwrap_or("")
+                .to_string(),
+        },
         created: text("created"),
         container: text("container"),
         container_config: DockerConfig::from_json(config.get("container_config")),
@@ -833,7 +844,7 @@ fn history(root: &Path, args: HistoryArgs) -> Result<ExitCode> {
     }
     let mut table_rows = vec![vec![
         "IMAGE".to_string(),
-        "CREATED".into(),
+        if args.human { "CREATED" } else { "CREATED AT" }.into(),
         "CREATED BY".into(),
         "SIZE".into(),
         "COMMENT".into(),
@@ -852,7 +863,10 @@ fn history(root: &Path, args: HistoryArgs) -> Result<ExitCode> {
                 .map(time_ago)
                 .unwrap_or_else(|| "N/A".into())
         } else {
-            created
+            // Go's time.RFC3339 (whole seconds), in UTC.
+            kiln_store::time::parse_rfc3339(&created)
+                .map(|secs| kiln_store::time::format_rfc3339(secs, 0))
+                .unwrap_or(created)
         };
         let created_by = field("created_by").replace('\t', " ");
         let created_by = if args.no_trunc {
