@@ -1000,15 +1000,27 @@ pub fn confirm(warning: &str) -> Result<bool> {
 pub fn prune_images(store: &Store, all: bool) -> Result<u64> {
     let removed = store.prune_images(all)?;
     let report = store.gc().context("freeing pruned content")?;
-    if !removed.is_empty() {
-        println!("Deleted Images:");
+    if let Some(first) = removed.first() {
+        // Chain ids still used by a remaining image are not deleted.
+        let remaining: HashSet<Digest> = store
+            .chain_ids_used_elsewhere(&first.manifest)?
+            .into_iter()
+            .collect();
+        let mut printed = HashSet::new();
+        let mut out = io::stdout().lock();
+        writeln!(out, "Deleted Images:")?;
         for image in &removed {
             for name in &image.refs {
-                println!("untagged: {}", familiar(name));
+                writeln!(out, "untagged: {}", familiar(name))?;
             }
-            println!("deleted: {}", image.config);
+            writeln!(out, "deleted: {}", image.config)?;
+            for layer in image.layers.iter().rev() {
+                if !remaining.contains(&layer.chain_id) && printed.insert(layer.chain_id.clone()) {
+                    writeln!(out, "deleted: {}", layer.chain_id)?;
+                }
+            }
         }
-        println!();
+        writeln!(out)?;
     }
     Ok(report.reclaimed_bytes)
 }
@@ -1024,7 +1036,10 @@ fn prune(root: &Path, args: PruneArgs) -> Result<ExitCode> {
     }
     let store = open_store(root)?;
     let reclaimed = prune_images(&store, args.all)?;
-    println!("Total reclaimed space: {}", human_size(reclaimed));
+    println!(
+        "Total reclaimed space: {}",
+        super::output::human_size4(reclaimed)
+    );
     Ok(ExitCode::SUCCESS)
 }
 
