@@ -166,6 +166,15 @@ fn image_verbs_behave_like_docker() {
     kiln_ok(&root, &["tag", short, "keep"]);
     let dangling = kiln_ok(&root, &["import", tar]);
     assert_eq!(dangling.trim().len(), 71);
+    assert_eq!(
+        kiln_ok(&root, &["images", "-q", "-f", "dangling=true"]).trim(),
+        &dangling.trim()[7..19]
+    );
+    assert_eq!(
+        kiln_ok(&root, &["images", "-q", "-f", "reference=k*"]).trim(),
+        short
+    );
+    assert_eq!(kiln_ok(&root, &["images", "-q", "-f", "label=none"]), "");
     let pruned = kiln_ok(&root, &["image", "prune", "-f"]);
     assert!(
         pruned.contains("Deleted Images:") && pruned.contains("Total reclaimed space:"),

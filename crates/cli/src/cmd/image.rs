@@ -96,6 +96,9 @@ pub struct ImagesArgs {
     /// Show all images (kiln keeps no intermediate images, so the same as without)
     #[arg(short, long)]
     pub all: bool,
+    /// Filter: dangling=true|false, reference=PATTERN (e.g. 'busy*:*'), label=KEY[=VALUE]
+    #[arg(short, long = "filter")]
+    pub filters: Vec<String>,
     /// Only show image IDs
     #[arg(short, long)]
     pub quiet: bool,
@@ -423,6 +426,43 @@ fn images(root: &Path, args: ImagesArgs) -> Result<ExitCode> {
             rows.push(("<none>".into(), "<none>".into(), image));
         }
     }
+    for spec in &args.filters {
+        let (key, value) = spec.split_once('=').unwrap_or((spec.as_str(), ""));
+        match key {
+            "dangling" => {
+                let dangling = match value {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => bail!("invalid filter {spec:?}: dangling takes true or false"),
+                };
+                rows.retain(|(repository, _, _)| (repository == "<none>") == dangling);
+            }
+            "reference" => rows.retain(|(repository, tag, _)| {
+                repository != "<none>"
+                    && (glob_match(value, &format!("{repository}:{tag}"))
+                        || glob_match(value, repository))
+            }),
+            "label" => {
+                let (label, wanted) = match value.split_once('=') {
+                    Some((k, v)) => (k, Some(v)),
+                    None => (value, None),
+                };
+                let mut keep = HashSet::new();
+                for (_, _, image) in &rows {
+                    let config = read_config(&store, image)?;
+                    let found = config
+                        .get("config")
+                        .and_then(|c| c.get("Labels"))
+                        .and_then(|l| l.get(label));
+                    if found.is_some_and(|v| wanted.is_none_or(|w| v.as_str() == Some(w))) {
+                        keep.insert(image.manifest.clone());
+                    }
+                }
+                rows.retain(|(_, _, image)| keep.contains(&image.manifest));
+            }
+            _ => bail!("invalid filter {key:?}: kiln supports dangling, reference and label"),
+        }
+    }
     let id_of = |image: &ImageRecord| {
         if args.no_trunc {
             image.config.to_string()
@@ -533,6 +573,27 @@ fn images(root: &Path, args: ImagesArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Go's `path.Match` subset docker uses for `reference=` filters: `*` matches
+/// any run of characters except `/`, `?` one such character.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let pattern: Vec<char> = pattern.chars().collect();
+    let text: Vec<char> = text.chars().collect();
+    // matches[i][j]: pattern[..i] matches text[..j]
+    let mut matches = vec![vec![false; text.len() + 1]; pattern.len() + 1];
+    matches[0][0] = true;
+    for (i, p) in pattern.iter().enumerate() {
+        for j in 0..=text.len() {
+            let here = match p {
+                '*' => matches[i][j] || (j > 0 && matches[i + 1][j - 1] && text[j - 1] != '/'),
+                '?' => j > 0 && matches[i][j - 1] && text[j - 1] != '/',
+                c => j > 0 && matches[i][j - 1] && text[j - 1] == *c,
+            };
+            matches[i + 1][j] = here;
+        }
+    }
+    matches[pattern.len()][text.len()]
 }
 
 /// Renders docker's `--format` templates for one row: `{{.Field}}`,
