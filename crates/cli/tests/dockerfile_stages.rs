@@ -154,7 +154,12 @@ fn errors_have_locations_and_fail() {
     let out = kiln(&["dockerfile", "stages", "Bad.Dockerfile"], dir);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("error: duplicate stage name \"x\""), "{err}");
+    assert!(
+        err.contains(
+            "error[DuplicateStageName]: Duplicate stage name \"x\", stage names should be unique"
+        ),
+        "{err}"
+    );
     assert!(err.contains("Bad.Dockerfile:2:11"), "{err}");
     assert!(err.contains("^ already used"), "{err}");
     assert!(stdout(&out).is_empty());

@@ -5,7 +5,8 @@
 //! Rules: `StageNameCasing`, `FromAsCasing`, `ConsistentInstructionCasing`,
 //! `JSONArgsRecommended`, `LegacyKeyValueFormat`,
 //! `MultipleInstructionsDisallowed`, `WorkdirRelativePath`,
-//! `UndefinedArgInFrom`, `SecretsUsedInArgOrEnv`. `MaintainerDeprecated` and
+//! `UndefinedArgInFrom`, `SecretsUsedInArgOrEnv`, `RedundantTargetPlatform`,
+//! `FromPlatformFlagConstDisallowed`. `MaintainerDeprecated` and
 //! meta-ARG scoping come with [`Stages::warnings`]; `NoEmptyContinuation`
 //! with the parser's warnings; duplicate and reserved stage names are errors
 //! in [`Stages::from_dockerfile`].
@@ -16,7 +17,7 @@
 use std::collections::HashSet;
 
 use crate::ast::{self, Arguments, KeyValueForm, Keyword};
-use crate::diagnostics::Diagnostic;
+use crate::diagnostics::{Diagnostic, closest_match};
 use crate::instructions::Command;
 use crate::shell::EmptyEnv;
 use crate::stages::{Stages, default_platform_args};
@@ -113,18 +114,40 @@ pub fn lint(dockerfile: &ast::Dockerfile, stages: &Stages) -> Vec<Diagnostic> {
             let Ok(expansion) = lexer.expand_with(&word.value, &EmptyEnv, false) else {
                 continue;
             };
-            for name in expansion.unmatched {
+            for name in &expansion.unmatched {
                 if !meta_names.contains(name.as_str())
-                    && !automatic.contains(&name)
+                    && !automatic.contains(name)
                     && name != "TARGETSTAGE"
                 {
+                    let mut message = format!("FROM argument '{name}' is not declared");
+                    if let Some(close) = closest_match(name, meta_names.iter().copied()) {
+                        message.push_str(&format!(" (did you mean {close}?)"));
+                    }
                     warnings.push(warning(
                         "UndefinedArgInFrom",
-                        format!("FROM argument '{name}' is not declared"),
+                        message,
                         word.span,
                         "declare it with ARG before the first FROM",
                     ));
                 }
+            }
+        }
+        if let Some(platform) = &stage.from.platform {
+            let value = platform.value.as_str();
+            if value == "$TARGETPLATFORM" || value == "${TARGETPLATFORM}" {
+                warnings.push(warning(
+                    "RedundantTargetPlatform",
+                    format!("Setting platform to predefined {value} in FROM is redundant as this is the default behavior"),
+                    platform.span,
+                    "remove --platform",
+                ));
+            } else if !value.contains('$') {
+                warnings.push(warning(
+                    "FromPlatformFlagConstDisallowed",
+                    format!("FROM --platform flag should not use constant value {value:?}"),
+                    platform.span,
+                    "use --platform=$BUILDPLATFORM for build stages, or pass --platform to the build",
+                ));
             }
         }
         if let Some(name) = stage
@@ -277,14 +300,14 @@ mod tests {
 
     #[test]
     fn clean_dockerfile_has_no_warnings() {
-        let source = "ARG V=1\nFROM busybox:$V AS build\nWORKDIR /app\nENV A=1\nCMD [\"sh\"]\n";
+        let source = "ARG V=1\nFROM --platform=$BUILDPLATFORM busybox:$V AS build\nWORKDIR /app\nENV A=1\nCMD [\"sh\"]\n";
         assert_eq!(codes(source), []);
     }
 
     #[test]
     fn each_rule_fires_with_buildkit_message() {
         let found = codes(concat!(
-            "FROM busybox:$NOPE as Build\n",
+            "FROM --platform=linux/amd64 busybox:$NOPE as Build\n",
             "run true\n",
             "WORKDIR app\n",
             "ENV LEGACY value\n",
@@ -334,6 +357,11 @@ mod tests {
                 5,
             ),
             (
+                "FromPlatformFlagConstDisallowed",
+                "FROM --platform flag should not use constant value \"linux/amd64\"",
+                1,
+            ),
+            (
                 "MultipleInstructionsDisallowed",
                 "Multiple CMD instructions should not be used in the same stage because only the last one will be used",
                 7,
@@ -348,6 +376,20 @@ mod tests {
             );
         }
         assert_eq!(found.len(), expect.len(), "{found:#?}");
+    }
+
+    #[test]
+    fn from_argument_suggestions_and_redundant_platform() {
+        let found = codes("ARG VERSION=1\nFROM --platform=$TARGETPLATFORM busybox:$VERSOIN\n");
+        let messages: Vec<&str> = found.iter().map(|(_, m, _)| m.as_str()).collect();
+        assert!(
+            messages.contains(&"FROM argument 'VERSOIN' is not declared (did you mean VERSION?)"),
+            "{found:#?}"
+        );
+        assert!(
+            messages.contains(&"Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the default behavior"),
+            "{found:#?}"
+        );
     }
 
     #[test]

@@ -855,19 +855,24 @@ fn check_stage_names(stages: &[Stage], errors: &mut Vec<Diagnostic>) {
             errors.push(
                 Diagnostic::error(
                     format!(
-                        "'{}' is reserved and should not be used as a stage name",
+                        "Stage name should not use the same name as reserved stage {:?}",
                         name.name
                     ),
                     name.written.span,
                 )
+                .with_code("ReservedStageName")
                 .with_label("reserved name")
                 .with_hint(format!("rename the stage, e.g. AS {}-stage", name.name)),
             );
         }
         if let Some(first) = seen.get(name.name.as_str()) {
             errors.push(
-                Diagnostic::error(format!("duplicate stage name {:?}", name.name), name.written.span)
-                    .with_label("already used")
+                Diagnostic::error(
+                    format!("Duplicate stage name {:?}, stage names should be unique", name.name),
+                    name.written.span,
+                )
+                .with_code("DuplicateStageName")
+                .with_label("already used")
                     .with_hint(format!(
                         "stage names are case-insensitive and must be unique; {:?} is first used at line {}",
                         first.value, first.span.start.line

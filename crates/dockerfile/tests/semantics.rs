@@ -78,17 +78,20 @@ fn from_argument_count_and_stage_name_rules() {
     );
     assert!(e.hint.unwrap().contains("start with a letter"));
     let e = error_at("FROM a AS x\nFROM b AS X\n", 2, 11);
-    assert_eq!(e.message, "duplicate stage name \"x\"");
+    assert_eq!(
+        e.message,
+        "Duplicate stage name \"x\", stage names should be unique"
+    );
     assert!(e.hint.unwrap().contains("first used at line 1"));
     let e = error_at("FROM a AS scratch\n", 1, 11);
     assert_eq!(
         e.message,
-        "'scratch' is reserved and should not be used as a stage name"
+        "Stage name should not use the same name as reserved stage \"scratch\""
     );
     let e = error_at("FROM a AS Context\n", 1, 11);
     assert_eq!(
         e.message,
-        "'context' is reserved and should not be used as a stage name"
+        "Stage name should not use the same name as reserved stage \"context\""
     );
     ok("FROM a AS go-1.21_build.x\n");
 }
