@@ -56,7 +56,14 @@ pub enum ParseErrorKind {
     UnterminatedHeredoc(String),
     #[error("invalid heredoc {0}")]
     InvalidHeredoc(String),
+    #[error("dockerfile line greater than max allowed size of {}", MAX_LINE_LENGTH - 1)]
+    LineTooLong,
 }
+
+/// BuildKit reads Dockerfiles with a Go `bufio.Scanner`, whose default
+/// buffer holds 64 KiB: a physical line (with its newline) longer than that
+/// is an error (checked against docker).
+pub const MAX_LINE_LENGTH: usize = 64 * 1024;
 
 impl ParseError {
     /// The error as a [`Diagnostic`] with a hint on how to fix it.
@@ -85,6 +92,9 @@ impl ParseError {
                 .with_label("heredoc starts here")
                 .with_hint(format!("end the heredoc with a line containing only `{name}`")),
             ParseErrorKind::InvalidHeredoc(_) => diagnostic,
+            ParseErrorKind::LineTooLong => diagnostic
+                .with_label("this line")
+                .with_hint("split the line with line continuations (a trailing `\\`)"),
         }
     }
 }
@@ -113,6 +123,9 @@ struct Lines<'s> {
     source: &'s str,
     pos: usize,
     number: u32,
+    /// The first line over [`MAX_LINE_LENGTH`]: reading stops there, as
+    /// Go's scanner does.
+    too_long: Option<PhysicalLine<'s>>,
 }
 
 impl<'s> Iterator for Lines<'s> {
@@ -131,12 +144,18 @@ impl<'s> Iterator for Lines<'s> {
         self.pos = end;
         self.number = self.number.saturating_add(1);
         let full = &self.source[start..end];
-        Some(PhysicalLine {
+        let line = PhysicalLine {
             text: full.trim_end_matches(['\r', '\n']),
             full,
             start,
             number: self.number,
-        })
+        };
+        if full.len() > MAX_LINE_LENGTH {
+            self.too_long = Some(line);
+            self.pos = self.source.len();
+            return None;
+        }
+        Some(line)
     }
 }
 
@@ -317,6 +336,7 @@ impl<'s> Parser<'s> {
                 source,
                 pos: 0,
                 number: 0,
+                too_long: None,
             },
             directives: Directives {
                 done: false,
@@ -502,6 +522,17 @@ impl<'s> Parser<'s> {
             return Err(ParseError {
                 kind: ParseErrorKind::NoInstructions,
                 span: Span { start: end, end },
+            });
+        }
+        if let Some(line) = self.lines.too_long {
+            let mut cut = line.text.len().min(80);
+            while !line.text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let head = &line.text[..cut];
+            return Err(ParseError {
+                kind: ParseErrorKind::LineTooLong,
+                span: self.line_span(line, head),
             });
         }
         Ok(Dockerfile {

@@ -487,3 +487,21 @@ fn parse_errors_render_with_location_caret_and_hint() {
         "{rendered}"
     );
 }
+
+#[test]
+fn physical_lines_over_64_kib_are_rejected_like_buildkit() {
+    // 65535 bytes plus the newline still fit Go's scanner buffer.
+    let fits = format!("FROM a\nLABEL a={}\n", "x".repeat(65535 - "LABEL a=".len()));
+    assert_eq!(parsed(&fits).instructions.len(), 2);
+    let too_long = format!("FROM a\nLABEL a={}\nRUN b\n", "x".repeat(65536));
+    let err = error(&too_long);
+    assert_eq!(err.kind, ParseErrorKind::LineTooLong);
+    assert_eq!(err.span.start.line, 2);
+    assert_eq!(
+        err.to_string(),
+        "line 2: dockerfile line greater than max allowed size of 65535"
+    );
+    // Without instructions before it, the file has none.
+    let err = error(&format!("# {}\n", "x".repeat(70000)));
+    assert_eq!(err.kind, ParseErrorKind::NoInstructions);
+}
