@@ -153,7 +153,8 @@ pub fn compress(
 }
 
 enum Encoder<W: Write> {
-    None(HashingWriter<W>),
+    /// Uncompressed: the blob digest is the diff_id, so the output is not hashed again.
+    None(W),
     Gzip(Box<ParallelGzipEncoder<HashingWriter<W>>>),
     Zstd(zstd::stream::write::Encoder<'static, HashingWriter<W>>),
 }
@@ -186,9 +187,8 @@ impl<W: Write> CompressWriter<W> {
         compression: Compression,
         threads: usize,
     ) -> Result<Self, CompressError> {
-        let hashed_out = HashingWriter::new(out);
         let encoder = match compression {
-            Compression::None => Encoder::None(hashed_out),
+            Compression::None => Encoder::None(out),
             Compression::Gzip { level } => {
                 if level > 9 {
                     return Err(CompressError::InvalidLevel {
@@ -198,7 +198,9 @@ impl<W: Write> CompressWriter<W> {
                     });
                 }
                 Encoder::Gzip(Box::new(ParallelGzipEncoder::new(
-                    hashed_out, level, threads,
+                    HashingWriter::new(out),
+                    level,
+                    threads,
                 )?))
             }
             Compression::Zstd { level } => {
@@ -209,7 +211,8 @@ impl<W: Write> CompressWriter<W> {
                         range: "1..=22",
                     });
                 }
-                let mut encoder = zstd::stream::write::Encoder::new(hashed_out, level)?;
+                let mut encoder =
+                    zstd::stream::write::Encoder::new(HashingWriter::new(out), level)?;
                 if threads > 1 {
                     encoder.multithread(threads as u32)?;
                 }
@@ -225,17 +228,17 @@ impl<W: Write> CompressWriter<W> {
 
     /// Ends the stream and returns the output writer and the digests.
     pub fn finish(self) -> Result<(W, CompressedBlob), CompressError> {
-        let hashed_out = match self.encoder {
-            Encoder::None(w) => w,
-            Encoder::Gzip(e) => e.finish()?,
-            Encoder::Zstd(e) => e.finish()?,
+        let diff_id = Digest::from_sha256(self.uncompressed);
+        let (mut out, digest, size) = match self.encoder {
+            Encoder::None(out) => (out, diff_id.clone(), self.uncompressed_size),
+            Encoder::Gzip(e) => e.finish()?.finish(),
+            Encoder::Zstd(e) => e.finish()?.finish(),
         };
-        let (mut out, digest, size) = hashed_out.finish();
         out.flush()?;
         let blob = CompressedBlob {
             digest,
             size,
-            diff_id: Digest::from_sha256(self.uncompressed),
+            diff_id,
             uncompressed_size: self.uncompressed_size,
         };
         Ok((out, blob))

@@ -147,12 +147,52 @@ pub fn create_layer(
     out: impl Write,
     opts: &CreateOptions,
 ) -> Result<LayerStats, CreateError> {
+    let (hashed, entries, file_bytes) = write_layer(source, kind, HashingWriter::new(out), opts)?;
+    let (mut out, diff_id, size) = hashed.finish();
+    out.flush().map_err(CreateError::Write)?;
+    Ok(LayerStats {
+        diff_id,
+        size,
+        entries,
+        file_bytes,
+    })
+}
+
+/// [`create_layer`] into a compressed blob: returns the layer stats and the blob's
+/// digest/size (whose `diff_id` equals the stats' one). The tar is hashed once, by the
+/// compressing writer.
+pub fn create_layer_compressed<W: Write>(
+    source: &Path,
+    kind: DiffKind,
+    compression: Compression,
+    out: W,
+    opts: &CreateOptions,
+) -> Result<(LayerStats, CompressedBlob), CreateError> {
+    let compressed = CompressWriter::new(out, compression)?;
+    let (compressed, entries, file_bytes) = write_layer(source, kind, compressed, opts)?;
+    let (_, blob) = compressed.finish()?;
+    let stats = LayerStats {
+        diff_id: blob.diff_id.clone(),
+        size: blob.uncompressed_size,
+        entries,
+        file_bytes,
+    };
+    Ok((stats, blob))
+}
+
+/// Writes the tar of `source` into `out`; returns `out`, the entry count and file bytes.
+fn write_layer<W: Write>(
+    source: &Path,
+    kind: DiffKind,
+    out: W,
+    opts: &CreateOptions,
+) -> Result<(W, u64, u64), CreateError> {
     let root = open_root_dir(source).map_err(|error| CreateError::Source {
         source_dir: source.into(),
         error,
     })?;
     let mut writer = LayerWriter {
-        out: BufWriter::with_capacity(256 * 1024, HashingWriter::new(out)),
+        out: BufWriter::with_capacity(256 * 1024, out),
         kind,
         opts,
         entries: 0,
@@ -165,35 +205,12 @@ pub fn create_layer(
         .out
         .write_all(&[0u8; 1024])
         .map_err(CreateError::Write)?;
-    let entries = writer.entries;
-    let file_bytes = writer.file_bytes;
-    let hashed = writer
+    let (entries, file_bytes) = (writer.entries, writer.file_bytes);
+    let out = writer
         .out
         .into_inner()
         .map_err(|e| CreateError::Write(e.into_error()))?;
-    let (mut out, diff_id, size) = hashed.finish();
-    out.flush().map_err(CreateError::Write)?;
-    Ok(LayerStats {
-        diff_id,
-        size,
-        entries,
-        file_bytes,
-    })
-}
-
-/// [`create_layer`] into a compressed blob: returns the layer stats and the blob's
-/// digest/size (whose `diff_id` equals the stats' one).
-pub fn create_layer_compressed<W: Write>(
-    source: &Path,
-    kind: DiffKind,
-    compression: Compression,
-    out: W,
-    opts: &CreateOptions,
-) -> Result<(LayerStats, CompressedBlob), CreateError> {
-    let mut compressed = CompressWriter::new(out, compression)?;
-    let stats = create_layer(source, kind, &mut compressed, opts)?;
-    let (_, blob) = compressed.finish()?;
-    Ok((stats, blob))
+    Ok((out, entries, file_bytes))
 }
 
 /// One header's worth of metadata.
@@ -211,7 +228,7 @@ struct TarEntry<'a> {
 }
 
 struct LayerWriter<'o, W: Write> {
-    out: BufWriter<HashingWriter<W>>,
+    out: BufWriter<W>,
     kind: DiffKind,
     opts: &'o CreateOptions,
     entries: u64,
