@@ -112,6 +112,8 @@ pub enum ExpandErrorKind {
     /// `${NAME?message}` / `${NAME:?message}` with the variable unset (or empty).
     #[error("{name}: {message}")]
     Required { name: String, message: String },
+    #[error("variable references nested more than {0} deep")]
+    TooDeep(usize),
     #[error("invalid pattern ({pattern}) in substitution: invalid escape '\\{escaped}'")]
     InvalidPattern { pattern: String, escaped: char },
 }
@@ -153,6 +155,7 @@ impl ExpandError {
                 Some("in patterns only \\*, \\? and \\\\ are valid escapes".into())
             }
             ExpandErrorKind::MissingSlash => Some("write ${NAME/pattern/replacement}".into()),
+            ExpandErrorKind::TooDeep(_) => Some("simplify the word; nesting this deep is not supported".into()),
             ExpandErrorKind::UnexpectedEnd(_) => None,
         }
     }
@@ -320,6 +323,7 @@ impl Lexer {
             pos: 0,
             env,
             track,
+            depth: 0,
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
         };
@@ -413,6 +417,9 @@ impl Words {
     }
 }
 
+/// How deeply `${...}` may nest inside one word.
+const MAX_NESTING: usize = 128;
+
 struct Scanner<'w, 'e, E: Env + ?Sized> {
     lexer: Lexer,
     src: &'w str,
@@ -420,6 +427,8 @@ struct Scanner<'w, 'e, E: Env + ?Sized> {
     env: &'e E,
     /// Whether to record variable names (only [`Lexer::expand`] reports them).
     track: bool,
+    /// How many `$` expansions enclose the current position.
+    depth: usize,
     matched: BTreeSet<String>,
     unmatched: BTreeSet<String>,
 }
@@ -576,7 +585,19 @@ impl<'w, E: Env + ?Sized> Scanner<'w, '_, E> {
         }
     }
 
+    /// `$...` with a bound on `${...}` nesting, so that hostile input cannot
+    /// exhaust the stack (BuildKit's Go stack grows; ours does not).
     fn process_dollar(&mut self) -> Result<String, ExpandErrorKind> {
+        if self.depth >= MAX_NESTING {
+            return Err(ExpandErrorKind::TooDeep(MAX_NESTING));
+        }
+        self.depth += 1;
+        let result = self.process_dollar_unbounded();
+        self.depth -= 1;
+        result
+    }
+
+    fn process_dollar_unbounded(&mut self) -> Result<String, ExpandErrorKind> {
         self.next(); // the '$'
         if self.peek() != Some('{') {
             let name = self.process_name();
@@ -796,74 +817,125 @@ fn compile_pattern(pattern: &str) -> Result<Vec<PatternToken>, ExpandErrorKind> 
     Ok(tokens)
 }
 
-/// Matches `tokens` against `text` starting at byte `start` and returns the
-/// end of the first match in leftmost-first (Perl/RE2) preference order:
-/// greedy stars try the longest run first, lazy ones the shortest.
-fn match_at(tokens: &[PatternToken], text: &str, start: usize, greedy: bool) -> Option<usize> {
-    // Boundaries of every char after `start`, so stars can jump around.
-    let mut bounds: Vec<usize> = text
-        .get(start..)
-        .unwrap_or("")
-        .char_indices()
-        .map(|(i, _)| start + i)
-        .collect();
-    bounds.push(text.len());
-    // failed[t * bounds.len() + b]: tokens[t..] cannot match at bounds[b].
-    let mut failed = vec![false; (tokens.len() + 1) * bounds.len()];
-    fn go(
-        tokens: &[PatternToken],
-        t: usize,
-        text: &str,
-        bounds: &[usize],
-        b: usize,
-        greedy: bool,
-        failed: &mut [bool],
-    ) -> Option<usize> {
-        let Some(token) = tokens.get(t) else {
-            return bounds.get(b).copied();
-        };
-        let memo = t * bounds.len() + b;
-        if failed.get(memo).copied().unwrap_or(false) {
-            return None;
+/// Work items of [`add_thread`]'s explicit stack (no recursion, so a
+/// hostile pattern cannot exhaust the call stack).
+#[derive(Clone, Copy)]
+enum Work {
+    /// Follow the epsilon moves from this state.
+    Visit(usize),
+    /// Add a thread that will consume a character at this state.
+    Emit(usize),
+}
+
+/// Adds a thread at `state` and everything reachable without consuming a
+/// character, in priority order: a greedy star prefers consuming over
+/// skipping, a lazy one the reverse.
+#[allow(clippy::too_many_arguments)]
+fn add_thread(
+    tokens: &[PatternToken],
+    greedy: bool,
+    list: &mut Vec<(usize, usize)>,
+    seen: &mut [u32],
+    generation: u32,
+    stack: &mut Vec<Work>,
+    state: usize,
+    start: usize,
+) {
+    stack.push(Work::Visit(state));
+    while let Some(work) = stack.pop() {
+        match work {
+            Work::Emit(s) => list.push((s, start)),
+            Work::Visit(s) => {
+                match seen.get_mut(s) {
+                    Some(mark) if *mark == generation => continue,
+                    Some(mark) => *mark = generation,
+                    None => continue,
+                }
+                match tokens.get(s) {
+                    Some(PatternToken::Star) if greedy => {
+                        stack.push(Work::Visit(s + 1));
+                        stack.push(Work::Emit(s));
+                    }
+                    Some(PatternToken::Star) => {
+                        stack.push(Work::Emit(s));
+                        stack.push(Work::Visit(s + 1));
+                    }
+                    _ => list.push((s, start)),
+                }
+            }
         }
-        let found = match token {
-            PatternToken::Star => {
-                let last = bounds.len() - 1;
-                if greedy {
-                    (b..=last)
-                        .rev()
-                        .find_map(|nb| go(tokens, t + 1, text, bounds, nb, greedy, failed))
-                } else {
-                    (b..=last).find_map(|nb| go(tokens, t + 1, text, bounds, nb, greedy, failed))
-                }
-            }
-            PatternToken::Any => {
-                if b + 1 < bounds.len() {
-                    go(tokens, t + 1, text, bounds, b + 1, greedy, failed)
-                } else {
-                    None
-                }
-            }
-            PatternToken::Literal(lit) => {
-                let at = bounds.get(b).copied().unwrap_or(text.len());
-                match text.get(at..).and_then(|rest| rest.chars().next()) {
-                    Some(c) if c == *lit => go(tokens, t + 1, text, bounds, b + 1, greedy, failed),
-                    _ => None,
-                }
-            }
-        };
-        if let (None, Some(slot)) = (found, failed.get_mut(memo)) {
-            *slot = true;
-        }
-        found
     }
-    go(tokens, 0, text, &bounds, 0, greedy, &mut failed)
+}
+
+/// Finds the first match of `tokens` in `text` at byte `from` (`anchored`)
+/// or at any position from there on, with leftmost-first (Go regexp / RE2)
+/// preferences: greedy stars take the longest run first, lazy ones the
+/// shortest. A Pike VM: O(pattern x text) time, O(pattern) memory.
+fn find_match(
+    tokens: &[PatternToken],
+    text: &str,
+    from: usize,
+    anchored: bool,
+    greedy: bool,
+) -> Option<(usize, usize)> {
+    let mut seen = vec![0u32; tokens.len() + 1];
+    let mut generation = 1u32;
+    let mut stack = Vec::new();
+    let mut current: Vec<(usize, usize)> = Vec::new();
+    let mut next: Vec<(usize, usize)> = Vec::new();
+    let mut matched = None;
+    add_thread(
+        tokens,
+        greedy,
+        &mut current,
+        &mut seen,
+        generation,
+        &mut stack,
+        0,
+        from,
+    );
+    let mut pos = from;
+    loop {
+        let next_char = text.get(pos..).and_then(|rest| rest.chars().next());
+        generation = generation.wrapping_add(1);
+        next.clear();
+        for &(state, start) in &current {
+            let Some(token) = tokens.get(state) else {
+                // Reached the end of the pattern: lower-priority threads lose.
+                matched = Some((start, pos));
+                break;
+            };
+            let Some(ch) = next_char else { continue };
+            let advance = match token {
+                PatternToken::Star => Some(state),
+                PatternToken::Any => Some(state + 1),
+                PatternToken::Literal(lit) => (ch == *lit).then_some(state + 1),
+            };
+            if let Some(target) = advance {
+                add_thread(
+                    tokens, greedy, &mut next, &mut seen, generation, &mut stack, target, start,
+                );
+            }
+        }
+        let Some(ch) = next_char else { break };
+        pos += ch.len_utf8();
+        if matched.is_none() && !anchored {
+            add_thread(
+                tokens, greedy, &mut next, &mut seen, generation, &mut stack, 0, pos,
+            );
+        }
+        if next.is_empty() {
+            break;
+        }
+        std::mem::swap(&mut current, &mut next);
+    }
+    matched
 }
 
 fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> Result<String, ExpandErrorKind> {
     let tokens = compile_pattern(pattern)?;
-    Ok(match match_at(&tokens, value, 0, greedy) {
-        Some(end) => value.get(end..).unwrap_or("").to_string(),
+    Ok(match find_match(&tokens, value, 0, true, greedy) {
+        Some((_, end)) => value.get(end..).unwrap_or("").to_string(),
         None => value.to_string(),
     })
 }
@@ -908,16 +980,7 @@ fn replace(
     all: bool,
 ) -> Result<String, ExpandErrorKind> {
     let tokens = compile_pattern(pattern)?;
-    let find_from = |from: usize| -> Option<(usize, usize)> {
-        let mut start = from;
-        loop {
-            if let Some(end) = match_at(&tokens, value, start, true) {
-                return Some((start, end));
-            }
-            let ch = value.get(start..)?.chars().next()?;
-            start += ch.len_utf8();
-        }
-    };
+    let find_from = |from: usize| find_match(&tokens, value, from, false, true);
     let mut out = String::with_capacity(value.len());
     if !all {
         return Ok(match find_from(0) {
@@ -1228,6 +1291,72 @@ mod tests {
     #[test]
     fn leading_byte_order_mark_is_dropped() {
         assert_eq!(word("\u{feff}$PWD").unwrap(), "/home");
+    }
+
+    /// Reference: leftmost-first backtracking, as a regex engine's preference
+    /// order defines it (exponential, tests only).
+    fn backtrack(
+        tokens: &[PatternToken],
+        text: &[char],
+        t: usize,
+        i: usize,
+        greedy: bool,
+    ) -> Option<usize> {
+        match tokens.get(t) {
+            None => Some(i),
+            Some(PatternToken::Star) => {
+                let mut order: Vec<usize> = (i..=text.len()).collect();
+                if greedy {
+                    order.reverse();
+                }
+                order
+                    .into_iter()
+                    .find_map(|j| backtrack(tokens, text, t + 1, j, greedy))
+            }
+            Some(PatternToken::Any) => (i < text.len())
+                .then(|| backtrack(tokens, text, t + 1, i + 1, greedy))
+                .flatten(),
+            Some(PatternToken::Literal(c)) => (text.get(i) == Some(c))
+                .then(|| backtrack(tokens, text, t + 1, i + 1, greedy))
+                .flatten(),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn pike_vm_agrees_with_backtracking(pattern in "[ab*?]{0,6}", text in "[ab]{0,8}", greedy: bool, anchored: bool) {
+            let tokens = compile_pattern(&pattern).unwrap();
+            let chars: Vec<char> = text.chars().collect();
+            let expected = if anchored {
+                backtrack(&tokens, &chars, 0, 0, greedy).map(|end| (0, end))
+            } else {
+                (0..=chars.len()).find_map(|start| backtrack(&tokens, &chars, 0, start, greedy).map(|end| (start, end)))
+            };
+            proptest::prop_assert_eq!(find_match(&tokens, &text, 0, anchored, greedy), expected);
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let word = format!("{}x{}", "${A:-".repeat(100_000), "}".repeat(100_000));
+        let err = Lexer::default().process_word(&word, &EmptyEnv).unwrap_err();
+        assert_eq!(err.kind, ExpandErrorKind::TooDeep(MAX_NESTING));
+        let word = format!("{}x{}", "${A:-".repeat(100), "}".repeat(100));
+        assert_eq!(
+            Lexer::default().process_word(&word, &EmptyEnv).unwrap(),
+            "x"
+        );
+    }
+
+    #[test]
+    fn huge_patterns_and_values_do_not_blow_the_stack() {
+        let value = "ab".repeat(5_000);
+        let pattern = "*a".repeat(500);
+        let env = [("V", value.as_str()), ("P", pattern.as_str())];
+        let out = Lexer::default().process_word("${V#$P}", &env).unwrap();
+        assert!(out.len() < value.len());
+        let out = Lexer::default().process_word("${V//a/}", &env).unwrap();
+        assert_eq!(out.len(), 5_000);
     }
 
     #[test]
