@@ -1018,6 +1018,20 @@ pub fn convert(instruction: &ast::Instruction) -> Result<Command, Diagnostic> {
             if ports.is_empty() {
                 return Err(at_least_one(keyword, span));
             }
+            // Ports without variables or quotes are checked now rather than
+            // when the build reaches them.
+            for port in ports
+                .iter()
+                .filter(|p| !p.value.contains(['$', '\'', '"', '\\', '`']))
+            {
+                if let Err(message) = exposed_ports(&port.value) {
+                    return Err(error(message, port.span)
+                        .with_label("not a port")
+                        .with_hint(
+                            "write PORT, PORT/PROTOCOL or START-END/PROTOCOL (tcp, udp, sctp)",
+                        ));
+                }
+            }
             Command::Expose { ports, span }
         }
         Keyword::Volume => {

@@ -952,3 +952,12 @@ fn run_heredocs_become_what_buildkit_runs() {
         RunInvocation::Shell("python3 <<EOF\nprint(1)\nEOF".into())
     );
 }
+
+#[test]
+fn expose_ports_are_checked_when_literal() {
+    let e = error_at("FROM a\nEXPOSE 80 http\n", 2, 11);
+    assert_eq!(e.message, "invalid containerPort: http");
+    let e = error_at("FROM a\nEXPOSE 53/icmp\n", 2, 8);
+    assert_eq!(e.message, "invalid proto: icmp");
+    ok("FROM a\nEXPOSE 80/tcp 8000-8010/udp $PORT\n");
+}
