@@ -1,8 +1,12 @@
-//! kiln's build engine: it will turn the frontend's typed stages into solved
-//! results (stage graph, `--target` pruning, content-derived cache keys,
-//! parallel solve), driving the sandbox and snapshot crates.
+//! kiln's build engine: turns the frontend's typed stages into an image in
+//! the store (stage graph, `--target` pruning, content-derived cache keys),
+//! driving the sandbox (RUN) and snapshot (layers) crates.
 //!
-//! **For now only the build-context part exists**:
+//! * [`engine`] — [`engine::build`]: solve the stages a target needs, step by
+//!   step, with the build cache, and write and tag the image;
+//! * [`progress`] — progress events and BuildKit's `--progress=plain` output;
+//! * [`copy`], [`fsview`] — COPY/ADD into a staging tree, and read-only
+//!   lookups through a stack of layer directories;
 //! * [`dockerignore`] reads `.dockerignore` / `<Dockerfile>.dockerignore`
 //!   and matches paths exactly as Docker and BuildKit do;
 //! * [`context`] walks a context directory with those rules (never following
@@ -10,8 +14,15 @@
 //!   persistent stat cache, and gives Merkle digests of subtrees and of the
 //!   paths a COPY source pattern selects, for cache keys.
 //!
-//! It does not parse Dockerfiles (that is `kiln-dockerfile`) and will not know
-//! how a sandbox or the store are implemented.
+//! It does not parse Dockerfiles itself (that is `kiln-dockerfile`), and uses
+//! the sandbox and the store only through their public APIs.
 
 pub mod context;
+pub mod copy;
 pub mod dockerignore;
+pub mod engine;
+pub mod fsview;
+pub mod progress;
+
+pub use engine::{BuildError, BuildOptions, BuildOutcome, StageSize, build};
+pub use progress::{PlainProgress, ProgressSink, QuietProgress};

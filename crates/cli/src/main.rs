@@ -20,11 +20,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build an image from a Dockerfile
+    Build(cmd::build::BuildArgs),
     /// Inspect Dockerfiles: parse trees and stage graphs
     #[command(subcommand)]
     Dockerfile(cmd::dockerfile::DockerfileCommand),
     #[command(flatten)]
     Image(cmd::image::ImageVerb),
+    #[command(flatten)]
+    Container(cmd::run::ContainerVerb),
     /// Store maintenance: check, prune, df
     #[command(subcommand)]
     System(cmd::system::SystemCommand),
@@ -34,8 +38,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let root = cli.root.clone().unwrap_or_else(kiln_store::default_root);
     let result = match cli.command {
+        Command::Build(c) => cmd::build::run(&root, c),
         Command::Dockerfile(c) => cmd::dockerfile::run(c),
         Command::Image(c) => cmd::image::run(&root, c),
+        Command::Container(c) => cmd::run::run(&root, c),
         Command::System(c) => cmd::system::run(&root, c),
     };
     match result {

@@ -1,5 +1,7 @@
 //! One module per group of subcommands.
+pub mod build;
 pub mod dockerfile;
 pub mod image;
 pub mod output;
+pub mod run;
 pub mod system;

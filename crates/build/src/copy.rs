@@ -1,0 +1,425 @@
+//! COPY and ADD of local files: selects what a source pattern names (in the
+//! build context, honouring .dockerignore, or in a flattened stage or image
+//! for `--from`) and writes it into a staging directory laid out like the
+//! image root, which then becomes the step's layer.
+//!
+//! BuildKit's rules followed here: a directory source copies its contents,
+//! not itself; a file goes to `DEST/name` when DEST ends in `/` or is an
+//! existing directory, else to DEST; missing parent directories are created
+//! 0755 and owned by the `--chown` owner (root otherwise); context files are
+//! owned by root unless `--chown` says otherwise, while `--from` keeps the
+//! source owners; `--chmod` replaces the permission bits of what is copied.
+//! Parent directories that already exist in the image keep their metadata
+//! (they are copied into the layer as they are).
+
+use std::ffi::{CString, OsStr};
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::context::{Context, ContextError, EntryKind};
+use crate::dockerignore::{clean_path, glob_match};
+use crate::engine::BuildError;
+use crate::fsview::{LayerView, components};
+
+/// Where COPY reads from.
+pub enum CopySource {
+    /// The build context (only the entries the scan kept).
+    Context,
+    /// A directory: a flattened stage or image root (`--from`).
+    Dir(PathBuf),
+}
+
+/// One selected source path, relative to the source root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceItem {
+    pub rel: Vec<u8>,
+    pub is_dir: bool,
+}
+
+/// Entries of the context a source pattern selects.
+pub fn select_context(context: &Context, pattern: &str) -> Result<Vec<SourceItem>, ContextError> {
+    let cleaned = clean_path(pattern.as_bytes());
+    let cleaned = cleaned.strip_prefix(b"/").unwrap_or(&cleaned).to_vec();
+    if cleaned.is_empty() || cleaned == b"." {
+        return Ok(vec![SourceItem {
+            rel: Vec::new(),
+            is_dir: true,
+        }]);
+    }
+    Ok(context
+        .select(pattern.as_bytes())?
+        .into_iter()
+        .map(|e| SourceItem {
+            rel: e.path.clone(),
+            is_dir: e.kind == EntryKind::Dir,
+        })
+        .collect())
+}
+
+fn has_wildcard(part: &[u8]) -> bool {
+    part.iter().any(|b| b"*?[\\".contains(b))
+}
+
+/// Paths under `root` a source pattern selects (wildcards per component,
+/// symlinks not followed).
+pub fn select_dir(root: &Path, pattern: &str) -> Result<Vec<SourceItem>, String> {
+    let cleaned = clean_path(pattern.as_bytes());
+    let parts: Vec<&[u8]> = cleaned
+        .split(|&b| b == b'/')
+        .filter(|p| !p.is_empty() && *p != b".")
+        .collect();
+    let mut current: Vec<Vec<u8>> = vec![Vec::new()];
+    for part in parts {
+        let mut next = Vec::new();
+        for base in &current {
+            let join = |name: &[u8]| {
+                let mut path = base.clone();
+                if !path.is_empty() {
+                    path.push(b'/');
+                }
+                path.extend_from_slice(name);
+                path
+            };
+            if has_wildcard(part) {
+                let dir = root.join(OsStr::from_bytes(base));
+                let Ok(listing) = fs::read_dir(&dir) else {
+                    continue;
+                };
+                let mut names: Vec<Vec<u8>> = listing
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name().as_bytes().to_vec())
+                    .collect();
+                names.sort();
+                for name in names {
+                    match glob_match(part, &name) {
+                        Ok(true) => next.push(join(&name)),
+                        Ok(false) => {}
+                        Err(_) => return Err(format!("source pattern {pattern:?} is malformed")),
+                    }
+                }
+            } else {
+                next.push(join(part));
+            }
+        }
+        current = next;
+    }
+    Ok(current
+        .into_iter()
+        .filter_map(|rel| {
+            let meta = fs::symlink_metadata(root.join(OsStr::from_bytes(&rel))).ok()?;
+            Some(SourceItem {
+                rel,
+                is_dir: meta.is_dir(),
+            })
+        })
+        .collect())
+}
+
+fn io_err<'p>(
+    what: &'static str,
+    path: &'p Path,
+) -> impl FnOnce(std::io::Error) -> BuildError + 'p {
+    move |source| BuildError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn lchown(path: &Path, uid: u32, gid: u32) -> Result<(), BuildError> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+        .map_err(io_err("changing the owner of", path))
+}
+
+/// Sets a path's modification (and access) time without following symlinks.
+fn set_mtime(path: &Path, seconds: i64, nanos: i64) {
+    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
+        return;
+    };
+    let time = libc::timespec {
+        tv_sec: seconds,
+        tv_nsec: nanos,
+    };
+    let times = [time, time];
+    // SAFETY: valid NUL-terminated path and a two-element timespec array.
+    unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        );
+    }
+}
+
+/// Builds one COPY layer in `staging`.
+pub struct CopyPlan<'a> {
+    view: &'a LayerView,
+    staging: &'a Path,
+}
+
+impl<'a> CopyPlan<'a> {
+    pub fn new(view: &'a LayerView, staging: &'a Path) -> Self {
+        CopyPlan { view, staging }
+    }
+
+    fn staged(&self, parts: &[String]) -> PathBuf {
+        let mut path = self.staging.to_path_buf();
+        for part in parts {
+            path.push(part);
+        }
+        path
+    }
+
+    /// Creates every directory of `parts` in the staging tree: existing ones
+    /// with the image's metadata, new ones 0755 owned by `owner` (root when None).
+    pub fn make_dirs(&self, parts: &[String], owner: Option<(u32, u32)>) -> Result<(), BuildError> {
+        for depth in 1..=parts.len() {
+            let prefix = parts.get(..depth).unwrap_or(parts);
+            let staged = self.staged(prefix);
+            if fs::symlink_metadata(&staged).is_ok() {
+                continue;
+            }
+            fs::create_dir(&staged).map_err(io_err("creating directory", &staged))?;
+            match self.view.lookup(prefix) {
+                Some((_, meta)) if meta.is_dir() => {
+                    fs::set_permissions(&staged, fs::Permissions::from_mode(meta.mode() & 0o7777))
+                        .map_err(io_err("setting the mode of", &staged))?;
+                    lchown(&staged, meta.uid(), meta.gid())?;
+                    set_mtime(&staged, meta.mtime(), meta.mtime_nsec());
+                }
+                _ => {
+                    fs::set_permissions(&staged, fs::Permissions::from_mode(0o755))
+                        .map_err(io_err("setting the mode of", &staged))?;
+                    let (uid, gid) = owner.unwrap_or((0, 0));
+                    lchown(&staged, uid, gid)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies every item to `dest` (an absolute path in the image).
+    #[allow(clippy::too_many_arguments)]
+    pub fn copy(
+        &self,
+        items: &[SourceItem],
+        source: &CopySource,
+        context: Option<&Context>,
+        context_root: &Path,
+        dest: &str,
+        dest_is_dir_syntax: bool,
+        owner: Option<(u32, u32)>,
+        chmod: Option<u32>,
+    ) -> Result<(), BuildError> {
+        let root = match source {
+            CopySource::Context => context_root.to_path_buf(),
+            CopySource::Dir(dir) => dir.clone(),
+        };
+        let from_context = matches!(source, CopySource::Context);
+        let dest_parts = components(dest);
+        let dest_exists_as_dir = self
+            .view
+            .lookup(&dest_parts)
+            .is_some_and(|(_, meta)| meta.is_dir());
+        for item in items {
+            if item.is_dir {
+                self.make_dirs(&dest_parts, owner)?;
+                let children = match (context, from_context) {
+                    (Some(context), true) => context_children(context, &item.rel),
+                    _ => dir_children(&root, &item.rel),
+                };
+                let mut dirs = Vec::new();
+                for child in children {
+                    let mut target = self.staged(&dest_parts);
+                    target.push(OsStr::from_bytes(&child));
+                    let mut source_rel = item.rel.clone();
+                    if !source_rel.is_empty() {
+                        source_rel.push(b'/');
+                    }
+                    source_rel.extend_from_slice(&child);
+                    let real = root.join(OsStr::from_bytes(&source_rel));
+                    if let Some(meta) = copy_entry(&real, &target, from_context, owner, chmod)? {
+                        dirs.push((target, meta));
+                    }
+                }
+                // Directory times last: writing children changed them.
+                for (dir, meta) in dirs.iter().rev() {
+                    set_mtime(dir, meta.mtime(), meta.mtime_nsec());
+                }
+            } else {
+                let name = item.rel.rsplit(|&b| b == b'/').next().unwrap_or(&item.rel);
+                let mut target_parts = dest_parts.clone();
+                if dest_is_dir_syntax || dest_exists_as_dir || dest_parts.is_empty() {
+                    target_parts.push(String::from_utf8_lossy(name).into_owned());
+                }
+                let parent = target_parts
+                    .get(..target_parts.len().saturating_sub(1))
+                    .unwrap_or(&[]);
+                self.make_dirs(parent, owner)?;
+                let target = self.staged(&target_parts);
+                let real = root.join(OsStr::from_bytes(&item.rel));
+                copy_entry(&real, &target, from_context, owner, chmod)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Paths (relative to `dir`) of the context entries under `dir`, in walk order.
+fn context_children(context: &Context, dir: &[u8]) -> Vec<Vec<u8>> {
+    let mut prefix = dir.to_vec();
+    if !prefix.is_empty() {
+        prefix.push(b'/');
+    }
+    context
+        .entries()
+        .iter()
+        .filter(|e| e.kind != EntryKind::Fifo)
+        .filter_map(|e| e.path.strip_prefix(prefix.as_slice()).map(<[u8]>::to_vec))
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// Every path under `root/dir`, parents first, siblings by name.
+fn dir_children(root: &Path, dir: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
+    let base = root.join(OsStr::from_bytes(dir));
+    while let Some(rel) = stack.pop() {
+        let Ok(listing) = fs::read_dir(base.join(OsStr::from_bytes(&rel))) else {
+            continue;
+        };
+        let mut names: Vec<(Vec<u8>, bool)> = listing
+            .filter_map(Result::ok)
+            .map(|e| {
+                let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+                (e.file_name().as_bytes().to_vec(), is_dir)
+            })
+            .collect();
+        names.sort();
+        let mut subdirs = Vec::new();
+        for (name, is_dir) in names {
+            let mut path = rel.clone();
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(&name);
+            out.push(path.clone());
+            if is_dir {
+                subdirs.push(path);
+            }
+        }
+        // Depth-first, in name order.
+        stack.extend(subdirs.into_iter().rev());
+    }
+    // Keep parents before children: sort by path components.
+    out.sort_by(|a, b| a.split(|&c| c == b'/').cmp(b.split(|&c| c == b'/')));
+    out
+}
+
+/// Copies one file, symlink or directory (not its contents) from `real` to
+/// `target`. Returns the source metadata of directories (their times are set
+/// once their contents are written).
+fn copy_entry(
+    real: &Path,
+    target: &Path,
+    from_context: bool,
+    owner: Option<(u32, u32)>,
+    chmod: Option<u32>,
+) -> Result<Option<fs::Metadata>, BuildError> {
+    let meta = fs::symlink_metadata(real).map_err(io_err("reading", real))?;
+    let (uid, gid) = owner.unwrap_or(if from_context {
+        (0, 0)
+    } else {
+        (meta.uid(), meta.gid())
+    });
+    let mode = chmod.unwrap_or(meta.mode() & 0o7777);
+    let file_type = meta.file_type();
+    if let Ok(existing) = fs::symlink_metadata(target) {
+        if !(existing.is_dir() && file_type.is_dir()) {
+            if existing.is_dir() {
+                fs::remove_dir_all(target).map_err(io_err("replacing", target))?;
+            } else {
+                fs::remove_file(target).map_err(io_err("replacing", target))?;
+            }
+        }
+    }
+    if file_type.is_symlink() {
+        let link = fs::read_link(real).map_err(io_err("reading the link", real))?;
+        std::os::unix::fs::symlink(&link, target).map_err(io_err("creating the link", target))?;
+        lchown(target, uid, gid)?;
+        set_mtime(target, meta.mtime(), meta.mtime_nsec());
+        return Ok(None);
+    }
+    if file_type.is_dir() {
+        if fs::symlink_metadata(target).is_err() {
+            fs::create_dir(target).map_err(io_err("creating directory", target))?;
+        }
+        fs::set_permissions(target, fs::Permissions::from_mode(mode))
+            .map_err(io_err("setting the mode of", target))?;
+        lchown(target, uid, gid)?;
+        return Ok(Some(meta));
+    }
+    if file_type.is_file() {
+        fs::copy(real, target).map_err(io_err("copying", real))?;
+    } else {
+        // Sockets and devices from the context become empty files, as BuildKit copies them.
+        fs::write(target, b"").map_err(io_err("creating", target))?;
+    }
+    lchown(target, uid, gid)?;
+    // chmod after chown: chown clears setuid/setgid bits.
+    fs::set_permissions(target, fs::Permissions::from_mode(mode))
+        .map_err(io_err("setting the mode of", target))?;
+    set_mtime(target, meta.mtime(), meta.mtime_nsec());
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn select_dir_expands_wildcards_per_component() {
+        let root = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        for path in ["a/x.go", "a/y.go", "a/z.txt", "b/x.go"] {
+            let full = root.path().join(path);
+            if let Some(parent) = full.parent() {
+                fs::create_dir_all(parent).unwrap_or_default();
+            }
+            fs::write(full, path).unwrap_or_default();
+        }
+        let found = select_dir(root.path(), "/a/*.go").unwrap_or_default();
+        let rels: Vec<String> = found
+            .iter()
+            .map(|i| String::from_utf8_lossy(&i.rel).into_owned())
+            .collect();
+        assert_eq!(rels, vec!["a/x.go", "a/y.go"]);
+        let found = select_dir(root.path(), "*/x.go").unwrap_or_default();
+        assert_eq!(found.len(), 2);
+        assert!(
+            select_dir(root.path(), "/missing")
+                .unwrap_or_default()
+                .is_empty()
+        );
+        let dirs = select_dir(root.path(), "a").unwrap_or_default();
+        assert_eq!(
+            dirs,
+            vec![SourceItem {
+                rel: b"a".to_vec(),
+                is_dir: true
+            }]
+        );
+        let children = dir_children(root.path(), b"");
+        let names: Vec<String> = children
+            .iter()
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            vec!["a", "a/x.go", "a/y.go", "a/z.txt", "b", "b/x.go"]
+        );
+    }
+}

@@ -1,0 +1,1506 @@
+//! The build engine: solves the stages a target needs, instruction by
+//! instruction, into layers and an image config, with a content-derived cache.
+//!
+//! Each stage's state is its layer list, its image config and a *cache key*
+//! chained over everything that determines the stage's content: the base
+//! (image manifest digest or source stage key), then every instruction after
+//! expansion together with the values it depends on (ARG values for RUN,
+//! context-selection digests for COPY/ADD, the source stage's key for
+//! `COPY --from`). Filesystem steps (RUN, COPY, ADD, WORKDIR) look their key up
+//! in the store's build cache; a hit reuses the recorded layer blob without
+//! running anything. Config-only steps are recomputed (they cost nothing) and
+//! reuse the previous step's timestamp, so a no-op rebuild yields the very
+//! same image config and ID.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::BufReader;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use kiln_dockerfile::instructions::{
+    Add, Command, CommandLine, Copy, Expanded, Healthcheck, Source, exposed_ports,
+};
+use kiln_dockerfile::stages::{Base, Graph, Stages};
+use kiln_dockerfile::{Diagnostic, ast::Span};
+use kiln_sandbox::{InjectedFile, Network, RootFs, SandboxSpec, Stream};
+use kiln_store::image_ops::{self, OCI_CONFIG, OCI_LAYER_TAR, OCI_MANIFEST};
+use kiln_store::{Digest, LayerRecord, Lease, NewImage, Store};
+use serde_json::{Map, Value, json};
+
+use crate::context::Context;
+use crate::copy::{CopyPlan, CopySource, SourceItem};
+use crate::fsview::{LayerView, components, resolve_chown};
+use crate::progress::ProgressSink;
+
+/// Default PATH BuildKit gives stages whose image has none.
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The history comment BuildKit's Dockerfile frontend writes.
+const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
+/// Bumped when the meaning of cached results changes.
+const CACHE_VERSION: &str = "kiln-build-cache-v1";
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The build context directory.
+    pub context_dir: PathBuf,
+    /// The Dockerfile's path (for messages and `<Dockerfile>.dockerignore`).
+    pub dockerfile_path: PathBuf,
+    /// The Dockerfile's text.
+    pub dockerfile_text: String,
+    /// `--target`: the stage to stop at (default: the last one).
+    pub target: Option<String>,
+    /// `--build-arg` values, in command-line order.
+    pub build_args: Vec<(String, String)>,
+    /// `--no-cache`: run every step, but record the results.
+    pub no_cache: bool,
+    /// Normalised references to point at the result (`-t`).
+    pub tags: Vec<String>,
+}
+
+/// Size of one stage that was built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageSize {
+    pub name: String,
+    /// Sum of its layers' content sizes, base image included.
+    pub size: u64,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct BuildOutcome {
+    pub manifest: Digest,
+    /// The config digest: docker's image ID.
+    pub config: Digest,
+    /// Content size of the final image.
+    pub size: u64,
+    /// Every stage built, in the order they finished.
+    pub stages: Vec<StageSize>,
+    /// Steps whose result came from the cache, and steps run.
+    pub cached_steps: usize,
+    pub executed_steps: usize,
+}
+
+/// Why a build failed. Messages name the stage, the step and the Dockerfile line.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The Dockerfile is invalid; the text holds every rendered diagnostic.
+    #[error("{rendered}")]
+    Dockerfile { rendered: String },
+    /// A step failed; `rendered` shows the Dockerfile excerpt with the line marked.
+    #[error("{rendered}")]
+    Step {
+        rendered: String,
+        /// The RUN command's exit code, when a RUN failed.
+        exit_code: Option<i32>,
+    },
+    #[error(transparent)]
+    Context(#[from] crate::context::ContextError),
+    #[error(transparent)]
+    Store(#[from] kiln_store::StoreError),
+    #[error(transparent)]
+    Ops(#[from] kiln_store::image_ops::OpsError),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_error<'p>(
+    what: &'static str,
+    path: &'p Path,
+) -> impl FnOnce(std::io::Error) -> BuildError + 'p {
+    move |source| BuildError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One layer of a stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Layer {
+    blob: Digest,
+    media_type: String,
+    compressed_size: u64,
+    diff_id: Digest,
+    size: u64,
+}
+
+impl Layer {
+    fn to_json(&self, created: &str) -> Value {
+        json!({
+            "blob": self.blob.to_string(),
+            "media_type": self.media_type,
+            "compressed_size": self.compressed_size,
+            "diff_id": self.diff_id.to_string(),
+            "size": self.size,
+            "created": created,
+        })
+    }
+
+    fn from_json(value: &Value) -> Option<(Layer, String)> {
+        let text = |k: &str| value.get(k).and_then(Value::as_str);
+        let number = |k: &str| value.get(k).and_then(Value::as_u64);
+        Some((
+            Layer {
+                blob: Digest::parse(text("blob")?).ok()?,
+                media_type: text("media_type")?.to_string(),
+                compressed_size: number("compressed_size")?,
+                diff_id: Digest::parse(text("diff_id")?).ok()?,
+                size: number("size")?,
+            },
+            text("created")?.to_string(),
+        ))
+    }
+}
+
+/// A stage's result so far.
+#[derive(Debug, Clone)]
+struct StageState {
+    layers: Vec<Layer>,
+    /// The image config without `rootfs` (added when the image is written).
+    image: Map<String, Value>,
+    key: blake3::Hash,
+    /// Timestamp of the last history entry, reused by config-only steps.
+    created: String,
+}
+
+impl StageState {
+    fn config(&mut self) -> &mut Map<String, Value> {
+        let entry = self
+            .image
+            .entry("config")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        match entry {
+            Value::Object(map) => map,
+            _ => unreachable_config(),
+        }
+    }
+
+    fn config_ref(&self) -> Option<&Map<String, Value>> {
+        self.image.get("config").and_then(Value::as_object)
+    }
+
+    fn config_str(&self, key: &str) -> Option<String> {
+        self.config_ref()?
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }
+
+    fn env(&self) -> Vec<String> {
+        self.config_ref()
+            .and_then(|c| c.get("Env"))
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn set_env(&mut self, key: &str, value: &str) {
+        let mut env = self.env();
+        let entry = format!("{key}={value}");
+        match env
+            .iter_mut()
+            .find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key)
+        {
+            Some(slot) => *slot = entry,
+            None => env.push(entry),
+        }
+        self.config().insert("Env".into(), json!(env));
+    }
+
+    fn shell(&self) -> Vec<String> {
+        self.config_ref()
+            .and_then(|c| c.get("Shell"))
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect::<Vec<_>>()
+            })
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
+    }
+
+    fn workdir(&self) -> String {
+        self.config_str("WorkingDir")
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into())
+    }
+
+    fn add_history(&mut self, created_by: String, empty_layer: bool, created: &str) {
+        let mut entry = Map::new();
+        entry.insert("created".into(), json!(created));
+        entry.insert("created_by".into(), json!(created_by));
+        entry.insert("comment".into(), json!(HISTORY_COMMENT));
+        if empty_layer {
+            entry.insert("empty_layer".into(), json!(true));
+        }
+        let history = self
+            .image
+            .entry("history")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(list) = history {
+            list.push(Value::Object(entry));
+        } else {
+            *history = Value::Array(vec![Value::Object(entry)]);
+        }
+    }
+
+    fn size(&self) -> u64 {
+        self.layers.iter().map(|l| l.size).sum()
+    }
+}
+
+/// `config` was just made an object; this is never reached.
+fn unreachable_config() -> ! {
+    unreachable!("image config section was just replaced by an object")
+}
+
+fn chain(key: &blake3::Hash, parts: &[&[u8]]) -> blake3::Hash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(CACHE_VERSION.as_bytes());
+    hasher.update(key.as_bytes());
+    for part in parts {
+        hasher.update(&(part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    hasher.finalize()
+}
+
+/// Where `COPY --from` / `FROM` points.
+enum SourceRef {
+    Stage(usize),
+    Image(String),
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A directory under the store's temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(store: &Store, what: &str) -> Result<TempDir, BuildError> {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = store.tmp_dir().join(format!("build-{what}-{n}"));
+        fs::create_dir_all(&path).map_err(io_error("creating temp dir", &path))?;
+        Ok(TempDir(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs a build: parses the Dockerfile, solves the stages the target needs,
+/// writes the final image into the store and tags it.
+pub fn build(
+    store: &Store,
+    options: &BuildOptions,
+    progress: &mut dyn ProgressSink,
+) -> Result<BuildOutcome, BuildError> {
+    let file_name = options.dockerfile_path.display().to_string();
+    let render = |diagnostics: &[Diagnostic]| BuildError::Dockerfile {
+        rendered: diagnostics
+            .iter()
+            .map(|d| d.render(&file_name, &options.dockerfile_text))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    };
+    let dockerfile = kiln_dockerfile::parse(&options.dockerfile_text)
+        .map_err(|e| render(&[e.to_diagnostic()]))?;
+    let stages = Stages::from_dockerfile(&dockerfile).map_err(|e| render(&e))?;
+    let graph = stages
+        .resolve(&options.build_args)
+        .map_err(|e| render(&e))?;
+    let target = graph
+        .target(options.target.as_deref())
+        .map_err(|e| render(&[e]))?;
+    let lease = store.lease();
+    let mut engine = Engine {
+        store,
+        lease: &lease,
+        options,
+        stages: &stages,
+        graph: &graph,
+        progress,
+        context: None,
+        results: HashMap::new(),
+        flattened: HashMap::new(),
+        stage_sizes: Vec::new(),
+        cached_steps: 0,
+        executed_steps: 0,
+        file_name,
+        current_step: 0,
+    };
+    let final_state = engine.build_stage(target, &mut Vec::new())?;
+    let (manifest, config) = engine.write_image(&final_state)?;
+    for tag in &options.tags {
+        store.set_ref(tag, &manifest)?;
+    }
+    Ok(BuildOutcome {
+        manifest,
+        config,
+        size: final_state.size(),
+        stages: engine.stage_sizes.clone(),
+        cached_steps: engine.cached_steps,
+        executed_steps: engine.executed_steps,
+    })
+}
+
+struct Engine<'a, 's> {
+    store: &'s Store,
+    lease: &'a Lease<'s>,
+    options: &'a BuildOptions,
+    stages: &'a Stages,
+    graph: &'a Graph,
+    progress: &'a mut dyn ProgressSink,
+    context: Option<Context>,
+    results: HashMap<usize, StageState>,
+    /// Flattened root filesystems of stages and images used by `COPY --from`.
+    flattened: HashMap<String, TempDir>,
+    stage_sizes: Vec<StageSize>,
+    cached_steps: usize,
+    executed_steps: usize,
+    file_name: String,
+    /// Progress id of the step being executed (RUN output goes there).
+    current_step: usize,
+}
+
+/// Where a step is, for progress labels and errors.
+struct StepInfo {
+    label: String,
+    span: Span,
+    stage_name: String,
+}
+
+impl<'s> Engine<'_, 's> {
+    fn source_text(&self, span: Span) -> String {
+        let text = self
+            .options
+            .dockerfile_text
+            .get(span.range())
+            .unwrap_or_default();
+        // One line, as BuildKit shows multi-line instructions.
+        let escape = self.stages.escape;
+        let joined = text.replace(&format!("{escape}\n"), " ");
+        joined.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    fn step_error(
+        &self,
+        step: &StepInfo,
+        message: String,
+        exit_code: Option<i32>,
+        output: &[u8],
+    ) -> BuildError {
+        let mut rendered = format!(" > {}:\n", step.label);
+        let tail = String::from_utf8_lossy(output);
+        let lines: Vec<&str> = tail.lines().collect();
+        for line in lines.iter().skip(lines.len().saturating_sub(10)) {
+            rendered.push_str(&format!("{line}\n"));
+        }
+        let diagnostic = Diagnostic::error(message.clone(), step.span)
+            .with_label(format!("stage {}", step.stage_name));
+        rendered.push_str(&diagnostic.render(&self.file_name, &self.options.dockerfile_text));
+        if let Some(code) = exit_code {
+            rendered.push_str(&format!("\nexit code: {code}"));
+        }
+        BuildError::Step {
+            rendered,
+            exit_code,
+        }
+    }
+
+    fn resolve_from(&self, name: &str) -> SourceRef {
+        if let Ok(index) = name.parse::<usize>() {
+            if index < self.stages.stages.len() {
+                return SourceRef::Stage(index);
+            }
+        }
+        match self.stages.find(name) {
+            Some(index) => SourceRef::Stage(index),
+            None => SourceRef::Image(name.to_string()),
+        }
+    }
+
+    /// Loads a stored image as a starting state.
+    fn image_state(&self, name: &str, step: &StepInfo) -> Result<StageState, BuildError> {
+        let not_found = || {
+            self.step_error(
+                step,
+                format!(
+                    "image {name:?} is not in kiln's store; create it with `kiln import ROOTFS.tar {name}` or `kiln load -i IMAGE.tar` (pulling from registries is not supported yet)"
+                ),
+                None,
+                &[],
+            )
+        };
+        let reference = kiln_image::Reference::parse(name).map_err(|_| not_found())?;
+        let Some(manifest) = self.store.resolve_ref(&reference.to_string())? else {
+            return Err(not_found());
+        };
+        let Some(record) = self.store.image(&manifest)? else {
+            return Err(not_found());
+        };
+        let config_bytes = self.store.read_blob(&record.config)?;
+        let image: Map<String, Value> = serde_json::from_slice(&config_bytes).map_err(|e| {
+            self.step_error(
+                step,
+                format!("image {name}: its config is not valid JSON: {e}"),
+                None,
+                &[],
+            )
+        })?;
+        let mut image = image;
+        image.remove("rootfs");
+        let created = image
+            .get("created")
+            .and_then(Value::as_str)
+            .unwrap_or("1970-01-01T00:00:00Z")
+            .to_string();
+        let layers = record
+            .layers
+            .iter()
+            .map(|l| Layer {
+                blob: l.layer.blob.clone(),
+                media_type: l.layer.media_type.clone(),
+                compressed_size: l.layer.compressed_size,
+                diff_id: l.layer.diff_id.clone(),
+                size: l.layer.size,
+            })
+            .collect();
+        self.lease.add_image(&manifest)?;
+        Ok(StageState {
+            layers,
+            image,
+            key: chain(&blake3::hash(b"image"), &[manifest.to_string().as_bytes()]),
+            created,
+        })
+    }
+
+    fn scratch_state() -> StageState {
+        let mut image = Map::new();
+        image.insert("architecture".into(), json!(image_ops::go_arch()));
+        image.insert("os".into(), json!("linux"));
+        image.insert("config".into(), json!({}));
+        StageState {
+            layers: Vec::new(),
+            image,
+            key: blake3::hash(b"scratch"),
+            created: "1970-01-01T00:00:00Z".into(),
+        }
+    }
+
+    fn build_stage(
+        &mut self,
+        index: usize,
+        visiting: &mut Vec<usize>,
+    ) -> Result<StageState, BuildError> {
+        if let Some(done) = self.results.get(&index) {
+            return Ok(done.clone());
+        }
+        if visiting.contains(&index) {
+            return Err(BuildError::Dockerfile {
+                rendered: format!("stage {index} depends on itself through COPY --from or FROM"),
+            });
+        }
+        visiting.push(index);
+        let node = self
+            .graph
+            .stages
+            .get(index)
+            .cloned()
+            .ok_or_else(|| BuildError::Dockerfile {
+                rendered: format!("no stage {index} in the Dockerfile"),
+            })?;
+        for dependency in node.stage_dependencies() {
+            if dependency != index {
+                self.build_stage(dependency, visiting)?;
+            }
+        }
+        let stage =
+            self.stages
+                .stages
+                .get(index)
+                .cloned()
+                .ok_or_else(|| BuildError::Dockerfile {
+                    rendered: format!("no stage {index} in the Dockerfile"),
+                })?;
+        let multi = self.stages.stages.len() > 1;
+        let stage_name = node.display_name();
+        let prefix = if multi {
+            format!("{stage_name} ")
+        } else {
+            String::new()
+        };
+        let total = stage.commands.len() + 1;
+        let from_step = StepInfo {
+            label: format!("[{prefix}1/{total}] {}", self.source_text(stage.from.span)),
+            span: stage.from.span,
+            stage_name: stage_name.clone(),
+        };
+        let started = Instant::now();
+        let id = self.progress.start(&from_step.label);
+        let mut state = match &node.base {
+            Base::Scratch => Self::scratch_state(),
+            Base::Image(name) => match self.image_state(name, &from_step) {
+                Ok(state) => state,
+                Err(e) => {
+                    self.progress.error(id, "image not found");
+                    return Err(e);
+                }
+            },
+            Base::Stage(base) => {
+                self.results
+                    .get(base)
+                    .cloned()
+                    .ok_or_else(|| BuildError::Dockerfile {
+                        rendered: format!("stage {base} was not built before {stage_name}"),
+                    })?
+            }
+        };
+        self.progress.done(id, started.elapsed());
+        if !state.env().iter().any(|e| e.starts_with("PATH=")) {
+            let mut env = state.env();
+            env.insert(0, DEFAULT_PATH.to_string());
+            state.config().insert("Env".into(), json!(env));
+        }
+
+        // ARG values in scope in this stage (declared here), in order.
+        let mut args: Vec<(String, String)> = Vec::new();
+        let mut cmd_set = false;
+        let lexer = self.stages.lexer();
+        for (position, command) in stage.commands.iter().enumerate() {
+            let step = StepInfo {
+                label: format!(
+                    "[{prefix}{}/{total}] {}",
+                    position + 2,
+                    self.source_text(command.span())
+                ),
+                span: command.span(),
+                stage_name: stage_name.clone(),
+            };
+            let mut scope: BTreeMap<String, String> = args.iter().cloned().collect();
+            for entry in state.env() {
+                if let Some((k, v)) = entry.split_once('=') {
+                    scope.insert(k.to_string(), v.to_string());
+                }
+            }
+            let Expanded { command, .. } =
+                command
+                    .expand(&lexer, &scope)
+                    .map_err(|d| BuildError::Dockerfile {
+                        rendered: d.render(&self.file_name, &self.options.dockerfile_text),
+                    })?;
+            let canonical = canonical(&command);
+            match &command {
+                Command::Arg { args: decls, .. } => {
+                    for decl in decls {
+                        let name = decl.name.value.clone();
+                        let provided = self
+                            .options
+                            .build_args
+                            .iter()
+                            .rev()
+                            .find(|(k, _)| *k == name)
+                            .map(|(_, v)| v.clone());
+                        let inherited = self
+                            .graph
+                            .meta_env
+                            .iter()
+                            .rev()
+                            .find(|(k, _)| *k == name)
+                            .map(|(_, v)| v.clone());
+                        let value = provided
+                            .or_else(|| decl.default.as_ref().map(|d| d.value.clone()))
+                            .or(inherited);
+                        args.retain(|(k, _)| *k != name);
+                        if let Some(value) = value {
+                            state.key =
+                                chain(&state.key, &[b"arg", name.as_bytes(), value.as_bytes()]);
+                            args.push((name, value));
+                        }
+                    }
+                }
+                Command::Env { pairs, .. } => {
+                    for pair in pairs {
+                        state.set_env(&pair.key.value, &pair.value.value);
+                    }
+                    self.config_step(&mut state, &canonical, &step_created_by_pairs("ENV", pairs));
+                }
+                Command::Label { pairs, .. } => {
+                    let config = state.config();
+                    let labels = config.entry("Labels").or_insert_with(|| json!({}));
+                    if !labels.is_object() {
+                        *labels = json!({});
+                    }
+                    if let Value::Object(map) = labels {
+                        for pair in pairs {
+                            map.insert(pair.key.value.clone(), json!(pair.value.value));
+                        }
+                    }
+                    self.config_step(
+                        &mut state,
+                        &canonical,
+                        &step_created_by_pairs("LABEL", pairs),
+                    );
+                }
+                Command::Maintainer { name, .. } => {
+                    state.image.insert("author".into(), json!(name.value));
+                    self.config_step(
+                        &mut state,
+                        &canonical,
+                        &format!("MAINTAINER {}", name.value),
+                    );
+                }
+                Command::Expose { ports, .. } => {
+                    let mut keys = Vec::new();
+                    for port in ports {
+                        let expanded = exposed_ports(&port.value).map_err(|why| {
+                            self.step_error(
+                                &step,
+                                format!("invalid EXPOSE {}: {why}", port.value),
+                                None,
+                                &[],
+                            )
+                        })?;
+                        keys.extend(expanded);
+                    }
+                    let config = state.config();
+                    let exposed = config.entry("ExposedPorts").or_insert_with(|| json!({}));
+                    if !exposed.is_object() {
+                        *exposed = json!({});
+                    }
+                    if let Value::Object(map) = exposed {
+                        for key in &keys {
+                            map.insert(key.clone(), json!({}));
+                        }
+                    }
+                    let words: Vec<&str> = ports.iter().map(|p| p.value.as_str()).collect();
+                    self.config_step(
+                        &mut state,
+                        &canonical,
+                        &format!("EXPOSE map[{}]", keys.join(" ")),
+                    );
+                    let _ = words;
+                }
+                Command::Volume { paths, .. } => {
+                    let config = state.config();
+                    let volumes = config.entry("Volumes").or_insert_with(|| json!({}));
+                    if !volumes.is_object() {
+                        *volumes = json!({});
+                    }
+                    if let Value::Object(map) = volumes {
+                        for path in paths {
+                            map.insert(path.value.clone(), json!({}));
+                        }
+                    }
+                    let list: Vec<&str> = paths.iter().map(|p| p.value.as_str()).collect();
+                    self.config_step(
+                        &mut state,
+                        &canonical,
+                        &format!("VOLUME [{}]", list.join(" ")),
+                    );
+                }
+                Command::User { user, .. } => {
+                    state.config().insert("User".into(), json!(user.value));
+                    self.config_step(&mut state, &canonical, &format!("USER {}", user.value));
+                }
+                Command::Stopsignal { signal, .. } => {
+                    state
+                        .config()
+                        .insert("StopSignal".into(), json!(signal.value));
+                    self.config_step(
+                        &mut state,
+                        &canonical,
+                        &format!("STOPSIGNAL {}", signal.value),
+                    );
+                }
+                Command::Shell { shell, .. } => {
+                    let list: Vec<String> = shell.iter().map(|w| w.value.clone()).collect();
+                    state.config().insert("Shell".into(), json!(list));
+                    self.config_step(
+                        &mut state,
+                        &canonical,
+                        &format!("SHELL [{}]", list.join(" ")),
+                    );
+                }
+                Command::Onbuild(onbuild) => {
+                    let config = state.config();
+                    let list = config.entry("OnBuild").or_insert_with(|| json!([]));
+                    if !list.is_array() {
+                        *list = json!([]);
+                    }
+                    if let Value::Array(items) = list {
+                        items.push(json!(onbuild.expression));
+                    }
+                    self.config_step(
+                        &mut state,
+                        &canonical,
+                        &format!("ONBUILD {}", onbuild.expression),
+                    );
+                }
+                Command::Cmd(cmd) => {
+                    let argv = command_argv(&cmd.command, &state.shell());
+                    state.config().insert("Cmd".into(), json!(argv));
+                    cmd_set = true;
+                    self.config_step(&mut state, &canonical, &format!("CMD {}", json!(argv)));
+                }
+                Command::Entrypoint(entrypoint) => {
+                    let argv = command_argv(&entrypoint.command, &state.shell());
+                    let config = state.config();
+                    config.insert("Entrypoint".into(), json!(argv));
+                    if !cmd_set {
+                        config.insert("Cmd".into(), Value::Null);
+                    }
+                    self.config_step(
+                        &mut state,
+                        &canonical,
+                        &format!("ENTRYPOINT {}", json!(argv)),
+                    );
+                }
+                Command::Healthcheck(health) => {
+                    let value = healthcheck_json(health, &state.shell());
+                    state.config().insert("Healthcheck".into(), value);
+                    self.config_step(
+                        &mut state,
+                        &canonical,
+                        &format!(
+                            "HEALTHCHECK {}",
+                            self.source_text(step.span)
+                                .trim_start_matches(|c: char| !c.is_whitespace())
+                                .trim()
+                        ),
+                    );
+                }
+                Command::Workdir { path, .. } => {
+                    let target = join_in_image(&state.workdir(), &path.value);
+                    state.config().insert("WorkingDir".into(), json!(target));
+                    let key = chain(&state.key, &[canonical.as_bytes(), target.as_bytes()]);
+                    let created_by = format!("WORKDIR {target}");
+                    self.fs_step(&mut state, &step, key, created_by, |engine, state| {
+                        engine.workdir_layer(state, &target)
+                    })?;
+                }
+                Command::Run(run) => {
+                    if !run.mounts.is_empty() || !run.heredocs.is_empty() {
+                        return Err(self.step_error(
+                            &step,
+                            "RUN --mount and RUN heredocs are not supported by kiln yet".into(),
+                            None,
+                            &[],
+                        ));
+                    }
+                    let argv = command_argv(&run.command, &state.shell());
+                    let mut env = state.env();
+                    for (k, v) in &args {
+                        if !env
+                            .iter()
+                            .any(|e| e.split_once('=').map(|(ek, _)| ek) == Some(k.as_str()))
+                        {
+                            env.push(format!("{k}={v}"));
+                        }
+                    }
+                    let user = state.config_str("User").unwrap_or_default();
+                    let cwd = state.workdir();
+                    let mut key_parts: Vec<Vec<u8>> = vec![
+                        canonical.clone().into_bytes(),
+                        user.clone().into_bytes(),
+                        cwd.clone().into_bytes(),
+                    ];
+                    key_parts.extend(env.iter().map(|e| e.clone().into_bytes()));
+                    let parts: Vec<&[u8]> = key_parts.iter().map(Vec::as_slice).collect();
+                    let key = chain(&state.key, &parts);
+                    let arg_prefix = if args.is_empty() {
+                        String::new()
+                    } else {
+                        let list: Vec<String> =
+                            args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        format!("|{} {} ", args.len(), list.join(" "))
+                    };
+                    let created_by = format!("RUN {arg_prefix}{} # buildkit", argv.join(" "));
+                    self.fs_step(&mut state, &step, key, created_by, |engine, state| {
+                        engine.run_layer(
+                            state,
+                            &step,
+                            argv.clone(),
+                            env.clone(),
+                            user.clone(),
+                            cwd.clone(),
+                        )
+                    })?;
+                }
+                Command::Copy(copy) => {
+                    self.copy_step(&mut state, &step, &canonical, CopyKind::Copy(copy))?
+                }
+                Command::Add(add) => {
+                    self.copy_step(&mut state, &step, &canonical, CopyKind::Add(add))?
+                }
+                Command::From(_) => {}
+            }
+        }
+        visiting.retain(|&i| i != index);
+        self.stage_sizes.push(StageSize {
+            name: stage_name,
+            size: state.size(),
+        });
+        self.results.insert(index, state.clone());
+        Ok(state)
+    }
+
+    fn config_step(&mut self, state: &mut StageState, canonical: &str, created_by: &str) {
+        state.key = chain(&state.key, &[canonical.as_bytes()]);
+        let created = state.created.clone();
+        state.add_history(created_by.to_string(), true, &created);
+    }
+
+    /// A step that makes a layer: looked up in the cache under `key`, else
+    /// `make` runs and its layer is recorded.
+    fn fs_step(
+        &mut self,
+        state: &mut StageState,
+        step: &StepInfo,
+        key: blake3::Hash,
+        created_by: String,
+        make: impl FnOnce(&mut Self, &StageState) -> Result<Layer, BuildError>,
+    ) -> Result<(), BuildError> {
+        let started = Instant::now();
+        let id = self.progress.start(&step.label);
+        let key_text = key.to_hex().to_string();
+        if !self.options.no_cache {
+            if let Some(found) = self.store.cache_get(&key_text)? {
+                let parsed = serde_json::from_str::<Value>(&found).ok();
+                if let Some((layer, created)) = parsed.as_ref().and_then(Layer::from_json) {
+                    if self.store.has_blob(&layer.blob) {
+                        self.lease.add_blob(&layer.blob)?;
+                        self.progress.cached(id);
+                        self.cached_steps += 1;
+                        state.layers.push(layer);
+                        state.key = key;
+                        state.created = created.clone();
+                        state.add_history(created_by, false, &created);
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        self.current_step = id;
+        let layer = match make(self, state) {
+            Ok(layer) => layer,
+            Err(e) => {
+                let short = match &e {
+                    BuildError::Step {
+                        exit_code: Some(code),
+                        ..
+                    } => format!("exit code: {code}"),
+                    _ => "failed".to_string(),
+                };
+                self.progress.error(id, &short);
+                return Err(e);
+            }
+        };
+        let created = kiln_store::time::rfc3339_now();
+        self.store
+            .cache_put(&key_text, &layer.to_json(&created).to_string())?;
+        self.executed_steps += 1;
+        self.progress.done(id, started.elapsed());
+        state.layers.push(layer);
+        state.key = key;
+        state.created = created.clone();
+        state.add_history(created_by, false, &created);
+        Ok(())
+    }
+
+    /// Writes `dir` as a layer blob into the store.
+    fn commit_dir(&self, dir: &Path, kind: kiln_snapshot::DiffKind) -> Result<Layer, BuildError> {
+        let mut writer = self.store.blob_writer()?;
+        let options = kiln_snapshot::CreateOptions {
+            xattrs: kiln_snapshot::XattrPolicy::CapabilitiesOnly,
+            ..kiln_snapshot::CreateOptions::from_env()
+        };
+        kiln_snapshot::create_layer(dir, kind, &mut writer, &options).map_err(|e| {
+            BuildError::Io {
+                what: "creating a layer from",
+                path: dir.to_path_buf(),
+                source: std::io::Error::other(e),
+            }
+        })?;
+        let info = writer.commit(self.lease, None)?;
+        let size = image_ops::layer_content_size(self.store, &info.digest)?;
+        Ok(Layer {
+            blob: info.digest.clone(),
+            media_type: OCI_LAYER_TAR.to_string(),
+            compressed_size: info.size,
+            diff_id: info.digest,
+            size,
+        })
+    }
+
+    /// The snapshot directories of `layers`, top-most first (overlayfs order).
+    fn lowers(&self, layers: &[Layer]) -> Result<Vec<PathBuf>, BuildError> {
+        let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
+        let chain_ids = Digest::chain_ids(&diff_ids);
+        let mut dirs = Vec::with_capacity(layers.len());
+        let mut parent: Option<Digest> = None;
+        for (layer, chain_id) in layers.iter().zip(chain_ids) {
+            let blob = layer.blob.clone();
+            let store = self.store;
+            let dir = self.store.ensure_snapshot(
+                self.lease,
+                &chain_id,
+                parent.as_ref(),
+                &layer.diff_id,
+                |tmp| {
+                    let file = store.open_blob(&blob)?;
+                    let options = kiln_snapshot::ApplyOptions {
+                        mode: kiln_snapshot::ApplyMode::Overlay,
+                        ..Default::default()
+                    };
+                    kiln_snapshot::apply_layer(
+                        BufReader::with_capacity(1 << 20, file),
+                        tmp,
+                        &options,
+                    )
+                    .map(|_| ())
+                    .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+                },
+            )?;
+            dirs.push(dir);
+            parent = Some(chain_id);
+        }
+        dirs.reverse();
+        Ok(dirs)
+    }
+
+    fn view(&self, state: &StageState) -> Result<LayerView, BuildError> {
+        Ok(LayerView {
+            lowers_top_first: self.lowers(&state.layers)?,
+        })
+    }
+
+    fn workdir_layer(&mut self, state: &StageState, target: &str) -> Result<Layer, BuildError> {
+        let view = self.view(state)?;
+        let staging = TempDir::new(self.store, "workdir")?;
+        let parts = components(target);
+        // An existing directory gives an empty layer, as BuildKit's mkdir -p does.
+        if !view.lookup(&parts).is_some_and(|(_, meta)| meta.is_dir()) {
+            CopyPlan::new(&view, &staging.0).make_dirs(&parts, None)?;
+        }
+        self.commit_dir(&staging.0, kiln_snapshot::DiffKind::Directory)
+    }
+
+    fn run_layer(
+        &mut self,
+        state: &StageState,
+        step: &StepInfo,
+        argv: Vec<String>,
+        env: Vec<String>,
+        user: String,
+        cwd: String,
+    ) -> Result<Layer, BuildError> {
+        let run_dir = TempDir::new(self.store, "run")?;
+        let mut lower_dirs = self.lowers(&state.layers)?;
+        if lower_dirs.is_empty() {
+            let empty = run_dir.0.join("empty");
+            fs::create_dir(&empty).map_err(io_error("creating", &empty))?;
+            lower_dirs.push(empty);
+        }
+        let upper = run_dir.0.join("upper");
+        let work = run_dir.0.join("work");
+        for dir in [&upper, &work] {
+            fs::create_dir(dir).map_err(io_error("creating", dir))?;
+        }
+        // The upper dir's own mode and owner become those of `/`.
+        if let Some(root) = lower_dirs.last().and_then(|d| fs::metadata(d).ok()) {
+            let _ = fs::set_permissions(&upper, fs::Permissions::from_mode(root.mode() & 0o7777));
+            let _ = std::os::unix::fs::chown(&upper, Some(root.uid()), Some(root.gid()));
+        }
+        let mut spec = SandboxSpec::new(
+            RootFs::Overlay {
+                lower_dirs,
+                upper_dir: upper.clone(),
+                work_dir: work,
+            },
+            argv.clone(),
+        );
+        spec.env = env;
+        spec.user = user;
+        spec.cwd = cwd;
+        spec.hostname = "buildkitsandbox".into();
+        spec.network = Network::Host;
+        spec.files = vec![
+            InjectedFile {
+                target: "/etc/hosts".into(),
+                contents: b"127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n".to_vec(),
+                mode: 0o644,
+                readonly: true,
+            },
+            InjectedFile {
+                target: "/etc/resolv.conf".into(),
+                contents: fs::read("/etc/resolv.conf").unwrap_or_default(),
+                mode: 0o644,
+                readonly: true,
+            },
+        ];
+        let mut tail: Vec<u8> = Vec::new();
+        let step_id = self.current_step;
+        let id_progress = &mut *self.progress;
+        let status = {
+            let mut sink = |_stream: Stream, bytes: &[u8]| {
+                id_progress.log(step_id, bytes);
+                tail.extend_from_slice(bytes);
+                if tail.len() > 16 * 1024 {
+                    let cut = tail.len() - 8 * 1024;
+                    tail.drain(..cut);
+                }
+            };
+            kiln_sandbox::run(&spec, &mut sink)
+        };
+        let status = status
+            .map_err(|e| self.step_error(step, format!("cannot run {argv:?}: {e}"), None, &[]))?;
+        if !status.success() {
+            let code = status.code();
+            return Err(self.step_error(
+                step,
+                format!(
+                    "process \"{}\" did not complete successfully: exit code: {code}",
+                    argv.join(" ")
+                ),
+                Some(code),
+                &tail,
+            ));
+        }
+        self.commit_dir(&upper, kiln_snapshot::DiffKind::OverlayUpper)
+    }
+
+    fn context(&mut self) -> Result<&Context, BuildError> {
+        if self.context.is_none() {
+            let started = Instant::now();
+            let id = self.progress.start("[internal] load build context");
+            let cache_dir = self.store.root().join("context-stat-cache");
+            let context = Context::scan_build_context(
+                &self.options.context_dir,
+                Some(&self.options.dockerfile_path),
+                Some(cache_dir),
+            )?;
+            self.progress.done(id, started.elapsed());
+            self.context = Some(context);
+        }
+        match &self.context {
+            Some(context) => Ok(context),
+            None => Err(BuildError::Dockerfile {
+                rendered: "build context was not loaded".into(),
+            }),
+        }
+    }
+
+    /// The flattened root filesystem of a stage or image, for `COPY --from`.
+    fn flattened(&mut self, state: &StageState) -> Result<PathBuf, BuildError> {
+        let key = state.key.to_hex().to_string();
+        if let Some(dir) = self.flattened.get(&key) {
+            return Ok(dir.0.clone());
+        }
+        let dir = TempDir::new(self.store, "from")?;
+        for layer in &state.layers {
+            let file = self.store.open_blob(&layer.blob)?;
+            kiln_snapshot::apply_layer(
+                BufReader::with_capacity(1 << 20, file),
+                &dir.0,
+                &kiln_snapshot::ApplyOptions::default(),
+            )
+            .map_err(|e| BuildError::Io {
+                what: "unpacking layer for COPY --from into",
+                path: dir.0.clone(),
+                source: std::io::Error::other(e),
+            })?;
+        }
+        let path = dir.0.clone();
+        self.flattened.insert(key, dir);
+        Ok(path)
+    }
+
+    fn copy_step(
+        &mut self,
+        state: &mut StageState,
+        step: &StepInfo,
+        canonical: &str,
+        kind: CopyKind<'_>,
+    ) -> Result<(), BuildError> {
+        let (sources, dest, chown, chmod, from, keyword) = match kind {
+            CopyKind::Copy(copy) => (
+                &copy.sources,
+                &copy.dest,
+                &copy.chown,
+                &copy.chmod,
+                copy.from.as_ref(),
+                "COPY",
+            ),
+            CopyKind::Add(add) => (&add.sources, &add.dest, &add.chown, &add.chmod, None, "ADD"),
+        };
+        let mut patterns = Vec::new();
+        for source in sources {
+            match source {
+                Source::Path(path) => {
+                    if keyword == "ADD"
+                        && (path.value.starts_with("http://")
+                            || path.value.starts_with("https://")
+                            || path.value.starts_with("git@"))
+                    {
+                        return Err(self.step_error(
+                            step,
+                            "ADD from a URL or git repository is not supported by kiln yet".into(),
+                            None,
+                            &[],
+                        ));
+                    }
+                    patterns.push(path.value.clone());
+                }
+                Source::Heredoc(_) => {
+                    return Err(self.step_error(
+                        step,
+                        format!("{keyword} with a heredoc source is not supported by kiln yet"),
+                        None,
+                        &[],
+                    ));
+                }
+            }
+        }
+        // What the sources are, and the digest of what they read.
+        let mut key_parts: Vec<Vec<u8>> =
+            vec![canonical.as_bytes().to_vec(), state.workdir().into_bytes()];
+        let source = match from.map(|f| self.resolve_from(&f.value)) {
+            None => {
+                let context = self.context()?;
+                for pattern in &patterns {
+                    let digest = context.digest_of_selection(pattern.as_bytes())?;
+                    key_parts.push(digest.0.to_vec());
+                }
+                CopySource::Context
+            }
+            Some(reference) => {
+                let source_state = match reference {
+                    SourceRef::Stage(index) => {
+                        self.results
+                            .get(&index)
+                            .cloned()
+                            .ok_or_else(|| BuildError::Dockerfile {
+                                rendered: format!(
+                                    "stage {index} used by COPY --from was not built"
+                                ),
+                            })?
+                    }
+                    SourceRef::Image(name) => self.image_state(&name, step)?,
+                };
+                key_parts.push(source_state.key.as_bytes().to_vec());
+                let root = self.flattened(&source_state)?;
+                CopySource::Dir(root)
+            }
+        };
+        let parts: Vec<&[u8]> = key_parts.iter().map(Vec::as_slice).collect();
+        let key = chain(&state.key, &parts);
+        let dest_text = dest.value.clone();
+        let dest_path = join_in_image(&state.workdir(), &dest_text);
+        let dest_is_dir_syntax =
+            dest_text.ends_with('/') || dest_text.ends_with("/.") || dest_text == ".";
+        let chown = chown.as_ref().map(|c| c.value.clone());
+        let chmod_text = chmod.as_ref().map(|c| c.value.clone());
+        let mut shown: Vec<String> = Vec::new();
+        if let Some(c) = &chown {
+            let _ = c;
+        }
+        shown.extend(patterns.iter().cloned());
+        shown.push(dest_text.clone());
+        let created_by = match from {
+            Some(f) => format!(
+                "{keyword} --from={} {} # buildkit",
+                f.value,
+                shown.join(" ")
+            ),
+            None => format!("{keyword} {} # buildkit", shown.join(" ")),
+        };
+        let step_clone = StepInfo {
+            label: step.label.clone(),
+            span: step.span,
+            stage_name: step.stage_name.clone(),
+        };
+        self.fs_step(state, step, key, created_by, move |engine, state| {
+            let chmod = match &chmod_text {
+                Some(text) => Some(u32::from_str_radix(text, 8).map_err(|_| {
+                    engine.step_error(&step_clone, format!("invalid --chmod={text}: only octal modes like 0755 are supported by kiln yet"), None, &[])
+                })?),
+                None => None,
+            };
+            let view = engine.view(state)?;
+            let owner = match &chown {
+                Some(spec) => Some(resolve_chown(spec, &view).map_err(|e| engine.step_error(&step_clone, e.to_string(), None, &[]))?),
+                None => None,
+            };
+            // Resolve every pattern to the items it selects.
+            let mut items: Vec<SourceItem> = Vec::new();
+            for pattern in &patterns {
+                let found = match &source {
+                    CopySource::Context => {
+                        let context = engine.context()?;
+                        crate::copy::select_context(context, pattern)?
+                    }
+                    CopySource::Dir(root) => crate::copy::select_dir(root, pattern)
+                        .map_err(|e| engine.step_error(&step_clone, e, None, &[]))?,
+                };
+                if found.is_empty() {
+                    return Err(engine.step_error(
+                        &step_clone,
+                        format!("failed to compute cache key: \"{}\": not found", pattern),
+                        None,
+                        &[],
+                    ));
+                }
+                items.extend(found);
+            }
+            if items.len() > 1 && !dest_is_dir_syntax {
+                return Err(engine.step_error(
+                    &step_clone,
+                    format!("when using {keyword} with more than one source file, the destination must be a directory and end with a /"),
+                    None,
+                    &[],
+                ));
+            }
+            let staging = TempDir::new(engine.store, "copy")?;
+            let plan = CopyPlan::new(&view, &staging.0);
+            let context_root = engine.options.context_dir.clone();
+            let context = match &source {
+                CopySource::Context => Some(engine.context()?),
+                CopySource::Dir(_) => None,
+            };
+            plan.copy(&items, &source, context, &context_root, &dest_path, dest_is_dir_syntax, owner, chmod)?;
+            engine.commit_dir(&staging.0, kiln_snapshot::DiffKind::Directory)
+        })
+    }
+
+    /// Writes the final config and manifest and records the image.
+    fn write_image(&self, state: &StageState) -> Result<(Digest, Digest), BuildError> {
+        let mut image = state.image.clone();
+        let diff_ids: Vec<String> = state.layers.iter().map(|l| l.diff_id.to_string()).collect();
+        image.insert(
+            "rootfs".into(),
+            json!({"type": "layers", "diff_ids": diff_ids}),
+        );
+        image.insert("created".into(), json!(state.created));
+        let config_bytes =
+            serde_json::to_vec(&Value::Object(image)).map_err(|e| BuildError::Io {
+                what: "serialising the image config for",
+                path: self.options.dockerfile_path.clone(),
+                source: std::io::Error::other(e),
+            })?;
+        let config_blob = self.store.put_blob(self.lease, &config_bytes)?;
+        let layers: Vec<Value> = state
+            .layers
+            .iter()
+            .map(|l| json!({"mediaType": l.media_type, "digest": l.blob.to_string(), "size": l.compressed_size}))
+            .collect();
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": config_blob.digest.to_string(), "size": config_blob.size},
+            "layers": layers,
+        });
+        let manifest_bytes = serde_json::to_vec(&manifest).unwrap_or_default();
+        let manifest_blob = self.store.put_blob(self.lease, &manifest_bytes)?;
+        self.lease.add_image(&manifest_blob.digest)?;
+        self.store.put_image(&NewImage {
+            manifest: manifest_blob.digest.clone(),
+            manifest_media_type: OCI_MANIFEST.to_string(),
+            config: config_blob.digest.clone(),
+            created: Some(state.created.clone()),
+            layers: state
+                .layers
+                .iter()
+                .map(|l| LayerRecord {
+                    blob: l.blob.clone(),
+                    media_type: l.media_type.clone(),
+                    compressed_size: l.compressed_size,
+                    diff_id: l.diff_id.clone(),
+                    size: l.size,
+                })
+                .collect(),
+        })?;
+        Ok((manifest_blob.digest, config_blob.digest))
+    }
+}
+
+enum CopyKind<'a> {
+    Copy(&'a Copy),
+    Add(&'a Add),
+}
+
+/// `ENV a=1 b=2` as BuildKit writes it into the history.
+fn step_created_by_pairs(keyword: &str, pairs: &[kiln_dockerfile::instructions::Pair]) -> String {
+    let list: Vec<String> = pairs
+        .iter()
+        .map(|p| format!("{}={}", p.key.value, p.value.value))
+        .collect();
+    format!("{keyword} {}", list.join(" "))
+}
+
+/// A path in the image: absolute as is, else relative to the working directory.
+fn join_in_image(workdir: &str, path: &str) -> String {
+    let joined = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("{}/{}", workdir.trim_end_matches('/'), path)
+    };
+    format!("/{}", components(&joined).join("/"))
+}
+
+/// Shell form through the stage's SHELL, exec form as written.
+fn command_argv(command: &CommandLine, shell: &[String]) -> Vec<String> {
+    match command {
+        CommandLine::Shell(text) => {
+            let mut argv = shell.to_vec();
+            argv.push(text.value.clone());
+            argv
+        }
+        CommandLine::Exec(words) => words.iter().map(|w| w.value.clone()).collect(),
+    }
+}
+
+fn healthcheck_json(health: &Healthcheck, shell: &[String]) -> Value {
+    match health {
+        Healthcheck::None { .. } => json!({"Test": ["NONE"]}),
+        Healthcheck::Check(check) => {
+            let test: Vec<String> = match &check.command {
+                CommandLine::Shell(text) => vec!["CMD-SHELL".into(), text.value.clone()],
+                CommandLine::Exec(words) => {
+                    let mut test = vec!["CMD".to_string()];
+                    test.extend(words.iter().map(|w| w.value.clone()));
+                    test
+                }
+            };
+            let _ = shell;
+            let mut map = Map::new();
+            map.insert("Test".into(), json!(test));
+            for (key, value) in [
+                ("Interval", check.interval),
+                ("Timeout", check.timeout),
+                ("StartPeriod", check.start_period),
+                ("StartInterval", check.start_interval),
+            ] {
+                if let Some(duration) = value.filter(|d| !d.is_zero()) {
+                    map.insert(key.into(), json!(duration.as_nanos() as u64));
+                }
+            }
+            if let Some(retries) = check.retries.filter(|r| *r != 0) {
+                map.insert("Retries".into(), json!(retries));
+            }
+            Value::Object(map)
+        }
+    }
+}
+
+/// The instruction after expansion as a stable string (no source positions),
+/// for cache keys: moving an instruction to another line keeps its key.
+fn canonical(command: &Command) -> String {
+    let mut parts: Vec<String> = vec![command.keyword().to_string()];
+    let text = |t: &kiln_dockerfile::ast::Text| t.value.clone();
+    let opt = |t: &Option<kiln_dockerfile::ast::Text>| {
+        t.as_ref()
+            .map_or("\u{0}none".to_string(), |t| t.value.clone())
+    };
+    match command {
+        Command::Run(run) => {
+            parts.push(format!("exec={}", run.command.is_exec()));
+            parts.extend(run.command.args());
+            parts.push(format!("{:?}", run.network));
+            parts.push(format!("{:?}", run.security));
+            parts.extend(run.mounts.iter().map(|m| m.spec.value.clone()));
+            parts.extend(run.heredocs.iter().map(|h| h.content.clone()));
+        }
+        Command::Cmd(c) | Command::Entrypoint(c) => {
+            parts.push(format!("exec={}", c.command.is_exec()));
+            parts.extend(c.command.args());
+        }
+        Command::Copy(copy) => {
+            parts.push(format!("from={}", opt(&copy.from)));
+            parts.push(format!("chown={}", opt(&copy.chown)));
+            parts.push(format!("chmod={}", opt(&copy.chmod)));
+            parts.push(format!("link={} parents={}", copy.link, copy.parents));
+            parts.extend(copy.exclude.iter().map(|e| format!("exclude={}", e.value)));
+            for source in &copy.sources {
+                parts.push(match source {
+                    Source::Path(p) => format!("src={}", p.value),
+                    Source::Heredoc(h) => format!("heredoc={}\n{}", h.name, h.content),
+                });
+            }
+            parts.push(format!("dest={}", text(&copy.dest)));
+        }
+        Command::Add(add) => {
+            parts.push(format!("chown={}", opt(&add.chown)));
+            parts.push(format!("chmod={}", opt(&add.chmod)));
+            parts.push(format!("checksum={}", opt(&add.checksum)));
+            parts.push(format!(
+                "link={} unpack={:?} keep_git_dir={}",
+                add.link, add.unpack, add.keep_git_dir
+            ));
+            parts.extend(add.exclude.iter().map(|e| format!("exclude={}", e.value)));
+            for source in &add.sources {
+                parts.push(match source {
+                    Source::Path(p) => format!("src={}", p.value),
+                    Source::Heredoc(h) => format!("heredoc={}\n{}", h.name, h.content),
+                });
+            }
+            parts.push(format!("dest={}", text(&add.dest)));
+        }
+        Command::Shell { shell, .. } => parts.extend(shell.iter().map(text)),
+        Command::Healthcheck(health) => parts.push(healthcheck_json(health, &[]).to_string()),
+        Command::Onbuild(onbuild) => parts.push(onbuild.expression.clone()),
+        Command::Maintainer { name, .. } => parts.push(text(name)),
+        other => parts.extend(other.expandable_words().into_iter().map(text)),
+    }
+    parts
+        .iter()
+        .map(|p| format!("{}:{p}", p.len()))
+        .collect::<Vec<_>>()
+        .join("\u{0}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_joined_under_the_workdir() {
+        assert_eq!(join_in_image("/app", "x/y"), "/app/x/y");
+        assert_eq!(join_in_image("/app", "/abs"), "/abs");
+        assert_eq!(join_in_image("/", "."), "/");
+        assert_eq!(join_in_image("/a/b", "../c/"), "/a/c");
+    }
+
+    #[test]
+    fn shell_form_goes_through_the_shell() {
+        let shell = vec!["/bin/sh".to_string(), "-c".to_string()];
+        let text = kiln_dockerfile::ast::Text {
+            value: "echo hi".into(),
+            span: Span::default(),
+        };
+        assert_eq!(
+            command_argv(&CommandLine::Shell(text), &shell),
+            vec!["/bin/sh", "-c", "echo hi"]
+        );
+    }
+}

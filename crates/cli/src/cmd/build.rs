@@ -1,0 +1,174 @@
+//! `kiln build`: docker build's flags, turned into a `kiln_build::build` call,
+//! with progress on stderr and the image ID (and a size report) at the end.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use kiln_build::{BuildError, BuildOptions, PlainProgress, ProgressSink, QuietProgress};
+use kiln_image::Reference;
+use kiln_store::Store;
+
+use super::output::human_size;
+
+/// Arguments of `kiln build`.
+#[derive(Args)]
+pub struct BuildArgs {
+    /// The build context directory
+    #[arg(value_name = "CONTEXT")]
+    context: PathBuf,
+    /// The Dockerfile (default: CONTEXT/Dockerfile; `-` reads it from stdin)
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Name (and optionally tag) the image, `name:tag`; may be repeated
+    #[arg(short = 't', long = "tag", value_name = "REF")]
+    tags: Vec<String>,
+    /// The stage to build (default: the last one)
+    #[arg(long)]
+    target: Option<String>,
+    /// A build-time variable, `KEY=VALUE` (or `KEY` to take it from the environment)
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    build_args: Vec<String>,
+    /// Do not use the cache (results are still recorded)
+    #[arg(long)]
+    no_cache: bool,
+    /// Progress output
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    progress: ProgressMode,
+    /// Print only the image ID
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Write the image ID to this file
+    #[arg(long, value_name = "FILE")]
+    iidfile: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ProgressMode {
+    Auto,
+    Plain,
+    Tty,
+    Quiet,
+}
+
+pub fn run(root: &Path, args: BuildArgs) -> Result<ExitCode> {
+    let dockerfile_path = args
+        .file
+        .clone()
+        .unwrap_or_else(|| args.context.join("Dockerfile"));
+    let dockerfile_text = if dockerfile_path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the Dockerfile from standard input")?;
+        text
+    } else {
+        std::fs::read_to_string(&dockerfile_path).with_context(|| {
+            format!(
+                "cannot read the Dockerfile {}; give its path with -f",
+                dockerfile_path.display()
+            )
+        })?
+    };
+    let mut tags = Vec::new();
+    for tag in &args.tags {
+        let reference = Reference::parse(tag)
+            .with_context(|| format!("invalid tag {tag:?}: use name[:tag], e.g. app:1"))?;
+        if reference.digest().is_some() {
+            bail!("invalid tag {tag:?}: a tag cannot contain a digest");
+        }
+        tags.push(reference.to_string());
+    }
+    let build_args = args
+        .build_args
+        .iter()
+        .filter_map(|arg| match arg.split_once('=') {
+            Some((key, value)) => Some((key.to_string(), value.to_string())),
+            // `--build-arg NAME` takes the value from the environment; unset means not given.
+            None => std::env::var(arg).ok().map(|v| (arg.clone(), v)),
+        })
+        .collect();
+    let options = BuildOptions {
+        context_dir: args.context.clone(),
+        dockerfile_path,
+        dockerfile_text,
+        target: args.target.clone(),
+        build_args,
+        no_cache: args.no_cache,
+        tags,
+    };
+    let store =
+        Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
+    let quiet = args.quiet || args.progress == ProgressMode::Quiet;
+    let mut plain;
+    let mut silent;
+    let progress: &mut dyn ProgressSink = if quiet {
+        silent = QuietProgress::new();
+        &mut silent
+    } else {
+        // No live tty view yet: auto and tty fall back to the plain format.
+        let _ = std::io::stderr().is_terminal();
+        plain = PlainProgress::new(std::io::stderr());
+        &mut plain
+    };
+    let started = std::time::Instant::now();
+    let outcome = match kiln_build::build(&store, &options, progress) {
+        Ok(outcome) => outcome,
+        Err(BuildError::Step {
+            rendered,
+            exit_code,
+        }) => {
+            eprintln!("{rendered}");
+            eprintln!(
+                "error: build failed{}",
+                exit_code.map_or(String::new(), |c| format!(" (exit code {c})"))
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(BuildError::Dockerfile { rendered }) => {
+            eprintln!("{rendered}");
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(other) => return Err(other.into()),
+    };
+    let id = outcome.config.to_string();
+    if let Some(path) = &args.iidfile {
+        std::fs::write(path, &id)
+            .with_context(|| format!("writing --iidfile {}", path.display()))?;
+    }
+    if quiet {
+        println!("{id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "writing image {id} done");
+    for tag in &options.tags {
+        let _ = writeln!(err, "naming to {tag} done");
+    }
+    let _ = writeln!(
+        err,
+        "built in {:.2}s: {} steps run, {} cached",
+        started.elapsed().as_secs_f64(),
+        outcome.executed_steps,
+        outcome.cached_steps
+    );
+    let _ = writeln!(err, "image size: {}", human_size(outcome.size));
+    for stage in &outcome.stages {
+        let _ = writeln!(err, "  stage {}: {}", stage.name, human_size(stage.size));
+    }
+    if let Some(largest) = outcome.stages.iter().map(|s| s.size).max() {
+        if outcome.stages.len() > 1 && largest > outcome.size && largest > 0 {
+            let saved = 100.0 * (largest - outcome.size) as f64 / largest as f64;
+            let _ = writeln!(
+                err,
+                "multi-stage: {} -> {} ({saved:.1}% saved)",
+                human_size(largest),
+                human_size(outcome.size)
+            );
+        }
+    }
+    println!("{id}");
+    Ok(ExitCode::SUCCESS)
+}
