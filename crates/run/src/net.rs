@@ -1,0 +1,234 @@
+//! Container networking: `-p` parsing, the container's own network namespace
+//! and the userspace TCP proxy that publishes a container port on the host.
+//!
+//! The namespace is created by a short-lived thread that `unshare`s
+//! `CLONE_NEWNET` (a per-thread operation) and hands back an fd of it; the
+//! fd keeps the namespace alive, the sandbox joins it through
+//! `/proc/self/fd/N`, and it disappears when the monitor and the container
+//! are gone (no bind mount under /run/netns that could leak).
+//!
+//! The proxy listens on the host port before the container starts (a port in
+//! use fails the start, nothing half-started). Each accepted connection gets a
+//! thread that `setns`es into the container's namespace, connects to
+//! 127.0.0.1:<container port> there, and copies bytes both ways.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Result, RunError};
+
+/// One `-p [IP:]HOST:CONTAINER[/tcp]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortBinding {
+    pub host_ip: IpAddr,
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: String,
+}
+
+impl PortBinding {
+    /// Parses docker's `-p` syntax (TCP only for now).
+    pub fn parse(text: &str) -> Result<PortBinding> {
+        let bad = |why: &str| {
+            RunError::InvalidArgument(format!(
+                "invalid port publication {text:?}: {why} (expected [IP:]HOST_PORT:CONTAINER_PORT[/tcp])"
+            ))
+        };
+        let (spec, protocol) = match text.rsplit_once('/') {
+            Some((spec, proto)) => (spec, proto.to_ascii_lowercase()),
+            None => (text, "tcp".to_string()),
+        };
+        if protocol != "tcp" {
+            return Err(bad("only tcp ports can be published by kiln so far"));
+        }
+        let parts: Vec<&str> = spec.rsplitn(3, ':').collect();
+        let port = |p: &str| -> Result<u16> {
+            p.parse::<u16>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| bad(&format!("{p:?} is not a port number")))
+        };
+        let (ip, host, container) = match parts.as_slice() {
+            [container, host] => (None, *host, *container),
+            [container, host, ip] => (Some(*ip), *host, *container),
+            _ => return Err(bad("a host port is required")),
+        };
+        let host_ip = match ip {
+            None | Some("") => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            Some(ip) => ip
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .map_err(|_| bad(&format!("{ip:?} is not an IP address")))?,
+        };
+        Ok(PortBinding {
+            host_ip,
+            host_port: port(host)?,
+            container_port: port(container)?,
+            protocol,
+        })
+    }
+
+    /// Docker's `ps` form: `0.0.0.0:8080->80/tcp`.
+    pub fn display(&self) -> String {
+        format!(
+            "{}->{}/{}",
+            SocketAddr::new(self.host_ip, self.host_port),
+            self.container_port,
+            self.protocol
+        )
+    }
+}
+
+/// A network namespace held open by an fd.
+pub struct NetNs {
+    fd: OwnedFd,
+}
+
+impl NetNs {
+    /// Creates a new network namespace (loopback is brought up by the sandbox
+    /// when the container joins it).
+    pub fn create() -> Result<NetNs> {
+        let handle = std::thread::spawn(|| -> io::Result<OwnedFd> {
+            // SAFETY: unshare affects only this thread, which exits right after.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let file = File::open("/proc/thread-self/ns/net")?;
+            Ok(OwnedFd::from(file))
+        });
+        let fd = handle
+            .join()
+            .map_err(|_| RunError::NetNs(io::Error::other("namespace thread panicked")))?
+            .map_err(RunError::NetNs)?;
+        Ok(NetNs { fd })
+    }
+
+    /// A path the sandbox can open to join the namespace (valid while `self` lives).
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+    }
+
+    fn enter_current_thread(&self) -> io::Result<()> {
+        // SAFETY: valid namespace fd; affects only the calling thread.
+        if unsafe { libc::setns(self.fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// Binds every published port on the host; fails (closing the ones already
+/// bound) if any is in use.
+pub fn bind_ports(ports: &[PortBinding]) -> Result<Vec<(PortBinding, TcpListener)>> {
+    let mut bound = Vec::with_capacity(ports.len());
+    for port in ports {
+        let addr = SocketAddr::new(port.host_ip, port.host_port);
+        let listener = TcpListener::bind(addr).map_err(|source| RunError::PortInUse {
+            addr: addr.to_string(),
+            source,
+        })?;
+        bound.push((port.clone(), listener));
+    }
+    Ok(bound)
+}
+
+/// Serves the published ports: one accept thread per port, one thread per
+/// connection direction. Threads end with the process (the monitor exits when
+/// the container does).
+pub fn start_proxies(netns: Arc<NetNs>, listeners: Vec<(PortBinding, TcpListener)>) {
+    for (port, listener) in listeners {
+        let netns = Arc::clone(&netns);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let netns = Arc::clone(&netns);
+                let target = port.container_port;
+                std::thread::spawn(move || {
+                    let _ = proxy_connection(&netns, client, target);
+                });
+            }
+        });
+    }
+}
+
+fn proxy_connection(netns: &NetNs, client: TcpStream, port: u16) -> io::Result<()> {
+    // This thread lives in the container's namespace from here on; it only
+    // ever serves this one connection.
+    netns.enter_current_thread()?;
+    let upstream = match TcpStream::connect((Ipv4Addr::LOCALHOST, port)) {
+        Ok(s) => s,
+        Err(e) => {
+            // Nothing listens in the container (yet): close the client, as
+            // docker's proxy does.
+            let _ = client.shutdown(Shutdown::Both);
+            return Err(e);
+        }
+    };
+    let _ = client.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+    let client_read = client.try_clone()?;
+    let upstream_write = upstream.try_clone()?;
+    let forward = std::thread::spawn(move || copy_then_shutdown(client_read, upstream_write));
+    copy_then_shutdown(upstream, client);
+    let _ = forward.join();
+    Ok(())
+}
+
+fn copy_then_shutdown(mut from: TcpStream, mut to: TcpStream) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+/// Wraps a raw fd the caller owns (used by tests).
+#[allow(dead_code)]
+pub(crate) fn owned(fd: i32) -> OwnedFd {
+    // SAFETY: the caller transfers ownership of a valid fd.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_docker_port_forms() {
+        let p = PortBinding::parse("8080:80").expect("parse");
+        assert_eq!((p.host_port, p.container_port), (8080, 80));
+        assert_eq!(p.display(), "0.0.0.0:8080->80/tcp");
+        let p = PortBinding::parse("127.0.0.1:18080:8080/tcp").expect("parse");
+        assert_eq!(p.host_ip, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert!(PortBinding::parse("80").is_err());
+        assert!(PortBinding::parse("8080:80/udp").is_err());
+        assert!(PortBinding::parse("x:80").is_err());
+        assert!(PortBinding::parse("1.2.3:80:80").is_err());
+    }
+
+    #[test]
+    fn port_in_use_is_a_clear_error() {
+        let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = taken.local_addr().expect("addr").port();
+        let spec = PortBinding::parse(&format!("127.0.0.1:{port}:80")).expect("parse");
+        let err = bind_ports(&[spec]).err().expect("must fail");
+        assert!(
+            err.to_string().contains("cannot publish 127.0.0.1:"),
+            "{err}"
+        );
+    }
+}
