@@ -31,7 +31,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use crate::ast::{self, Keyword, Span, Text};
+use crate::ast::{self, Span, Text};
 use crate::diagnostics::{Diagnostic, closest_match};
 use crate::instructions::{self, ArgDecl, Command, From};
 use crate::shell::{EmptyEnv, Lexer};
@@ -988,9 +988,4 @@ pub fn describe_base(graph: &Graph, base: &Base) -> String {
                 .map_or_else(|| index.to_string(), StageNode::display_name)
         ),
     }
-}
-
-/// Whether a keyword may appear before the first FROM.
-pub fn allowed_before_from(keyword: Keyword) -> bool {
-    keyword == Keyword::Arg
 }
