@@ -1,0 +1,493 @@
+//! `pull`: tag → manifest (HEAD, then GET by digest) → the platform's manifest
+//! from an index → config and layers downloaded in parallel, each streamed into
+//! the store's blob writer while hashed, committed only when its digest matches
+//! → the image and its name recorded. Blobs the store already has are not
+//! downloaded again, so an interrupted pull resumes where it stopped.
+
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use kiln_image::manifest::media_types;
+use kiln_image::{
+    Manifest, ManifestDoc, Platform, Reference, parse_config, parse_manifest, sha256_digest,
+};
+use kiln_store::image_ops::{record_loaded_image, to_store_digest};
+use kiln_store::{Lease, Store, StoreError};
+
+use crate::client::{Body, RegistryClient, Request, error_body, repository_scope};
+use crate::error::{RegistryError, Result};
+use crate::progress::{Progress, ProgressEvent};
+use crate::sources::remember_source;
+
+/// Manifests larger than this are refused (the distribution spec's limit is 4 MiB).
+const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+/// Parallel blob downloads.
+const DOWNLOAD_WORKERS: usize = 4;
+
+/// The `Accept` header for manifests: every kind kiln reads.
+pub const MANIFEST_ACCEPT: &str = concat!(
+    "application/vnd.oci.image.index.v1+json, ",
+    "application/vnd.docker.distribution.manifest.list.v2+json, ",
+    "application/vnd.oci.image.manifest.v1+json, ",
+    "application/vnd.docker.distribution.manifest.v2+json"
+);
+
+/// What `pull` should fetch.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    /// The platform to pick from an index.
+    pub platform: Platform,
+}
+
+/// What a pull did.
+#[derive(Debug, Clone)]
+pub struct PullOutcome {
+    /// The image's (platform) manifest digest, its id in the store.
+    pub manifest: kiln_store::Digest,
+    /// The digest the reference resolved to (the index's, for multi-platform images).
+    pub resolved: kiln_store::Digest,
+    /// The config digest (docker's image id).
+    pub config: kiln_store::Digest,
+    /// Blobs downloaded (the rest were already in the store).
+    pub downloaded_blobs: usize,
+    /// Bytes downloaded.
+    pub downloaded_bytes: u64,
+    /// Whether the name pointed at another image (or nothing) before.
+    pub name_changed: bool,
+}
+
+/// Pulls `reference` into `store` through `client` (which must be for
+/// `reference.domain()`), recording the image and its name.
+pub fn pull(
+    store: &Store,
+    client: &RegistryClient,
+    reference: &Reference,
+    options: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<PullOutcome> {
+    let repository = reference.path();
+    let scopes = vec![repository_scope(repository, "pull")];
+    let lease = store.lease();
+
+    let (resolved_digest, declared_type) = match reference.digest() {
+        Some(digest) => (digest.clone(), None),
+        None => {
+            let tag = reference.tag().unwrap_or("latest");
+            resolve_tag(client, repository, tag, &scopes)?
+        }
+    };
+    let top = fetch_manifest(
+        store,
+        client,
+        repository,
+        &resolved_digest,
+        declared_type.as_deref(),
+        &scopes,
+    )?;
+    let image_doc: ManifestDoc = match top {
+        Manifest::Image(doc) => doc,
+        Manifest::Index(index) => {
+            // Kept so the next pull of this name resolves without the network
+            // when nothing changed (it is garbage once no image needs it).
+            store.put_blob(&lease, &index.bytes)?;
+            let descriptor = index.select(&options.platform)?;
+            progress.event(ProgressEvent::PlatformSelected {
+                index: &index.digest.to_string(),
+                manifest: &descriptor.digest().to_string(),
+                platform: &options.platform.to_string(),
+            });
+            match fetch_manifest(
+                store,
+                client,
+                repository,
+                descriptor.digest(),
+                Some(descriptor.media_type().to_string().as_str()),
+                &scopes,
+            )? {
+                Manifest::Image(doc) => doc,
+                Manifest::Index(nested) => {
+                    return Err(RegistryError::Protocol {
+                        what: format!("{reference}"),
+                        why: format!(
+                            "index {} points at another index {} for {}; nested indexes are not supported",
+                            index.digest, nested.digest, options.platform
+                        ),
+                    });
+                }
+            }
+        }
+    };
+
+    // Config first in the list: it is small and tells early if the image is usable.
+    let mut blobs = vec![(
+        image_doc.config().digest().clone(),
+        image_doc.config().size(),
+    )];
+    for layer in &image_doc.layers {
+        blobs.push((layer.descriptor.digest().clone(), layer.descriptor.size()));
+    }
+    let source_name = format!("{}/{}", reference.domain(), repository);
+    let (downloaded_blobs, downloaded_bytes) = download_all(
+        store,
+        &lease,
+        client,
+        repository,
+        &source_name,
+        &blobs,
+        &scopes,
+        progress,
+    )?;
+
+    let config_digest = to_store_digest(image_doc.config().digest())?;
+    let config_bytes = store.read_blob(&config_digest)?;
+    let config = parse_config(&config_bytes)?;
+    store.put_blob(&lease, &image_doc.bytes)?;
+    let manifest_digest = record_loaded_image(store, &lease, &image_doc, &config)?;
+    let resolved = to_store_digest(&resolved_digest)?;
+    let name = reference.to_string();
+    let previous = store.set_ref(&name, &manifest_digest)?;
+    for (digest, _) in &blobs {
+        if let Ok(digest) = to_store_digest(digest) {
+            remember_source(store, &digest, reference.domain(), repository);
+        }
+    }
+    Ok(PullOutcome {
+        name_changed: previous.as_ref() != Some(&manifest_digest),
+        manifest: manifest_digest,
+        resolved,
+        config: config_digest,
+        downloaded_blobs,
+        downloaded_bytes,
+    })
+}
+
+fn read_if_present(store: &Store, digest: &kiln_store::Digest) -> Result<Option<Vec<u8>>> {
+    if store.has_blob(digest) {
+        Ok(Some(store.read_blob(digest)?))
+    } else {
+        Ok(None)
+    }
+}
+
+/// HEAD the tag for its digest (cheap, and what Docker Hub does not count as
+/// a pull); falls back to GET when the registry gives no digest on HEAD.
+fn resolve_tag(
+    client: &RegistryClient,
+    repository: &str,
+    tag: &str,
+    scopes: &[String],
+) -> Result<(kiln_image::Digest, Option<String>)> {
+    let path = format!("/v2/{repository}/manifests/{tag}");
+    let head = client.send(
+        &Request::new("HEAD", path.as_str(), scopes.to_vec()).header("Accept", MANIFEST_ACCEPT),
+    )?;
+    match head.status() {
+        200 => {
+            if let Some(digest) = head
+                .header("Docker-Content-Digest")
+                .and_then(|d| kiln_image::digest::parse_sha256(d.trim()).ok())
+            {
+                let media_type = head.header("Content-Type").map(str::to_string);
+                return Ok((digest, media_type));
+            }
+        }
+        404 => {
+            return Err(RegistryError::NotFound {
+                what: format!("manifest for {repository}:{tag}"),
+                url: format!("{}{path}", client.base()?),
+            });
+        }
+        _ => {}
+    }
+    // GET by tag: the digest is that of the exact bytes received.
+    let (bytes, media_type) = get_manifest_bytes(client, repository, tag, scopes)?;
+    Ok((sha256_digest(&bytes), media_type))
+}
+
+fn get_manifest_bytes(
+    client: &RegistryClient,
+    repository: &str,
+    reference: &str,
+    scopes: &[String],
+) -> Result<(Vec<u8>, Option<String>)> {
+    let path = format!("/v2/{repository}/manifests/{reference}");
+    let response = client.send(
+        &Request::new("GET", path.as_str(), scopes.to_vec()).header("Accept", MANIFEST_ACCEPT),
+    )?;
+    let url = response.get_url().to_string();
+    match response.status() {
+        200 => {}
+        404 => {
+            return Err(RegistryError::NotFound {
+                what: format!("manifest {repository}:{reference}"),
+                url,
+            });
+        }
+        status => {
+            return Err(RegistryError::Status {
+                url,
+                status,
+                what: "fetching manifest".into(),
+                body: error_body(response),
+            });
+        }
+    }
+    let media_type = response.header("Content-Type").map(str::to_string);
+    let mut bytes = Vec::new();
+    response
+        .into_reader()
+        .take(MAX_MANIFEST_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| RegistryError::Transport {
+            url: url.clone(),
+            why: format!("reading manifest: {e}"),
+        })?;
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(RegistryError::Protocol {
+            what: url,
+            why: format!("manifest larger than {MAX_MANIFEST_BYTES} bytes; refusing it"),
+        });
+    }
+    Ok((bytes, media_type))
+}
+
+/// The manifest `digest` of `repository`: from the store when it has it, else
+/// fetched and verified against the digest before it is parsed.
+fn fetch_manifest(
+    store: &Store,
+    client: &RegistryClient,
+    repository: &str,
+    digest: &kiln_image::Digest,
+    declared_type: Option<&str>,
+    scopes: &[String],
+) -> Result<Manifest> {
+    let store_digest = to_store_digest(digest)?;
+    let (bytes, media_type) = match read_if_present(store, &store_digest)? {
+        Some(bytes) => (bytes, declared_type.map(str::to_string)),
+        None => {
+            let (bytes, media_type) =
+                get_manifest_bytes(client, repository, digest.as_ref(), scopes)?;
+            let actual = sha256_digest(&bytes);
+            if actual != *digest {
+                return Err(RegistryError::DigestMismatch {
+                    source_name: format!("{}/{repository}", client.registry()),
+                    expected: digest.to_string(),
+                    actual: actual.to_string(),
+                    size: bytes.len() as u64,
+                });
+            }
+            (bytes, media_type.or(declared_type.map(str::to_string)))
+        }
+    };
+    // A registry's Content-Type may carry parameters or be generic JSON: only
+    // pass on a manifest media type.
+    let media_type = media_type
+        .as_deref()
+        .map(|t| t.split(';').next().unwrap_or(t).trim())
+        .filter(|t| {
+            matches!(
+                *t,
+                media_types::OCI_INDEX
+                    | media_types::OCI_MANIFEST
+                    | media_types::DOCKER_MANIFEST
+                    | media_types::DOCKER_MANIFEST_LIST
+            )
+        })
+        .map(str::to_string);
+    Ok(parse_manifest(&bytes, media_type.as_deref())?)
+}
+
+/// Downloads the blobs the store lacks, `DOWNLOAD_WORKERS` at a time; the
+/// first error stops the others. Returns (blobs, bytes) downloaded.
+#[allow(clippy::too_many_arguments)]
+fn download_all(
+    store: &Store,
+    lease: &Lease<'_>,
+    client: &RegistryClient,
+    repository: &str,
+    source_name: &str,
+    blobs: &[(kiln_image::Digest, u64)],
+    scopes: &[String],
+    progress: &dyn Progress,
+) -> Result<(usize, u64)> {
+    let downloaded = AtomicUsize::new(0);
+    let bytes = AtomicU64::new(0);
+    crate::parallel::for_each(blobs, DOWNLOAD_WORKERS, |(digest, size)| {
+        if let Some(n) = fetch_blob(
+            store,
+            lease,
+            client,
+            repository,
+            source_name,
+            digest,
+            *size,
+            scopes,
+            progress,
+        )? {
+            downloaded.fetch_add(1, Ordering::Relaxed);
+            bytes.fetch_add(n, Ordering::Relaxed);
+        }
+        Ok(())
+    })?;
+    Ok((downloaded.into_inner(), bytes.into_inner()))
+}
+
+/// Counts bytes written and reports them.
+struct Counting<'a, W> {
+    inner: W,
+    count: u64,
+    digest: &'a str,
+    progress: &'a dyn Progress,
+}
+
+impl<W: Write> Write for Counting<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        self.progress.event(ProgressEvent::BlobBytes {
+            digest: self.digest,
+            done: self.count,
+        });
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Downloads one blob into the store unless present. Returns the bytes
+/// downloaded, None when the store had it. Transport failures are retried
+/// (3 attempts with backoff); a digest or size mismatch is not.
+#[allow(clippy::too_many_arguments)]
+fn fetch_blob(
+    store: &Store,
+    lease: &Lease<'_>,
+    client: &RegistryClient,
+    repository: &str,
+    source_name: &str,
+    digest: &kiln_image::Digest,
+    size: u64,
+    scopes: &[String],
+    progress: &dyn Progress,
+) -> Result<Option<u64>> {
+    let store_digest = to_store_digest(digest)?;
+    let digest_text = digest.to_string();
+    if store.has_blob(&store_digest) {
+        // Lease first, then check again: a concurrent gc may have removed it.
+        lease.add_blob(&store_digest)?;
+        if store.has_blob(&store_digest) {
+            progress.event(ProgressEvent::BlobExists {
+                digest: &digest_text,
+            });
+            return Ok(None);
+        }
+    }
+    progress.event(ProgressEvent::BlobStart {
+        digest: &digest_text,
+        size,
+    });
+    let path = format!("/v2/{repository}/blobs/{digest}");
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match download_once(
+            store,
+            lease,
+            client,
+            &path,
+            source_name,
+            digest,
+            &store_digest,
+            size,
+            scopes,
+            progress,
+        ) {
+            Ok(()) => {
+                progress.event(ProgressEvent::BlobDone {
+                    digest: &digest_text,
+                });
+                return Ok(Some(size));
+            }
+            Err(RegistryError::Transport { url, why }) if attempt < 3 => {
+                tracing::debug!("retrying {url}: {why}");
+                std::thread::sleep(std::time::Duration::from_millis(500 * attempt));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn download_once(
+    store: &Store,
+    lease: &Lease<'_>,
+    client: &RegistryClient,
+    path: &str,
+    source_name: &str,
+    digest: &kiln_image::Digest,
+    store_digest: &kiln_store::Digest,
+    size: u64,
+    scopes: &[String],
+    progress: &dyn Progress,
+) -> Result<()> {
+    let response = client.send(&Request::new("GET", path, scopes.to_vec()).body(Body::Empty))?;
+    let url = response.get_url().to_string();
+    match response.status() {
+        200 => {}
+        404 => {
+            return Err(RegistryError::NotFound {
+                what: format!("blob {digest}"),
+                url,
+            });
+        }
+        status => {
+            return Err(RegistryError::Status {
+                url,
+                status,
+                what: format!("fetching blob {digest}"),
+                body: error_body(response),
+            });
+        }
+    }
+    let digest_text = digest.to_string();
+    let writer = store.blob_writer()?;
+    let mut counting = Counting {
+        inner: writer,
+        count: 0,
+        digest: &digest_text,
+        progress,
+    };
+    // One byte more than declared, to notice a registry sending too much.
+    let mut body = response.into_reader().take(size.saturating_add(1));
+    std::io::copy(&mut body, &mut counting).map_err(|e| RegistryError::Transport {
+        url: url.clone(),
+        why: format!("downloading blob {digest}: {e}"),
+    })?;
+    let received = counting.count;
+    let writer = counting.inner;
+    if received != size {
+        // Dropping the writer removes its temp file: nothing unverified stays.
+        drop(writer);
+        return Err(RegistryError::SizeMismatch {
+            source_name: source_name.to_string(),
+            digest: digest_text,
+            expected: size,
+            actual: received,
+            more: if received > size { " or more" } else { "" },
+        });
+    }
+    match writer.commit(lease, Some(store_digest)) {
+        Ok(_) => Ok(()),
+        Err(StoreError::DigestMismatch {
+            expected,
+            actual,
+            size,
+        }) => Err(RegistryError::DigestMismatch {
+            source_name: source_name.to_string(),
+            expected: expected.to_string(),
+            actual: actual.to_string(),
+            size,
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
