@@ -1,0 +1,493 @@
+//! The container verbs: `kiln run`, `ps`, `logs`, `stop`, `kill`, `rm`,
+//! `wait`, `exec` (and the hidden `__monitor` a detached run re-execs), with
+//! docker's flags, output shapes and exit codes (125 kiln's own error, 126
+//! command not executable, 127 command not found, else the container's code).
+//! The work is done by kiln-run; this module parses arguments and renders.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use kiln_run::container::Container;
+use kiln_run::control::{self, ExecOptions};
+use kiln_run::logs::{LogEntry, read_entries};
+use kiln_run::monitor::{self, Attach};
+use kiln_run::net::PortBinding;
+use kiln_run::{Containers, NetworkMode, Observed, RunError, RunOptions};
+
+use super::output::{ellipsis, human_duration, table, time_ago};
+
+/// Container verbs (flattened into `kiln <verb>`).
+#[derive(Subcommand)]
+pub enum ContainerVerb {
+    /// Create and run a new container from an image
+    Run(RunArgs),
+    /// List containers
+    Ps(PsArgs),
+    /// Fetch the logs of a container
+    Logs(LogsArgs),
+    /// Stop one or more running containers (stop signal, then SIGKILL)
+    Stop(StopArgs),
+    /// Kill one or more running containers
+    Kill(KillArgs),
+    /// Remove one or more containers
+    Rm(RmArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(WaitArgs),
+    /// Execute a command in a running container
+    Exec(ExecArgs),
+    /// (internal) the per-container monitor of `kiln run -d`
+    #[command(name = "__monitor", hide = true)]
+    Monitor { id: String },
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Run in the background and print the container ID
+    #[arg(short, long)]
+    detach: bool,
+    /// Remove the container when it exits
+    #[arg(long)]
+    rm: bool,
+    /// Assign a name to the container
+    #[arg(long)]
+    name: Option<String>,
+    /// Set environment variables (KEY=VALUE, or KEY to copy kiln's value)
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short, long = "workdir")]
+    workdir: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>])
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Overwrite the default ENTRYPOINT of the image
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Keep STDIN open and forward it
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short, long)]
+    tty: bool,
+    /// Network: default (own namespace, -p publishes ports), none, host
+    #[arg(long, default_value = "default")]
+    network: String,
+    /// Publish a container's port to the host ([IP:]HOST_PORT:CONTAINER_PORT[/tcp])
+    #[arg(short, long = "publish")]
+    publish: Vec<String>,
+    /// Container host name
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Signal to stop the container
+    #[arg(long)]
+    stop_signal: Option<String>,
+    /// Seconds to wait before killing the container on stop
+    #[arg(long)]
+    stop_timeout: Option<u64>,
+    /// The image to run
+    image: String,
+    /// Command and arguments (override the image's CMD)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct PsArgs {
+    /// Show all containers (default shows just running)
+    #[arg(short, long)]
+    all: bool,
+    /// Only display container IDs
+    #[arg(short, long)]
+    quiet: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    no_trunc: bool,
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    /// Follow log output
+    #[arg(short, long)]
+    follow: bool,
+    /// Number of lines to show from the end of the logs ("all" for every line)
+    #[arg(short = 'n', long, default_value = "all")]
+    tail: String,
+    /// Show timestamps
+    #[arg(short, long)]
+    timestamps: bool,
+    container: String,
+}
+
+#[derive(Args)]
+pub struct StopArgs {
+    /// Seconds to wait before killing the container
+    #[arg(short, long = "time")]
+    time: Option<u64>,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct KillArgs {
+    /// Signal to send to the container
+    #[arg(short, long, default_value = "KILL")]
+    signal: String,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct RmArgs {
+    /// Force the removal of a running container (uses SIGKILL)
+    #[arg(short, long)]
+    force: bool,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct WaitArgs {
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    /// Keep STDIN open and forward it
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short, long)]
+    tty: bool,
+    /// Username or UID (format: <name|uid>[:<group|gid>])
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Working directory inside the container
+    #[arg(short, long = "workdir")]
+    workdir: Option<String>,
+    /// Set environment variables
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    container: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    command: Vec<String>,
+}
+
+pub fn run(root: &Path, verb: ContainerVerb) -> Result<ExitCode> {
+    // The monitor re-execs kiln from `/`: give it an absolute root.
+    let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+    let root = root.as_path();
+    match verb {
+        ContainerVerb::Run(a) => Ok(run_container(root, a)),
+        ContainerVerb::Ps(a) => ps(root, a),
+        ContainerVerb::Logs(a) => logs(root, a),
+        ContainerVerb::Stop(a) => each(root, &a.containers, |c| {
+            control::stop(c, a.time.map(Duration::from_secs))
+        }),
+        ContainerVerb::Kill(a) => {
+            let signal = kiln_run::signal::parse_signal(&a.signal)?;
+            each(root, &a.containers, |c| control::kill(c, signal))
+        }
+        ContainerVerb::Rm(a) => each(root, &a.containers, |c| control::remove(c, a.force)),
+        ContainerVerb::Wait(a) => wait(root, a),
+        ContainerVerb::Exec(a) => Ok(exec(root, a)),
+        ContainerVerb::Monitor { id } => {
+            let containers = Containers::open(root)?;
+            let container = containers.find(&id)?;
+            Ok(exit_code(monitor::detached_main(root, &container)))
+        }
+    }
+}
+
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1))
+}
+
+/// Prints a kiln error docker-style and returns docker's exit code for it.
+fn fail(err: &RunError) -> ExitCode {
+    eprintln!("kiln: {err}");
+    exit_code(monitor::start_failure_exit_code(err))
+}
+
+fn run_container(root: &Path, args: RunArgs) -> ExitCode {
+    let store = match super::image::open_store(root) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kiln: {e:#}");
+            return exit_code(125);
+        }
+    };
+    let result = (|| -> Result<Container, RunError> {
+        let containers = Containers::open(root)?;
+        let mut options = RunOptions::new(&args.image);
+        options.cmd = args.command.clone();
+        options.entrypoint = args.entrypoint.clone();
+        options.env = args.env.clone();
+        options.workdir = args.workdir.clone();
+        options.user = args.user.clone();
+        options.hostname = args.hostname.clone();
+        options.name = args.name.clone();
+        options.network = NetworkMode::parse(&args.network)?;
+        options.ports = args
+            .publish
+            .iter()
+            .map(|p| PortBinding::parse(p))
+            .collect::<Result<_, _>>()?;
+        options.tty = args.tty;
+        options.interactive = args.interactive;
+        options.auto_remove = args.rm;
+        options.stop_signal = args.stop_signal.clone();
+        options.stop_timeout = args.stop_timeout;
+        if let Some(signal) = &options.stop_signal {
+            kiln_run::signal::parse_signal(signal)?;
+        }
+        control::create(&store, &containers, &options)
+    })();
+    drop(store);
+    let container = match result {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    if args.detach {
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+        return match monitor::spawn_detached(&exe, root, &container) {
+            Ok(()) => {
+                println!("{}", container.id);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                if args.rm {
+                    let _ = container.remove_files();
+                }
+                fail(&e)
+            }
+        };
+    }
+    let attach = Attach {
+        stdin: args.interactive,
+        tty: args.tty,
+    };
+    let finished = monitor::supervise(root, &container, Some(attach), |_| {});
+    if args.rm {
+        let _ = container.remove_files();
+    }
+    match finished {
+        Ok(f) => exit_code(f.exit_code),
+        Err(e) => fail(&e),
+    }
+}
+
+/// Applies `action` to each named container, printing each name as docker
+/// does; errors are printed and make the exit code 1.
+fn each(
+    root: &Path,
+    names: &[String],
+    action: impl Fn(&Container) -> Result<(), RunError>,
+) -> Result<ExitCode> {
+    let containers = Containers::open(root)?;
+    let mut failed = false;
+    for name in names {
+        match containers.find(name).and_then(|c| action(&c)) {
+            Ok(()) => println!("{name}"),
+            Err(e) => {
+                eprintln!("Error response from kiln: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn wait(root: &Path, args: WaitArgs) -> Result<ExitCode> {
+    let containers = Containers::open(root)?;
+    let mut failed = false;
+    for name in &args.containers {
+        match containers.find(name).and_then(|c| control::wait(&c)) {
+            Ok(code) => println!("{code}"),
+            Err(e) => {
+                eprintln!("Error response from kiln: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn exec(root: &Path, args: ExecArgs) -> ExitCode {
+    let result = (|| -> Result<i32, RunError> {
+        let containers = Containers::open(root)?;
+        let container = containers.find(&args.container)?;
+        control::exec(
+            &container,
+            &ExecOptions {
+                argv: args.command.clone(),
+                env: args.env.clone(),
+                user: args.user.clone(),
+                workdir: args.workdir.clone(),
+                interactive: args.interactive,
+                tty: args.tty,
+            },
+        )
+    })();
+    match result {
+        Ok(code) => exit_code(code),
+        Err(e) => fail(&e),
+    }
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// docker's STATUS column.
+fn status_text(observed: &Observed) -> String {
+    match observed {
+        Observed::Created => "Created".into(),
+        Observed::Running { started_unix, .. } => {
+            format!("Up {}", human_duration((now_secs() - started_unix).max(0) as f64))
+        }
+        Observed::Exited {
+            code,
+            finished_unix,
+        } => format!("Exited ({code}) {}", time_ago(*finished_unix)),
+    }
+}
+
+fn ps(root: &Path, args: PsArgs) -> Result<ExitCode> {
+    let containers = Containers::open(root)?;
+    let mut rows = vec![
+        ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    let mut out = String::new();
+    for container in containers.list()? {
+        // A record being created or removed concurrently: skip it.
+        let (Ok(config), Ok(observed)) = (container.config(), container.observe()) else {
+            continue;
+        };
+        let running = matches!(observed, Observed::Running { .. });
+        if !args.all && !running {
+            continue;
+        }
+        let id = if args.no_trunc {
+            container.id.clone()
+        } else {
+            container.short_id().to_string()
+        };
+        if args.quiet {
+            out.push_str(&id);
+            out.push('\n');
+            continue;
+        }
+        let command = config.argv.join(" ");
+        let command = if args.no_trunc { command } else { ellipsis(&command, 20) };
+        let ports = if running {
+            config.ports.iter().map(PortBinding::display).collect::<Vec<_>>().join(", ")
+        } else {
+            String::new()
+        };
+        rows.push(vec![
+            id,
+            config.image.clone(),
+            format!("{command:?}"),
+            time_ago(config.created_unix),
+            status_text(&observed),
+            ports,
+            config.name.clone(),
+        ]);
+    }
+    if !args.quiet {
+        out = table(&rows);
+    }
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_entry(entry: &LogEntry, timestamps: bool) {
+    let text = if timestamps {
+        format!("{} {}", entry.time, entry.log)
+    } else {
+        entry.log.clone()
+    };
+    if entry.stream == "stderr" {
+        let mut err = std::io::stderr();
+        let _ = err.write_all(text.as_bytes());
+        let _ = err.flush();
+    } else {
+        let mut out = std::io::stdout();
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    }
+}
+
+fn logs(root: &Path, args: LogsArgs) -> Result<ExitCode> {
+    let containers = Containers::open(root)?;
+    let container = containers.find(&args.container)?;
+    let tail: Option<usize> = if args.tail == "all" || args.tail.starts_with('-') {
+        None
+    } else {
+        Some(
+            args.tail
+                .parse()
+                .with_context(|| format!("invalid --tail {:?}: give a number or \"all\"", args.tail))?,
+        )
+    };
+    let path = container.log_path();
+    let mut file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Never started: no output yet.
+            if !args.follow {
+                return Ok(ExitCode::SUCCESS);
+            }
+            loop {
+                if let Ok(f) = File::open(&path) {
+                    break f;
+                }
+                if !container.monitor_alive()? {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut data = Vec::new();
+    file.read_to_end(&mut data)
+        .with_context(|| format!("reading {}", path.display()))?;
+    // Only complete lines; a torn last line is picked up by --follow.
+    let complete = data.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    let entries = read_entries(&data[..complete]);
+    let skip = tail.map_or(0, |n| entries.len().saturating_sub(n));
+    for entry in entries.iter().skip(skip) {
+        print_entry(entry, args.timestamps);
+    }
+    if !args.follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut offset = complete as u64;
+    loop {
+        let alive = container.monitor_alive().unwrap_or(false);
+        file.seek(SeekFrom::Start(offset))?;
+        let mut more = Vec::new();
+        file.read_to_end(&mut more)?;
+        let complete = more.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+        for entry in read_entries(&more[..complete]) {
+            print_entry(&entry, args.timestamps);
+        }
+        offset += complete as u64;
+        if !alive {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
