@@ -300,7 +300,11 @@ fn each(
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn wait(root: &Path, args: WaitArgs) -> Result<ExitCode> {
@@ -315,7 +319,11 @@ fn wait(root: &Path, args: WaitArgs) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn exec(root: &Path, args: ExecArgs) -> ExitCode {
@@ -352,7 +360,10 @@ fn status_text(observed: &Observed) -> String {
     match observed {
         Observed::Created => "Created".into(),
         Observed::Running { started_unix, .. } => {
-            format!("Up {}", human_duration((now_secs() - started_unix).max(0) as f64))
+            format!(
+                "Up {}",
+                human_duration((now_secs() - started_unix).max(0) as f64)
+            )
         }
         Observed::Exited {
             code,
@@ -364,9 +375,17 @@ fn status_text(observed: &Observed) -> String {
 fn ps(root: &Path, args: PsArgs) -> Result<ExitCode> {
     let containers = Containers::open(root)?;
     let mut rows = vec![
-        ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
-            .map(String::from)
-            .to_vec(),
+        [
+            "CONTAINER ID",
+            "IMAGE",
+            "COMMAND",
+            "CREATED",
+            "STATUS",
+            "PORTS",
+            "NAMES",
+        ]
+        .map(String::from)
+        .to_vec(),
     ];
     let mut out = String::new();
     for container in containers.list()? {
@@ -389,9 +408,18 @@ fn ps(root: &Path, args: PsArgs) -> Result<ExitCode> {
             continue;
         }
         let command = config.argv.join(" ");
-        let command = if args.no_trunc { command } else { ellipsis(&command, 20) };
+        let command = if args.no_trunc {
+            command
+        } else {
+            ellipsis(&command, 20)
+        };
         let ports = if running {
-            config.ports.iter().map(PortBinding::display).collect::<Vec<_>>().join(", ")
+            config
+                .ports
+                .iter()
+                .map(PortBinding::display)
+                .collect::<Vec<_>>()
+                .join(", ")
         } else {
             String::new()
         };
@@ -432,15 +460,14 @@ fn print_entry(entry: &LogEntry, timestamps: bool) {
 fn logs(root: &Path, args: LogsArgs) -> Result<ExitCode> {
     let containers = Containers::open(root)?;
     let container = containers.find(&args.container)?;
-    let tail: Option<usize> = if args.tail == "all" || args.tail.starts_with('-') {
-        None
-    } else {
-        Some(
-            args.tail
-                .parse()
-                .with_context(|| format!("invalid --tail {:?}: give a number or \"all\"", args.tail))?,
-        )
-    };
+    let tail: Option<usize> =
+        if args.tail == "all" || args.tail.starts_with('-') {
+            None
+        } else {
+            Some(args.tail.parse().with_context(|| {
+                format!("invalid --tail {:?}: give a number or \"all\"", args.tail)
+            })?)
+        };
     let path = container.log_path();
     let mut file = match File::open(&path) {
         Ok(f) => f,

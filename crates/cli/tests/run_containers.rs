@@ -1,0 +1,620 @@
+//! End-to-end tests of the container verbs (`kiln run`, `ps`, `logs`, `stop`,
+//! `kill`, `rm`, `wait`, `exec`) driving the real binary against a throwaway
+//! store with a busybox image imported from the host's static busybox.
+//! Need root and busybox-static; skip otherwise (fail under CI=true).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const IMAGE: &str = "kiln-test/busybox:run";
+
+fn skip_or_fail(why: &str) -> bool {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{why} (required under CI=true)");
+    }
+    eprintln!("SKIP: {why}");
+    false
+}
+
+fn busybox() -> Option<PathBuf> {
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+/// A fresh store with the busybox image imported; None when the test must skip.
+struct Env {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+fn setup() -> Option<Env> {
+    // SAFETY: plain getter.
+    if unsafe { libc::geteuid() } != 0 {
+        skip_or_fail("kiln run needs root (namespaces, overlayfs)");
+        return None;
+    }
+    let Some(busybox) = busybox() else {
+        skip_or_fail("busybox not found (install busybox-static)");
+        return None;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rootfs = tmp.path().join("rootfs");
+    for dir in ["bin", "etc", "tmp", "www", "home/app"] {
+        std::fs::create_dir_all(rootfs.join(dir)).expect("mkdir");
+    }
+    std::fs::copy(&busybox, rootfs.join("bin/busybox")).expect("copy busybox");
+    for applet in [
+        "sh", "echo", "sleep", "id", "cat", "httpd", "true", "false", "ls", "env", "pwd", "trap",
+        "printf", "wget", "mkdir", "hostname",
+    ] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("symlink");
+    }
+    std::fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+    )
+    .expect("passwd");
+    std::fs::write(rootfs.join("etc/group"), "root:x:0:\napp:x:1000:\n").expect("group");
+    std::fs::write(rootfs.join("www/index.html"), "kiln says hello\n").expect("index");
+    let tar = tmp.path().join("rootfs.tar");
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .expect("running tar");
+    assert!(status.success(), "tar failed");
+    let root = tmp.path().join("store");
+    let env = Env { _tmp: tmp, root };
+    ok(&env, &["import", tar.to_str().expect("utf8 path"), IMAGE]);
+    Some(env)
+}
+
+fn kiln(env: &Env) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.arg("--root").arg(&env.root).env_remove("KILN_ROOT");
+    cmd
+}
+
+fn run(env: &Env, args: &[&str]) -> Output {
+    kiln(env)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running kiln")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs kiln, asserts success, returns stdout.
+fn ok(env: &Env, args: &[&str]) -> String {
+    let out = run(env, args);
+    assert!(
+        out.status.success(),
+        "kiln {} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        args.join(" "),
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn attached_run_streams_output_and_returns_exit_code() {
+    let Some(env) = setup() else { return };
+    let out = run(
+        &env,
+        &[
+            "run",
+            "--rm",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo hello; echo oops >&2; exit 3",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello\n");
+    assert_eq!(text(&out.stderr), "oops\n");
+    // --rm removed it.
+    assert_eq!(ok(&env, &["ps", "-a", "-q"]), "");
+
+    // Config from flags: env, workdir, user, hostname.
+    let out = ok(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "-e",
+            "GREETING=hi",
+            "-w",
+            "/tmp/new",
+            "-u",
+            "1000",
+            "--hostname",
+            "box",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo $GREETING $(pwd) $(id -u) $(hostname)",
+        ],
+    );
+    assert_eq!(out, "hi /tmp/new 1000 box\n");
+
+    // docker's codes: 127 not found, 125 kiln's own error (no such image).
+    let out = run(&env, &["run", "--rm", IMAGE, "no-such-command"]);
+    assert_eq!(
+        out.status.code(),
+        Some(127),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("executable file not found"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&env, &["run", "--rm", "no-such-image:1"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("No such image"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Without --rm the container stays, exited, with its logs.
+    ok(
+        &env,
+        &["run", "--name", "kept", IMAGE, "echo", "kept output"],
+    );
+    let ps = ok(&env, &["ps", "-a"]);
+    assert!(ps.contains("Exited (0)") && ps.contains("kept"), "{ps}");
+    assert_eq!(ok(&env, &["logs", "kept"]), "kept output\n");
+    assert_eq!(ok(&env, &["wait", "kept"]), "0\n");
+    ok(&env, &["rm", "kept"]);
+}
+
+#[test]
+fn detached_run_logs_stop_rm() {
+    let Some(env) = setup() else { return };
+    let script = "echo started; trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done";
+    let id = ok(
+        &env,
+        &["run", "-d", "--name", "web", IMAGE, "sh", "-c", script],
+    );
+    let id = id.trim();
+    assert_eq!(id.len(), 64, "{id:?}");
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+
+    let ps = ok(&env, &["ps"]);
+    let header = ps.lines().next().expect("header");
+    for column in [
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "PORTS",
+        "NAMES",
+    ] {
+        assert!(header.contains(column), "{ps}");
+    }
+    let line = ps.lines().nth(1).expect("a container row");
+    assert!(line.starts_with(&id[..12]), "{ps}");
+    assert!(line.contains(" Up ") && line.ends_with("web"), "{ps}");
+
+    wait_for("the log line", Duration::from_secs(10), || {
+        ok(&env, &["logs", &id[..6]]).contains("started")
+    });
+    let stamped = ok(&env, &["logs", "-t", "web"]);
+    assert!(
+        stamped.starts_with("20") && stamped.contains("Z started"),
+        "{stamped}"
+    );
+
+    // A running container is not removed without -f.
+    let out = run(&env, &["rm", "web"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("is running"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let started = Instant::now();
+    assert_eq!(ok(&env, &["stop", "-t", "5", "web"]), "web\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "stop took {:?}",
+        started.elapsed()
+    );
+    let ps = ok(&env, &["ps", "-a"]);
+    assert!(ps.contains("Exited (0)"), "{ps}");
+    assert_eq!(ok(&env, &["ps", "-q"]), "", "not running any more");
+    assert_eq!(ok(&env, &["logs", "web"]), "started\nbye\n");
+    assert_eq!(ok(&env, &["logs", "--tail", "1", "web"]), "bye\n");
+    ok(&env, &["rm", "web"]);
+    assert_eq!(ok(&env, &["ps", "-a", "-q"]), "");
+    let out = run(&env, &["logs", "web"]);
+    assert!(
+        text(&out.stderr).contains("No such container"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn stop_kills_after_timeout_and_kill_sends_signals() {
+    let Some(env) = setup() else { return };
+    // sleep as PID 1 ignores SIGTERM (no handler): stop must SIGKILL it.
+    let id = ok(&env, &["run", "-d", IMAGE, "sleep", "1000"]);
+    let id = id.trim();
+    let started = Instant::now();
+    ok(&env, &["stop", "-t", "1", id]);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert!(ok(&env, &["ps", "-a"]).contains("Exited (137)"));
+    assert_eq!(ok(&env, &["wait", id]), "137\n");
+
+    let id2 = ok(
+        &env,
+        &[
+            "run",
+            "-d",
+            IMAGE,
+            "sh",
+            "-c",
+            "trap 'exit 42' USR1; while true; do sleep 0.1; done",
+        ],
+    );
+    let id2 = id2.trim();
+    std::thread::sleep(Duration::from_millis(300));
+    ok(&env, &["kill", "-s", "USR1", id2]);
+    assert_eq!(ok(&env, &["wait", id2]), "42\n");
+    let out = run(&env, &["kill", id2]);
+    assert!(
+        text(&out.stderr).contains("is not running"),
+        "{}",
+        text(&out.stderr)
+    );
+    ok(&env, &["rm", id, id2]);
+}
+
+#[test]
+fn published_port_reaches_busybox_httpd() {
+    let Some(env) = setup() else { return };
+    let id = ok(
+        &env,
+        &[
+            "run",
+            "-d",
+            "-p",
+            "127.0.0.1:18080:8080",
+            IMAGE,
+            "httpd",
+            "-f",
+            "-p",
+            "8080",
+            "-h",
+            "/www",
+        ],
+    );
+    let id = id.trim();
+    assert!(ok(&env, &["ps"]).contains("127.0.0.1:18080->8080/tcp"));
+    let mut body = String::new();
+    wait_for(
+        "an HTTP answer through the proxy",
+        Duration::from_secs(10),
+        || {
+            let Ok(mut stream) = TcpStream::connect("127.0.0.1:18080") else {
+                return false;
+            };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            if stream
+                .write_all(b"GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n")
+                .is_err()
+            {
+                return false;
+            }
+            body.clear();
+            let _ = stream.read_to_string(&mut body);
+            body.contains("kiln says hello")
+        },
+    );
+    assert!(
+        body.starts_with("HTTP/1.") && body.contains(" 200 "),
+        "{body}"
+    );
+
+    // The port is taken: a clear error, exit 125, and nothing started.
+    let out = run(
+        &env,
+        &[
+            "run",
+            "-d",
+            "-p",
+            "127.0.0.1:18080:8080",
+            IMAGE,
+            "sleep",
+            "100",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot publish 127.0.0.1:18080"),
+        "{}",
+        text(&out.stderr)
+    );
+    let running = ok(&env, &["ps", "-q"]);
+    assert_eq!(running.lines().count(), 1, "{running}");
+
+    ok(&env, &["rm", "-f", id]);
+    assert!(
+        TcpStream::connect("127.0.0.1:18080").is_err(),
+        "the proxy is gone with its container"
+    );
+    // --network none: no published ports, only loopback.
+    let out = ok(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            IMAGE,
+            "cat",
+            "/proc/net/dev",
+        ],
+    );
+    assert!(out.contains("lo:") && !out.contains("eth0"), "{out}");
+}
+
+#[test]
+fn exec_runs_as_the_given_user_in_the_container() {
+    let Some(env) = setup() else { return };
+    let id = ok(
+        &env,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "box",
+            "-e",
+            "FROM_RUN=1",
+            IMAGE,
+            "sleep",
+            "1000",
+        ],
+    );
+    let id = id.trim();
+    assert_eq!(
+        ok(&env, &["exec", "-u", "1000", "box", "id", "-u"]),
+        "1000\n"
+    );
+    assert_eq!(
+        ok(&env, &["exec", "box", "sh", "-c", "echo $FROM_RUN $X"]),
+        "1\n"
+    );
+    assert_eq!(
+        ok(
+            &env,
+            &[
+                "exec",
+                "-e",
+                "X=2",
+                "-w",
+                "/tmp",
+                "box",
+                "sh",
+                "-c",
+                "echo $X $(pwd)"
+            ]
+        ),
+        "2 /tmp\n"
+    );
+    // exec sees the container's processes: PID 1 is the sleep.
+    assert_eq!(
+        ok(&env, &["exec", "box", "cat", "/proc/1/cmdline"]),
+        "sleep\u{0}1000\u{0}"
+    );
+    let out = run(&env, &["exec", "box", "sh", "-c", "exit 9"]);
+    assert_eq!(out.status.code(), Some(9));
+    // -i forwards stdin.
+    let mut child = kiln(&env)
+        .args(["exec", "-i", "box", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn exec -i");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"through stdin\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("exec -i");
+    assert_eq!(text(&out.stdout), "through stdin\n");
+    ok(&env, &["rm", "-f", id]);
+    let out = run(&env, &["exec", id, "true"]);
+    assert!(
+        text(&out.stderr).contains("No such container"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Opens a pty pair: (master, slave).
+fn openpty() -> (OwnedFd, OwnedFd) {
+    let mut master = -1;
+    let mut slave = -1;
+    // SAFETY: valid out pointers; null name/termios/winsize are allowed.
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: openpty returned two fds we own.
+    unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
+}
+
+#[test]
+fn interactive_tty_gives_a_working_shell() {
+    let Some(env) = setup() else { return };
+    let (master, slave) = openpty();
+    let slave_fd = slave.as_raw_fd();
+    let mut cmd = kiln(&env);
+    cmd.args(["run", "-it", "--rm", IMAGE, "sh"])
+        .stdin(Stdio::from(slave.try_clone().expect("dup")))
+        .stdout(Stdio::from(slave.try_clone().expect("dup")))
+        .stderr(Stdio::from(slave));
+    // SAFETY: async-signal-safe calls only.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            libc::ioctl(0, libc::TIOCSCTTY, 0);
+            let _ = slave_fd;
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn kiln run -it");
+    drop(cmd);
+    let mut terminal = std::fs::File::from(master);
+    terminal
+        .write_all(b"echo tty=$(tty) sum=$((40+2))\n")
+        .expect("type");
+    terminal.write_all(b"exit 5\n").expect("type");
+    // Read until the child exits (EIO once every slave fd is closed).
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = terminal.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        seen
+    });
+    let status = child.wait().expect("wait");
+    let seen = text(&reader.join().expect("reader"));
+    assert_eq!(status.code(), Some(5), "{seen}");
+    assert!(seen.contains("tty=/dev/pts/0 sum=42"), "{seen}");
+}
+
+#[test]
+fn killed_monitor_means_exited_and_nothing_leaks_over_cycles() {
+    let Some(env) = setup() else { return };
+    let root = env.root.to_string_lossy().into_owned();
+    let ours = |needle: &str| -> usize {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .expect("mountinfo")
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    };
+    let our_processes = || -> usize {
+        std::fs::read_dir("/proc")
+            .expect("proc")
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .filter(|c| String::from_utf8_lossy(c).contains(root.as_str()))
+            .count()
+    };
+
+    // Monitor killed: ps reports the container exited, promptly.
+    let id = ok(&env, &["run", "-d", IMAGE, "sleep", "1000"]);
+    let id = id.trim().to_string();
+    let state_path = env.root.join("containers").join(&id).join("state.json");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_path).expect("state")).expect("json");
+    let monitor = state["monitor_pid"].as_i64().expect("monitor pid") as i32;
+    let container_pid = state["pid"].as_i64().expect("pid") as i32;
+    assert!(monitor > 0 && container_pid > 0);
+    // SAFETY: plain kill of the monitor we started.
+    assert_eq!(unsafe { libc::kill(monitor, libc::SIGKILL) }, 0);
+    wait_for(
+        "the container to die with its monitor",
+        Duration::from_secs(10),
+        || {
+            !Path::new(&format!("/proc/{container_pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{container_pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z "))
+        },
+    );
+    let started = Instant::now();
+    let ps = ok(&env, &["ps", "-a"]);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(ps.contains("Exited (137)"), "{ps}");
+    assert_eq!(ok(&env, &["ps", "-q"]), "");
+    ok(&env, &["rm", &id]);
+
+    // 20 run/stop/rm cycles, with the default network and a published port.
+    for i in 0..20 {
+        let id = ok(
+            &env,
+            &[
+                "run",
+                "-d",
+                "-p",
+                "127.0.0.1:18181:80",
+                IMAGE,
+                "sh",
+                "-c",
+                "trap 'exit 0' TERM; while true; do sleep 0.1; done",
+            ],
+        );
+        let id = id.trim();
+        if i == 0 {
+            assert!(
+                ours(&root) > 0 || our_processes() > 0,
+                "a running container is visible"
+            );
+        }
+        ok(&env, &["stop", id]);
+        ok(&env, &["rm", id]);
+    }
+    wait_for(
+        "no kiln process of this store",
+        Duration::from_secs(5),
+        || our_processes() == 0,
+    );
+    assert_eq!(ours(&root), 0, "mounts left behind");
+    assert_eq!(ok(&env, &["ps", "-a", "-q"]), "");
+    let left: Vec<_> = std::fs::read_dir(env.root.join("containers"))
+        .expect("containers dir")
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "container dirs left: {left:?}");
+}
