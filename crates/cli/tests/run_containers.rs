@@ -469,6 +469,53 @@ fn exec_runs_as_the_given_user_in_the_container() {
     );
 }
 
+fn have_slirp4netns() -> bool {
+    let found = ["/usr/bin/slirp4netns", "/usr/local/bin/slirp4netns"]
+        .iter()
+        .any(|p| Path::new(p).is_file());
+    found || skip_or_fail("slirp4netns not installed (outbound access of the default network)")
+}
+
+/// Processes whose command name is `comm`.
+fn count_processes(comm: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .expect("proc")
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
+        .filter(|c| c.trim() == comm)
+        .count()
+}
+
+#[test]
+fn default_network_has_outbound_access() {
+    let Some(env) = setup() else { return };
+    if !have_slirp4netns() {
+        return;
+    }
+    // The host's own address on its default route (no packet is sent).
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp");
+    probe
+        .connect("192.0.2.1:80")
+        .or_else(|_| probe.connect("8.8.8.8:80"))
+        .expect("route");
+    let host_ip = probe.local_addr().expect("addr").ip();
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        let mut request = [0u8; 1024];
+        let _ = conn.read(&mut request);
+        conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\noutbound\n")
+            .expect("answer");
+    });
+    let url = format!("http://{host_ip}:{port}/");
+    let out = ok(&env, &["run", "--rm", IMAGE, "wget", "-q", "-O", "-", &url]);
+    assert_eq!(out, "outbound\n");
+    server.join().expect("server");
+    let resolv = ok(&env, &["run", "--rm", IMAGE, "cat", "/etc/resolv.conf"]);
+    assert_eq!(resolv, "nameserver 10.0.2.3\n");
+}
+
 /// Opens a pty pair: (master, slave).
 fn openpty() -> (OwnedFd, OwnedFd) {
     let mut master = -1;
@@ -580,6 +627,7 @@ fn killed_monitor_means_exited_and_nothing_leaks_over_cycles() {
     ok(&env, &["rm", &id]);
 
     // 20 run/stop/rm cycles, with the default network and a published port.
+    let slirps_before = count_processes("slirp4netns");
     for i in 0..20 {
         let id = ok(
             &env,
@@ -610,6 +658,10 @@ fn killed_monitor_means_exited_and_nothing_leaks_over_cycles() {
         || our_processes() == 0,
     );
     assert_eq!(ours(&root), 0, "mounts left behind");
+    assert!(
+        count_processes("slirp4netns") <= slirps_before,
+        "slirp4netns left behind"
+    );
     assert_eq!(ok(&env, &["ps", "-a", "-q"]), "");
     let left: Vec<_> = std::fs::read_dir(env.root.join("containers"))
         .expect("containers dir")

@@ -132,6 +132,7 @@ fn start_and_pump(
     fs::create_dir_all(&work).map_err(io_err("creating the container's work dir", &work))?;
 
     let mut netns = None;
+    let mut slirp = None;
     let mut listeners = Vec::new();
     let network = match config.network {
         NetworkMode::Host => Network::Host,
@@ -140,6 +141,7 @@ fn start_and_pump(
             // Ports first: a port in use must fail before anything starts.
             listeners = bind_ports(&config.ports)?;
             let ns = NetNs::create()?;
+            slirp = ns.start_slirp()?;
             let path = ns.path();
             netns = Some(Arc::new(ns));
             Network::Join(path)
@@ -159,7 +161,7 @@ fn start_and_pump(
     spec.user = config.user.clone();
     spec.hostname = config.hostname.clone();
     spec.network = network;
-    spec.files = generated_files(&config.hostname, config.network);
+    spec.files = generated_files(&config.hostname, config.network, slirp.is_some());
     spec.stdin = if config.open_stdin {
         Stdin::Pipe
     } else {
@@ -216,6 +218,7 @@ fn start_and_pump(
     state.pid = 0;
     container.write_state(&state)?;
     running.wait()?;
+    drop(slirp);
     drop(netns);
     drop(lease);
     Ok(Finished { exit_code: status })
@@ -223,7 +226,7 @@ fn start_and_pump(
 
 /// /etc/hostname, /etc/hosts and /etc/resolv.conf for the container, as docker
 /// writes them (bind-mounted, never part of the container's layer).
-fn generated_files(hostname: &str, network: NetworkMode) -> Vec<InjectedFile> {
+fn generated_files(hostname: &str, network: NetworkMode, slirp: bool) -> Vec<InjectedFile> {
     let hosts = if network == NetworkMode::Host {
         fs::read_to_string("/etc/hosts").unwrap_or_default()
     } else {
@@ -233,7 +236,13 @@ fn generated_files(hostname: &str, network: NetworkMode) -> Vec<InjectedFile> {
              ff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
         )
     };
-    let resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    // Through slirp4netns, DNS goes to its forwarder (the host's resolvers);
+    // the host's own file may name a loopback resolver unreachable from here.
+    let resolv = if slirp {
+        format!("nameserver {}\n", crate::net::SLIRP_DNS)
+    } else {
+        fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+    };
     [
         ("/etc/hostname", format!("{hostname}\n")),
         ("/etc/hosts", hosts),

@@ -7,6 +7,14 @@
 //! `/proc/self/fd/N`, and it disappears when the monitor and the container
 //! are gone (no bind mount under /run/netns that could leak).
 //!
+//! Outbound access comes from slirp4netns (a userspace TCP/IP stack, as
+//! rootless podman uses) attached to the namespace when it is installed:
+//! a tap device `tap0` with 10.0.2.100/24, gateway 10.0.2.2, DNS 10.0.2.3,
+//! the host's own 127.0.0.1 unreachable (`--disable-host-loopback`, as
+//! docker's bridge). It needs no bridge, no iptables rule and no address
+//! allocation shared between containers, and it dies with the monitor (its
+//! exit fd closes), so nothing can be left behind.
+//!
 //! The proxy listens on the host port before the container starts (a port in
 //! use fails the start, nothing half-started). Each accepted connection gets a
 //! thread that `setns`es into the container's namespace, connects to
@@ -121,6 +129,103 @@ impl NetNs {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+}
+
+/// A slirp4netns process giving a namespace outbound access; stopped on drop.
+pub struct Slirp {
+    child: std::process::Child,
+    exit_fd: Option<OwnedFd>,
+}
+
+/// The DNS server slirp4netns serves inside the namespace.
+pub const SLIRP_DNS: &str = "10.0.2.3";
+
+fn find_in_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0i32; 2];
+    // SAFETY: valid array for pipe2.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: two fresh fds we own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+impl NetNs {
+    /// Gives the namespace outbound access through slirp4netns; `Ok(None)`
+    /// when slirp4netns is not installed (the namespace keeps loopback only).
+    pub fn start_slirp(&self) -> Result<Option<Slirp>> {
+        use std::os::unix::process::CommandExt;
+        let Some(program) = find_in_path("slirp4netns") else {
+            return Ok(None);
+        };
+        let (ready_read, ready_write) = pipe().map_err(RunError::NetNs)?;
+        let (exit_read, exit_write) = pipe().map_err(RunError::NetNs)?;
+        let ns_path = format!("/proc/{}/fd/{}", std::process::id(), self.fd.as_raw_fd());
+        let (ready_fd, exit_fd) = (ready_write.as_raw_fd(), exit_read.as_raw_fd());
+        let mut command = std::process::Command::new(&program);
+        command
+            .args([
+                "--configure",
+                "--mtu=65520",
+                "--disable-host-loopback",
+                "--netns-type=path",
+                "--ready-fd=3",
+                "--exit-fd=4",
+            ])
+            .arg(&ns_path)
+            .arg("tap0")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            // It chats about its tap fd on stderr: not the container's output.
+            .stderr(std::process::Stdio::null());
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                // Dies with the monitor thread that started it, whatever happens.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::dup2(ready_fd, 3) < 0 || libc::dup2(exit_fd, 4) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().map_err(RunError::NetNs)?;
+        drop(ready_write);
+        drop(exit_read);
+        let slirp = Slirp {
+            child,
+            exit_fd: Some(exit_write),
+        };
+        let mut ready = File::from(ready_read);
+        let configured =
+            crate::sys::wait_readable(&ready, Some(std::time::Duration::from_secs(10)))
+                .map_err(RunError::NetNs)?;
+        let mut byte = [0u8; 1];
+        if !configured || ready.read(&mut byte).map_err(RunError::NetNs)? != 1 {
+            return Err(RunError::NetNs(io::Error::other(format!(
+                "{} did not configure the namespace",
+                program.display()
+            ))));
+        }
+        Ok(Some(slirp))
+    }
+}
+
+impl Drop for Slirp {
+    fn drop(&mut self) {
+        // Closing the exit fd asks it to stop; kill in case it does not.
+        self.exit_fd = None;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
