@@ -88,15 +88,15 @@ pub fn supervise(
         signals.as_ref(),
         &mut started,
     );
-    if let Err(err) = &result {
-        if let Some(report) = started.take() {
-            let mut state = container
-                .state()
-                .unwrap_or_else(|_| ContainerState::created());
-            state.error = Some(err.to_string());
-            let _ = container.write_state(&state);
-            report(Err(err));
-        }
+    if let Err(err) = &result
+        && let Some(report) = started.take()
+    {
+        let mut state = container
+            .state()
+            .unwrap_or_else(|_| ContainerState::created());
+        state.error = Some(err.to_string());
+        let _ = container.write_state(&state);
+        report(Err(err));
     }
     drop(lock);
     result
