@@ -225,6 +225,21 @@ impl<'a> CopyPlan<'a> {
             .lookup(&dest_parts)
             .is_some_and(|(_, meta)| meta.is_dir());
         for item in items {
+            // A source path that is itself a symlink is followed (inside the
+            // source root), as BuildKit does; links inside directories are kept.
+            let resolved = follow_in_root(&root, &item.rel);
+            let is_dir = item.is_dir
+                || fs::metadata(root.join(OsStr::from_bytes(&resolved))).is_ok_and(|m| m.is_dir())
+                    && fs::symlink_metadata(root.join(OsStr::from_bytes(&item.rel)))
+                        .is_ok_and(|m| m.file_type().is_symlink());
+            let item = &SourceItem {
+                rel: if is_dir {
+                    resolved.clone()
+                } else {
+                    item.rel.clone()
+                },
+                is_dir,
+            };
             if item.is_dir {
                 self.make_dirs(&dest_parts, owner)?;
                 let children = match (context, from_context) {
@@ -260,12 +275,43 @@ impl<'a> CopyPlan<'a> {
                     .unwrap_or(&[]);
                 self.make_dirs(parent, owner)?;
                 let target = self.staged(&target_parts);
-                let real = root.join(OsStr::from_bytes(&item.rel));
+                let real = root.join(OsStr::from_bytes(&resolved));
                 copy_entry(&real, &target, from_context, owner, chmod)?;
             }
         }
         Ok(())
     }
+}
+
+/// Resolves symlinks in `rel` (relative to `root`) lexically inside `root`:
+/// absolute targets are taken from `root`, `..` never climbs above it. Gives
+/// `rel` back when the chain is too long or broken.
+fn follow_in_root(root: &Path, rel: &[u8]) -> Vec<u8> {
+    let mut current: Vec<String> = components(&String::from_utf8_lossy(rel));
+    for _ in 0..40 {
+        let path = current.iter().fold(root.to_path_buf(), |p, c| p.join(c));
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            return rel.to_vec();
+        };
+        if !meta.file_type().is_symlink() {
+            return current.join("/").into_bytes();
+        }
+        let Ok(target) = fs::read_link(&path) else {
+            return rel.to_vec();
+        };
+        let target = target.to_string_lossy().into_owned();
+        let joined = if target.starts_with('/') {
+            target
+        } else {
+            let parent = current
+                .get(..current.len().saturating_sub(1))
+                .unwrap_or(&[])
+                .join("/");
+            format!("/{parent}/{target}")
+        };
+        current = components(&joined);
+    }
+    rel.to_vec()
 }
 
 /// Paths (relative to `dir`) of the context entries under `dir`, in walk order.

@@ -499,7 +499,8 @@ impl<'s> Engine<'_, 's> {
         let mut image = Map::new();
         image.insert("architecture".into(), json!(image_ops::go_arch()));
         image.insert("os".into(), json!("linux"));
-        image.insert("config".into(), json!({}));
+        // BuildKit gives scratch stages `/` as their working directory.
+        image.insert("config".into(), json!({"WorkingDir": "/"}));
         StageState {
             layers: Vec::new(),
             image,

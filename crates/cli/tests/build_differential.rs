@@ -1,0 +1,727 @@
+//! Differential tests of `kiln build` against the real Docker engine with
+//! BuildKit: every case (a Dockerfile plus context files) is built by
+//! `DOCKER_BUILDKIT=1 docker build` from `busybox:local` and by kiln from a
+//! kiln import of the same busybox rootfs (made exactly as
+//! `shared/tools/docker-oracle.sh` makes it), both results are saved as
+//! docker-archives, flattened layer by layer (whiteouts honoured), and
+//! compared on paths, types, modes, owners, link targets, contents and the
+//! config fields users see.
+//!
+//! Needs root (kiln's sandbox), a running Docker engine with `busybox:local`
+//! (`shared/tools/docker-oracle.sh`), `/bin/busybox` (busybox-static) and
+//! `tar`. Missing tools skip the tests locally and fail them under CI=true.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn kiln(root: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.arg("--root").arg(root).env_remove("KILN_ROOT");
+    cmd
+}
+
+fn output_text(out: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// True when `probe` succeeds; else panics under CI=true or prints a skip note.
+fn require(what: &str, probe: &mut Command) -> bool {
+    let ok = probe
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{what} is required under CI=true (see shared/tools/docker-oracle.sh)");
+        }
+        eprintln!("SKIP: {what} not available");
+    }
+    ok
+}
+
+fn tools_present() -> bool {
+    let root = rustix_is_root();
+    if !root {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("kiln build tests need root (the sandbox uses namespaces and overlayfs)");
+        }
+        eprintln!("SKIP: not root");
+        return false;
+    }
+    require(
+        "busybox-static (/bin/busybox)",
+        Command::new("/bin/busybox").arg("true"),
+    ) && require("tar", Command::new("tar").arg("--version"))
+}
+
+fn docker_present() -> bool {
+    require(
+        "a Docker engine with busybox:local",
+        Command::new("/usr/bin/docker").args(["image", "inspect", "busybox:local"]),
+    )
+}
+
+fn rustix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc_geteuid() == 0 }
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// Imports the busybox rootfs the docker oracle imports as `busybox:local`.
+fn import_busybox(root: &Path, work: &Path) {
+    let rootfs = work.join("busybox-rootfs");
+    for dir in ["bin", "etc", "tmp", "root"] {
+        fs::create_dir_all(rootfs.join(dir)).unwrap();
+    }
+    fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).split_whitespace() {
+        if applet != "busybox" {
+            let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
+        }
+    }
+    fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )
+    .unwrap();
+    fs::write(rootfs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+    let status = Command::new("chmod")
+        .arg("1777")
+        .arg(rootfs.join("tmp"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let tar = work.join("busybox.tar");
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = kiln(root)
+        .arg("import")
+        .arg("--change")
+        .arg("ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .arg(&tar)
+        .arg("busybox:local")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kiln import: {}", output_text(&out));
+}
+
+/// A context file.
+enum Item {
+    File(&'static str, u32),
+    Dir(u32),
+    Link(&'static str),
+}
+
+struct Case {
+    name: &'static str,
+    dockerfile: &'static str,
+    files: Vec<(&'static str, Item)>,
+    args: Vec<&'static str>,
+}
+
+fn case(name: &'static str, dockerfile: &'static str, files: Vec<(&'static str, Item)>) -> Case {
+    Case {
+        name,
+        dockerfile,
+        files,
+        args: Vec::new(),
+    }
+}
+
+fn write_context(dir: &Path, case: &Case) {
+    fs::create_dir_all(dir).unwrap();
+    fs::write(dir.join("Dockerfile"), case.dockerfile).unwrap();
+    for (path, item) in &case.files {
+        let full = dir.join(path);
+        if let Some(parent) = full.parent() {
+            fs::create_dir_all(parent).unwrap();
+        }
+        match item {
+            Item::File(content, mode) => {
+                fs::write(&full, content).unwrap();
+                set_mode(&full, *mode);
+            }
+            Item::Dir(mode) => {
+                fs::create_dir_all(&full).unwrap();
+                set_mode(&full, *mode);
+            }
+            Item::Link(target) => std::os::unix::fs::symlink(target, &full).unwrap(),
+        }
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// One path of a flattened image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Node {
+    kind: char,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    link: String,
+    content: Vec<u8>,
+}
+
+/// Flattens a docker-archive (manifest.json + layer tars) into path → node,
+/// and returns its config JSON.
+fn flatten_archive(archive: &Path, work: &Path) -> (BTreeMap<String, Node>, Value) {
+    let dir = work.join(format!(
+        "unpacked-{}",
+        archive.file_name().unwrap().to_string_lossy()
+    ));
+    fs::create_dir_all(&dir).unwrap();
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(&dir)
+        .arg("-xf")
+        .arg(archive)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let manifest: Value =
+        serde_json::from_slice(&fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let entry = &manifest[0];
+    let config: Value =
+        serde_json::from_slice(&fs::read(dir.join(entry["Config"].as_str().unwrap())).unwrap())
+            .unwrap();
+    let mut tree: BTreeMap<String, Node> = BTreeMap::new();
+    for layer in entry["Layers"].as_array().unwrap() {
+        let file = fs::File::open(dir.join(layer.as_str().unwrap())).unwrap();
+        let mut archive = tar::Archive::new(file);
+        let mut additions: Vec<(String, Node, Option<String>)> = Vec::new();
+        let mut removals: Vec<String> = Vec::new();
+        let mut opaque: Vec<String> = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let path = raw
+                .trim_start_matches("./")
+                .trim_end_matches('/')
+                .to_string();
+            if path.is_empty() || path == "." {
+                continue;
+            }
+            let (parent, base) = match path.rsplit_once('/') {
+                Some((p, b)) => (p.to_string(), b.to_string()),
+                None => (String::new(), path.clone()),
+            };
+            if base == ".wh..wh..opq" {
+                opaque.push(parent);
+                continue;
+            }
+            if let Some(hidden) = base.strip_prefix(".wh.") {
+                removals.push(if parent.is_empty() {
+                    hidden.to_string()
+                } else {
+                    format!("{parent}/{hidden}")
+                });
+                continue;
+            }
+            let header = entry.header();
+            let kind = header.entry_type();
+            let mode = header.mode().unwrap() & 0o7777;
+            let uid = header.uid().unwrap();
+            let gid = header.gid().unwrap();
+            let link = entry
+                .link_name_bytes()
+                .map(|l| String::from_utf8_lossy(&l).into_owned())
+                .unwrap_or_default();
+            let (node_kind, hardlink) = if kind.is_dir() {
+                ('d', None)
+            } else if kind.is_symlink() {
+                ('l', None)
+            } else if kind.is_hard_link() {
+                ('f', Some(link.trim_start_matches("./").to_string()))
+            } else if kind.is_file() {
+                ('f', None)
+            } else {
+                ('o', None)
+            };
+            let mut content = Vec::new();
+            if node_kind == 'f' && hardlink.is_none() {
+                entry.read_to_end(&mut content).unwrap();
+            }
+            additions.push((
+                path,
+                Node {
+                    kind: node_kind,
+                    mode,
+                    uid,
+                    gid,
+                    link: if node_kind == 'l' {
+                        link
+                    } else {
+                        String::new()
+                    },
+                    content,
+                },
+                hardlink,
+            ));
+        }
+        for dir in opaque {
+            let prefix = format!("{dir}/");
+            tree.retain(|p, _| !p.starts_with(&prefix));
+        }
+        for path in removals {
+            let prefix = format!("{path}/");
+            tree.retain(|p, _| *p != path && !p.starts_with(&prefix));
+        }
+        for (path, mut node, hardlink) in additions {
+            if let Some(target) = hardlink {
+                if let Some(existing) = tree.get(&target) {
+                    node.content = existing.content.clone();
+                }
+            }
+            if node.kind != 'd' {
+                let prefix = format!("{path}/");
+                tree.retain(|p, _| !p.starts_with(&prefix));
+            }
+            tree.insert(path, node);
+        }
+    }
+    (tree, config)
+}
+
+/// The config fields compared, with "absent", null, empty list/map/string all equal.
+fn config_fields(config: &Value) -> BTreeMap<&'static str, Value> {
+    let section = &config["config"];
+    let mut out = BTreeMap::new();
+    for key in [
+        "Env",
+        "Cmd",
+        "Entrypoint",
+        "WorkingDir",
+        "User",
+        "ExposedPorts",
+        "Labels",
+        "Volumes",
+        "StopSignal",
+        "Healthcheck",
+        "Shell",
+        "OnBuild",
+    ] {
+        let value = section.get(key).cloned().unwrap_or(Value::Null);
+        let empty = match &value {
+            Value::Null => true,
+            Value::String(s) => s.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            Value::Object(o) => o.is_empty(),
+            _ => false,
+        };
+        out.insert(key, if empty { Value::Null } else { value });
+    }
+    out
+}
+
+fn describe_differences(
+    docker: &BTreeMap<String, Node>,
+    kiln: &BTreeMap<String, Node>,
+) -> Vec<String> {
+    let mut diffs = Vec::new();
+    for (path, node) in docker {
+        match kiln.get(path) {
+            None => diffs.push(format!(
+                "only in docker: {path} {node:?}",
+                node = short(node)
+            )),
+            Some(other) if other != node => diffs.push(format!(
+                "differs: {path}: docker {} kiln {}",
+                short(node),
+                short(other)
+            )),
+            Some(_) => {}
+        }
+    }
+    for (path, node) in kiln {
+        if !docker.contains_key(path) {
+            diffs.push(format!("only in kiln: {path} {}", short(node)));
+        }
+    }
+    diffs
+}
+
+fn short(node: &Node) -> String {
+    format!(
+        "{} {:o} {}:{} link={:?} {} bytes",
+        node.kind,
+        node.mode,
+        node.uid,
+        node.gid,
+        node.link,
+        node.content.len()
+    )
+}
+
+fn cases() -> Vec<Case> {
+    use Item::*;
+    let mut cases = vec![
+        case(
+            "config-only",
+            "FROM busybox:local\nENV A=1 B=\"two words\"\nENV C=$A-x\nWORKDIR /app\nWORKDIR sub\nUSER nobody\n",
+            vec![],
+        ),
+        case(
+            "run-shell-form",
+            "FROM busybox:local\nRUN echo hello > /hello.txt && mkdir -p /a/b && chmod 700 /a && ln -s /hello.txt /a/link\n",
+            vec![],
+        ),
+        case(
+            "run-exec-form-and-env",
+            "FROM busybox:local\nENV GREETING=hi\nRUN [\"/bin/sh\", \"-c\", \"echo $GREETING > /exec.txt\"]\n",
+            vec![],
+        ),
+        case(
+            "run-deletes-make-whiteouts",
+            "FROM busybox:local\nRUN rm /bin/vi /etc/group && rm -r /root\nRUN mkdir /root && echo new > /root/x\n",
+            vec![],
+        ),
+        case(
+            "copy-files-and-dirs",
+            "FROM busybox:local\nCOPY f /dst/\nCOPY d /dd\nCOPY f /renamed\nCOPY d/e/z /tmp\n",
+            vec![
+                ("f", File("hello\n", 0o644)),
+                ("d", Dir(0o700)),
+                ("d/e/z", File("zed\n", 0o755)),
+                ("d/g", File("gee\n", 0o600)),
+            ],
+        ),
+        case(
+            "copy-wildcards",
+            "FROM busybox:local\nCOPY *.txt /texts/\nCOPY sub/*.c /csrc/\n",
+            vec![
+                ("a.txt", File("a\n", 0o644)),
+                ("b.txt", File("b\n", 0o640)),
+                ("c.md", File("c\n", 0o644)),
+                ("sub/x.c", File("int x;\n", 0o644)),
+                ("sub/y.h", File("int y;\n", 0o644)),
+            ],
+        ),
+        case(
+            "copy-relative-to-workdir",
+            "FROM busybox:local\nWORKDIR /app\nCOPY f .\nCOPY f sub/\nCOPY f renamed\n",
+            vec![("f", File("content\n", 0o644))],
+        ),
+        case(
+            "copy-chown-chmod",
+            "FROM busybox:local\nCOPY --chown=1:2 f /o/\nCOPY --chown=nobody f /n/\nCOPY --chown=nobody:nogroup d /nd/\nCOPY --chmod=600 f /m\nCOPY --chmod=750 d /md\n",
+            vec![
+                ("f", File("x\n", 0o644)),
+                ("d/a", File("a\n", 0o644)),
+                ("d/s/b", File("b\n", 0o755)),
+            ],
+        ),
+        case(
+            "dockerignore",
+            "FROM busybox:local\nCOPY . /ctx/\n",
+            vec![
+                (".dockerignore", File("*.log\nbuild\n!build/keep\n", 0o644)),
+                ("a.txt", File("a\n", 0o644)),
+                ("debug.log", File("log\n", 0o644)),
+                ("build/out", File("o\n", 0o644)),
+                ("build/keep", File("k\n", 0o644)),
+            ],
+        ),
+        case(
+            "config-instructions",
+            "FROM busybox:local\nLABEL a=1 \"b c\"=d\nEXPOSE 80 53/udp 8000-8001\nSTOPSIGNAL SIGTERM\nVOLUME /data [\"/v2\"]\nVOLUME [\"/v3\"]\nHEALTHCHECK --interval=5s --timeout=2s --retries=4 CMD wget -q localhost || exit 1\nCMD [\"sh\", \"-c\", \"echo hi\"]\n",
+            vec![],
+        ),
+        case(
+            "entrypoint-resets-inherited-cmd",
+            "FROM busybox:local AS base\nCMD [\"base-cmd\"]\nFROM base\nENTRYPOINT [\"/bin/echo\"]\n",
+            vec![],
+        ),
+        case(
+            "entrypoint-keeps-own-cmd",
+            "FROM busybox:local\nCMD echo shell form\nENTRYPOINT /bin/echo x\n",
+            vec![],
+        ),
+        case(
+            "shell-instruction",
+            "FROM busybox:local\nSHELL [\"/bin/sh\", \"-ec\"]\nRUN echo \"$0\" > /shell.txt\nCMD echo hi\n",
+            vec![],
+        ),
+        case(
+            "multi-stage-builder",
+            "FROM busybox:local AS builder\nWORKDIR /src\nCOPY main.c .\nRUN mkdir -p /out && (echo '#!/bin/sh'; echo 'echo built'; cat main.c) > /out/app && chmod 755 /out/app && dd if=/dev/zero of=/out/big bs=1k count=64 2>/dev/null\n\nFROM busybox:local\nCOPY --from=builder /out/app /usr/local/bin/app\nCMD [\"app\"]\n",
+            vec![("main.c", File("int main(){return 0;}\n", 0o644))],
+        ),
+        case(
+            "unused-failing-stage-is-not-built",
+            "FROM busybox:local AS broken\nRUN exit 1\nFROM busybox:local AS good\nRUN echo ok > /ok\n",
+            vec![],
+        ),
+        case(
+            "scratch-and-copy-from-index",
+            "FROM busybox:local\nRUN mkdir -p /x && echo one > /x/one\nFROM scratch\nCOPY --from=0 /x /x\nCOPY f /\n",
+            vec![("f", File("scratch file\n", 0o644))],
+        ),
+        case(
+            "symlinks-in-context",
+            "FROM busybox:local\nCOPY link /l/\nCOPY d /d/\n",
+            vec![
+                ("f", File("target\n", 0o644)),
+                ("link", Link("f")),
+                ("d/inner", Link("../f")),
+            ],
+        ),
+    ];
+    cases.push(Case {
+        name: "args-meta-and-stage",
+        dockerfile: "ARG BASE=busybox:local\nARG V=meta\nFROM $BASE\nARG V\nARG W=default\nENV E=$V-$W\nRUN echo \"$V $W $E\" > /args.txt\n",
+        files: vec![],
+        args: vec!["W=given"],
+    });
+    cases
+}
+
+fn docker_build(case: &Case, context: &Path, tag: &str) -> Result<(), String> {
+    let mut cmd = Command::new("/usr/bin/docker");
+    cmd.env("DOCKER_BUILDKIT", "1")
+        .args(["build", "-q", "-t", tag]);
+    for arg in &case.args {
+        cmd.args(["--build-arg", arg]);
+    }
+    let out = cmd.arg(context).output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(output_text(&out))
+    }
+}
+
+fn kiln_build(root: &Path, case: &Case, context: &Path, tag: &str) -> Result<String, String> {
+    let mut cmd = kiln(root);
+    cmd.args(["build", "--progress=plain", "-t", tag]);
+    for arg in &case.args {
+        cmd.args(["--build-arg", arg]);
+    }
+    let out = cmd.arg(context).output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+    } else {
+        Err(output_text(&out))
+    }
+}
+
+#[test]
+fn kiln_build_matches_buildkit() {
+    if !tools_present() || !docker_present() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    import_busybox(&root, work.path());
+    let only = std::env::var("KILN_DIFF_CASE").ok();
+    let mut failures = Vec::new();
+    let mut compared = 0;
+    for case in cases() {
+        if only.as_deref().is_some_and(|o| o != case.name) {
+            continue;
+        }
+        let context = work.path().join("contexts").join(case.name);
+        write_context(&context, &case);
+        let tag = format!("kiln-diff-{}", case.name);
+        if let Err(e) = docker_build(&case, &context, &tag) {
+            failures.push(format!("[{}] docker build failed: {e}", case.name));
+            continue;
+        }
+        if let Err(e) = kiln_build(&root, &case, &context, &tag) {
+            failures.push(format!("[{}] kiln build failed: {e}", case.name));
+            continue;
+        }
+        let docker_tar = work.path().join(format!("{}-docker.tar", case.name));
+        let out = Command::new("/usr/bin/docker")
+            .args(["save", "-o"])
+            .arg(&docker_tar)
+            .arg(&tag)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "docker save: {}", output_text(&out));
+        let _ = Command::new("/usr/bin/docker")
+            .args(["rmi", "-f", &tag])
+            .output();
+        let kiln_tar = work.path().join(format!("{}-kiln.tar", case.name));
+        let out = kiln(&root)
+            .arg("save")
+            .arg(&tag)
+            .arg("-o")
+            .arg(&kiln_tar)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "kiln save: {}", output_text(&out));
+        let (docker_tree, docker_config) = flatten_archive(&docker_tar, work.path());
+        let (kiln_tree, kiln_config) = flatten_archive(&kiln_tar, work.path());
+        let diffs = describe_differences(&docker_tree, &kiln_tree);
+        if !diffs.is_empty() {
+            failures.push(format!(
+                "[{}] file trees differ:\n  {}",
+                case.name,
+                diffs.join("\n  ")
+            ));
+        }
+        let docker_fields = config_fields(&docker_config);
+        let kiln_fields = config_fields(&kiln_config);
+        for (key, value) in &docker_fields {
+            if kiln_fields.get(key) != Some(value) {
+                failures.push(format!(
+                    "[{}] config {key}: docker {value} kiln {}",
+                    case.name,
+                    kiln_fields.get(key).cloned().unwrap_or(Value::Null)
+                ));
+            }
+        }
+        compared += 1;
+    }
+    eprintln!("{compared} cases compared");
+    assert!(
+        failures.is_empty(),
+        "{} problems:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+fn build_kiln_only(root: &Path, dir: &Path, dockerfile: &str, files: &[(&str, &str)]) -> Output {
+    fs::create_dir_all(dir).unwrap();
+    fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+    for (path, content) in files {
+        fs::write(dir.join(path), content).unwrap();
+    }
+    kiln(root)
+        .args(["build", "--progress=plain", "-t", "kiln-only"])
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn noop_rebuild_is_all_cached_and_gives_the_same_image() {
+    if !tools_present() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    import_busybox(&root, work.path());
+    let dockerfile = "FROM busybox:local AS b\nCOPY a /a\nRUN cp /a /b\nWORKDIR /w\nFROM busybox:local\nCOPY --from=b /b /c\nRUN echo done\n";
+    let context = work.path().join("ctx");
+    let first = build_kiln_only(&root, &context, dockerfile, &[("a", "one\n")]);
+    assert!(first.status.success(), "{}", output_text(&first));
+    let first_stderr = String::from_utf8_lossy(&first.stderr).into_owned();
+    assert!(
+        !first_stderr.contains("CACHED"),
+        "cold build hit the cache:\n{first_stderr}"
+    );
+    let started = std::time::Instant::now();
+    let second = build_kiln_only(&root, &context, dockerfile, &[("a", "one\n")]);
+    let elapsed = started.elapsed();
+    assert!(second.status.success(), "{}", output_text(&second));
+    let stderr = String::from_utf8_lossy(&second.stderr).into_owned();
+    assert_eq!(
+        stderr.matches("CACHED").count(),
+        5,
+        "every step cached:\n{stderr}"
+    );
+    assert_eq!(
+        first.stdout, second.stdout,
+        "same image ID after a no-op rebuild"
+    );
+    eprintln!("no-op rebuild took {elapsed:?}");
+    // One changed context file invalidates the steps that read it and what follows.
+    let third = build_kiln_only(&root, &context, dockerfile, &[("a", "two\n")]);
+    assert!(third.status.success(), "{}", output_text(&third));
+    let stderr = String::from_utf8_lossy(&third.stderr).into_owned();
+    assert_eq!(
+        stderr.matches("CACHED").count(),
+        0,
+        "changed file reran its dependants:\n{stderr}"
+    );
+    assert_ne!(first.stdout, third.stdout);
+    // --no-cache runs everything again.
+    let fourth = kiln(&root)
+        .args(["build", "--no-cache", "--progress=plain"])
+        .arg(&context)
+        .output()
+        .unwrap();
+    assert!(fourth.status.success(), "{}", output_text(&fourth));
+    assert!(!String::from_utf8_lossy(&fourth.stderr).contains("CACHED"));
+}
+
+#[test]
+fn failing_run_names_stage_step_line_and_exit_code() {
+    if !tools_present() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    import_busybox(&root, work.path());
+    let out = build_kiln_only(
+        &root,
+        &work.path().join("ctx"),
+        "FROM busybox:local AS app\nRUN echo before\nRUN echo to-stderr >&2; exit 3\nRUN echo never\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("[3/4] RUN echo to-stderr >&2; exit 3"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("exit code: 3"), "{stderr}");
+    assert!(
+        stderr.contains("to-stderr"),
+        "command output shown: {stderr}"
+    );
+    assert!(stderr.contains("stage app"), "{stderr}");
+    assert!(stderr.contains(":3:"), "Dockerfile line shown: {stderr}");
+    assert!(!stderr.contains("never"), "{stderr}");
+}
+
+#[test]
+fn missing_base_image_is_a_clear_error() {
+    if !tools_present() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    let out = build_kiln_only(
+        &root,
+        &work.path().join("ctx"),
+        "FROM nosuchimage:1\nRUN true\n",
+        &[],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nosuchimage:1") && stderr.contains("kiln import"),
+        "{stderr}"
+    );
+}
