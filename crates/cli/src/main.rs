@@ -28,6 +28,8 @@ enum Command {
     #[command(flatten)]
     Image(cmd::image::ImageVerb),
     #[command(flatten)]
+    Registry(cmd::registry::RegistryVerb),
+    #[command(flatten)]
     Container(cmd::run::ContainerVerb),
     /// Store maintenance: check, prune, df
     #[command(subcommand)]
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::Build(c) => cmd::build::run(&root, c),
         Command::Dockerfile(c) => cmd::dockerfile::run(c),
         Command::Image(c) => cmd::image::run(&root, c),
+        Command::Registry(c) => cmd::registry::run(&root, c),
         Command::Container(c) => cmd::run::run(&root, c),
         Command::System(c) => cmd::system::run(&root, c),
     };

@@ -326,12 +326,26 @@ impl RegistryClient {
 
     fn ping(&self, base: &str) -> Result<()> {
         let url = format!("{base}/v2/");
-        let response = self.call(&self.agent.get(&url), Body::Empty, &url)?;
-        if response.status() == 401 {
-            let challenge = best_challenge(&response);
-            self.lock_auth().challenge = challenge;
+        // Short: a wrong guess (TLS to a plain HTTP port) must not stall a pull.
+        let request = self.agent.get(&url).timeout(Duration::from_secs(20));
+        let response = self.call(&request, Body::Empty, &url)?;
+        match response.status() {
+            401 => {
+                let challenge = best_challenge(&response);
+                self.lock_auth().challenge = challenge;
+                Ok(())
+            }
+            // A registry answers the ping with 200; some proxies in front of
+            // one with 403/404. Anything else (e.g. 400 from a TLS port spoken
+            // to in plain HTTP) means this is not the registry's endpoint.
+            200..=299 | 403 | 404 => Ok(()),
+            status => Err(RegistryError::Status {
+                url,
+                status,
+                what: "checking the registry endpoint".into(),
+                body: error_body(response),
+            }),
         }
-        Ok(())
     }
 
     /// Sends `call` (ureq's error for HTTP statuses folded back into a response).

@@ -145,7 +145,8 @@ pub fn pull(
     let manifest_digest = record_loaded_image(store, &lease, &image_doc, &config)?;
     let resolved = to_store_digest(&resolved_digest)?;
     let name = reference.to_string();
-    let previous = store.set_ref(&name, &manifest_digest)?;
+    let previous = store.resolve_ref(&name)?;
+    store.set_ref(&name, &manifest_digest)?;
     for (digest, _) in &blobs {
         if let Ok(digest) = to_store_digest(digest) {
             remember_source(store, &digest, reference.domain(), repository);

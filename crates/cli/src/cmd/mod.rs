@@ -3,5 +3,6 @@ pub mod build;
 pub mod dockerfile;
 pub mod image;
 pub mod output;
+pub mod registry;
 pub mod run;
 pub mod system;

@@ -1,0 +1,373 @@
+//! Helpers for the `registry_*` end-to-end tests: start Debian's
+//! `docker-registry` on 127.0.0.1 with a random port and a temporary config
+//! (filesystem storage in a tempdir), optionally with TLS and htpasswd or
+//! token auth; make a CA and certificates with openssl; a TCP proxy that
+//! corrupts blob downloads.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[path = "../image_common/mod.rs"]
+pub mod image_common;
+
+pub use image_common::{assert_success, busybox_rootfs_tar, have_tool, kiln_bin, require_busybox};
+
+/// A free TCP port on 127.0.0.1 (bound and released: racy but fine in tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding a free port")
+}
+
+/// Whether every tool the registry tests need is present (skip / CI rule).
+pub fn have_registry_tools() -> bool {
+    have_tool("docker-registry", &["--version"]) && have_tool("skopeo", &["--version"])
+}
+
+/// How the test registry authenticates.
+pub enum Auth {
+    None,
+    /// htpasswd file path.
+    Htpasswd(PathBuf),
+    /// Token auth: realm URL, service, issuer, root cert bundle.
+    Token {
+        realm: String,
+        service: String,
+        issuer: String,
+        root_cert: PathBuf,
+    },
+}
+
+/// A running docker-registry, killed on drop.
+pub struct TestRegistry {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestRegistry {
+    /// Starts a registry; `tls` is (certificate, key).
+    pub fn start(auth: Auth, tls: Option<(PathBuf, PathBuf)>) -> TestRegistry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((cert, key)) = &tls {
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ));
+        }
+        match &auth {
+            Auth::None => {}
+            Auth::Htpasswd(path) => config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
+                path.display()
+            )),
+            Auth::Token {
+                realm,
+                service,
+                issuer,
+                root_cert,
+            } => config.push_str(&format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {issuer}\n    rootcertbundle: {}\n",
+                root_cert.display()
+            )),
+        }
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting docker-registry");
+        let registry = TestRegistry { child, port, dir };
+        wait_for_port(port, &registry.dir.path().join("registry.log"));
+        registry
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for_port(port: u16, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "docker-registry did not listen on {port}; its log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// A kiln command with its own store, docker config dir and certs dir.
+pub struct Env {
+    pub root: PathBuf,
+    pub docker_config: PathBuf,
+    pub certs_dir: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let env = Env {
+            root: dir.path().join("root"),
+            docker_config: dir.path().join("docker"),
+            certs_dir: dir.path().join("certs.d"),
+            dir,
+        };
+        std::fs::create_dir_all(&env.docker_config).unwrap();
+        std::fs::create_dir_all(&env.certs_dir).unwrap();
+        env
+    }
+
+    /// Another store sharing this one's credentials and certificates.
+    pub fn fresh_root(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn kiln_in(&self, root: &Path) -> Command {
+        let mut cmd = Command::new(kiln_bin());
+        cmd.arg("--root")
+            .arg(root)
+            .env_remove("KILN_ROOT")
+            .env_remove("KILN_INSECURE_REGISTRIES")
+            .env("DOCKER_CONFIG", &self.docker_config)
+            .env("KILN_CERTS_DIR", &self.certs_dir)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn kiln(&self) -> Command {
+        self.kiln_in(&self.root)
+    }
+
+    /// Runs kiln with `args` in `root`, asserts success, returns stdout.
+    pub fn ok_in(&self, root: &Path, args: &[&str]) -> String {
+        let out = self.kiln_in(root).args(args).output().unwrap();
+        assert_success(&format!("kiln {}", args.join(" ")), &out);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        self.ok_in(&self.root.clone(), args)
+    }
+
+    /// Runs kiln expecting failure; returns stderr.
+    pub fn fails_in(&self, root: &Path, args: &[&str]) -> String {
+        let out = self.kiln_in(root).args(args).output().unwrap();
+        assert!(
+            !out.status.success(),
+            "kiln {} should have failed:\nstdout:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Imports a busybox rootfs as `reference` (with `extra` random bytes to make it unique).
+    pub fn import_busybox(&self, reference: &str, extra: usize) -> bool {
+        let Some(busybox) = require_busybox() else {
+            return false;
+        };
+        let work = tempfile::tempdir_in(self.dir.path()).unwrap();
+        let tar = busybox_rootfs_tar(&busybox, work.path(), extra);
+        self.ok(&["import", tar.to_str().unwrap(), reference]);
+        true
+    }
+}
+
+/// The digest `kiln push` printed (`TAG: digest: sha256:... size: N`).
+pub fn pushed_digest(output: &str) -> String {
+    output
+        .lines()
+        .find_map(|l| l.split("digest: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no digest in push output:\n{output}"))
+        .to_string()
+}
+
+/// Runs a command, asserting success; returns stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert_success(&format!("{cmd:?}"), &out);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with openssl.
+/// Returns (ca.crt, server.crt, server.key).
+pub fn make_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = dir.join("ca.key");
+    let ca_crt = dir.join("ca.crt");
+    let key = dir.join("server.key");
+    let csr = dir.join("server.csr");
+    let crt = dir.join("server.crt");
+    let ext = dir.join("ext.cnf");
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let openssl = |args: &[&str]| {
+        run_ok(
+            Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .stderr(Stdio::piped()),
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=kiln test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    let _ = (ca_key, csr);
+    (ca_crt, crt, key)
+}
+
+/// A proxy on 127.0.0.1 that forwards each HTTP request to `target_port`
+/// (one request per connection) and flips one byte in the body of every
+/// `GET .../blobs/<corrupt_digest>` response. Runs until the process ends.
+pub fn start_corrupting_proxy(target_port: u16, corrupt_digest: String) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let digest = corrupt_digest.clone();
+            std::thread::spawn(move || {
+                let _ = proxy_one(client, target_port, &digest);
+            });
+        }
+    });
+    port
+}
+
+fn proxy_one(mut client: TcpStream, target_port: u16, corrupt_digest: &str) -> std::io::Result<()> {
+    loop {
+        // Read one request head (GET/HEAD only: no bodies in a pull).
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if client.read(&mut byte)? == 0 {
+                return Ok(());
+            }
+            // Not HTTP (a TLS ClientHello starts with 0x16): hang up at once,
+            // as a plain HTTP server would.
+            if head.is_empty() && !byte[0].is_ascii_uppercase() {
+                return Ok(());
+            }
+            head.push(byte[0]);
+        }
+        let text = String::from_utf8_lossy(&head).into_owned();
+        let request_line = text.lines().next().unwrap_or_default().to_string();
+        let mut rewritten: String = text
+            .split("\r\n")
+            .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+            .take_while(|l| !l.is_empty())
+            .map(|l| format!("{l}\r\n"))
+            .collect();
+        rewritten.push_str("Connection: close\r\n\r\n");
+        let mut upstream = TcpStream::connect(("127.0.0.1", target_port))?;
+        upstream.write_all(rewritten.as_bytes())?;
+        let mut response = Vec::new();
+        upstream.read_to_end(&mut response)?;
+        let corrupt = request_line.starts_with("GET ")
+            && request_line.contains(&format!("/blobs/{corrupt_digest}"));
+        if corrupt
+            && let Some(body_start) = response
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map(|p| p + 4)
+        {
+            if body_start < response.len() {
+                let last = response.len() - 1;
+                response[last] ^= 0x01;
+            }
+        }
+        // The registry closed its side: close ours too after this response.
+        let head_end = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|p| p + 4)
+            .unwrap_or(response.len());
+        let head_text = String::from_utf8_lossy(&response[..head_end]).into_owned();
+        let mut out: String = head_text
+            .split("\r\n")
+            .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+            .take_while(|l| !l.is_empty())
+            .map(|l| format!("{l}\r\n"))
+            .collect();
+        out.push_str("Connection: close\r\n\r\n");
+        client.write_all(out.as_bytes())?;
+        client.write_all(&response[head_end..])?;
+        client.flush()?;
+        return Ok(());
+    }
+}
