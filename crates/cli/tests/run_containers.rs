@@ -267,6 +267,44 @@ fn detached_run_logs_stop_rm() {
 }
 
 #[test]
+fn attached_run_forwards_signals_and_detached_rm_cleans_up() {
+    let Some(env) = setup() else { return };
+    let mut child = kiln(&env)
+        .args([
+            "run",
+            "--rm",
+            IMAGE,
+            "sh",
+            "-c",
+            "trap 'echo got INT; exit 3' INT; echo ready; while true; do sleep 0.1; done",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn kiln run");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 6];
+    stdout.read_exact(&mut first).expect("ready line");
+    assert_eq!(&first, b"ready\n");
+    // SAFETY: signalling the child we spawned.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let status = child.wait().expect("wait");
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).expect("rest");
+    assert_eq!(status.code(), Some(3), "{rest}");
+    assert_eq!(rest, "got INT\n");
+
+    // -d --rm: the monitor removes the container when it exits.
+    let id = ok(&env, &["run", "-d", "--rm", IMAGE, "sh", "-c", "sleep 1"]);
+    assert_eq!(ok(&env, &["wait", id.trim()]), "0\n");
+    wait_for(
+        "the --rm container to disappear",
+        Duration::from_secs(5),
+        || ok(&env, &["ps", "-a", "-q"]).is_empty(),
+    );
+}
+
+#[test]
 fn stop_kills_after_timeout_and_kill_sends_signals() {
     let Some(env) = setup() else { return };
     // sleep as PID 1 ignores SIGTERM (no handler): stop must SIGKILL it.
