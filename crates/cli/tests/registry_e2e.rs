@@ -372,3 +372,73 @@ fn index_resolves_to_the_requested_platform() {
     );
     assert!(err.contains("linux/s390x"), "{err}");
 }
+
+/// (c) Token auth: the registry sends a bearer challenge; kiln fetches a
+/// token from the (test) token service with the logged-in credentials for
+/// push and anonymously for pull.
+#[test]
+fn bearer_token_auth_login_push_pull() {
+    if !have_registry_tools() || !have_tool("openssl", &["version"]) {
+        return;
+    }
+    let keys = tempfile::tempdir().unwrap();
+    let tokens = start_token_server(keys.path(), "kiln", "t0ken");
+    let registry = TestRegistry::start(
+        Auth::Token {
+            realm: format!("http://127.0.0.1:{}/token", tokens.port),
+            service: tokens.service.clone(),
+            issuer: tokens.issuer.clone(),
+            root_cert: tokens.cert.clone(),
+        },
+        None,
+    );
+    let env = Env::new();
+    let host = registry.host();
+    let name = format!("{host}/token/busybox:1");
+    if !env.import_busybox(&name, 0) {
+        return;
+    }
+    // Anonymous tokens only grant pull: the push is refused.
+    let err = env.fails_in(&env.root.clone(), &["push", &name]);
+    assert!(err.contains("unauthorized") || err.contains("401"), "{err}");
+
+    let login = |password: &str| {
+        let mut child = env
+            .kiln()
+            .args(["login", "-u", "kiln", "--password-stdin", &host])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(password.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let bad = login("nope");
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("refused the credentials"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    assert_success("login", &login("t0ken"));
+
+    let pushed = env.ok(&["push", &name]);
+    let digest = pushed_digest(&pushed);
+    // Anonymous pull (a fresh docker config) works with a pull-only token.
+    let fresh = env.fresh_root("fresh");
+    let out = env
+        .kiln_in(&fresh)
+        .env("DOCKER_CONFIG", env.dir.path().join("nobody"))
+        .args(["pull", &name])
+        .output()
+        .unwrap();
+    assert_success("anonymous pull", &out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&digest));
+    env.ok(&["logout", &host]);
+}

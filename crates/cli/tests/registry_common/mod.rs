@@ -371,3 +371,216 @@ fn proxy_one(mut client: TcpStream, target_port: u16, corrupt_digest: &str) -> s
         return Ok(());
     }
 }
+
+/// base64url without padding (JWT encoding).
+pub fn base64url(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// Standard base64 with padding (x5c entries).
+pub fn base64_std(bytes: &[u8]) -> String {
+    let mut text = base64url(bytes).replace('-', "+").replace('_', "/");
+    while text.len() % 4 != 0 {
+        text.push('=');
+    }
+    text
+}
+
+/// A token server for docker-registry's `token` auth: issues RS256 JWTs
+/// (signed with openssl, the certificate in `x5c`) granting the requested
+/// scopes to `user:password` and only `pull` to anonymous clients; answers
+/// 401 to wrong credentials. Returns (port, certificate PEM path).
+pub struct TokenServer {
+    pub port: u16,
+    pub cert: PathBuf,
+    pub issuer: String,
+    pub service: String,
+}
+
+pub fn start_token_server(dir: &Path, user: &'static str, password: &'static str) -> TokenServer {
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "token.key",
+                "-out",
+                "token.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=kiln token issuer",
+            ])
+            .current_dir(dir)
+            .stderr(Stdio::piped()),
+    );
+    let der = Command::new("openssl")
+        .args(["x509", "-in", "token.crt", "-outform", "der"])
+        .current_dir(dir)
+        .output()
+        .unwrap()
+        .stdout;
+    let x5c = base64_std(&der);
+    let key = dir.join("token.key");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let issuer = "kiln-test-issuer".to_string();
+    let service = "kiln-test-registry".to_string();
+    let (issuer_c, service_c) = (issuer.clone(), service.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let _ = serve_token(stream, &key, &x5c, &issuer_c, &service_c, user, password);
+        }
+    });
+    TokenServer {
+        port,
+        cert: dir.join("token.crt"),
+        issuer,
+        service,
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("00");
+                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn serve_token(
+    mut stream: TcpStream,
+    key: &Path,
+    x5c: &str,
+    issuer: &str,
+    service: &str,
+    user: &str,
+    password: &str,
+) -> std::io::Result<()> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte)? == 0 {
+            return Ok(());
+        }
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let target = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split(' ')
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    let query = target.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    let scopes: Vec<String> = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(k, _)| *k == "scope")
+        .map(|(_, v)| percent_decode(v))
+        .collect();
+    let authorization = text
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+        .map(|l| {
+            l.split_once(':')
+                .map(|(_, v)| v.trim().to_string())
+                .unwrap_or_default()
+        });
+    let expected = format!(
+        "Basic {}",
+        base64_std(format!("{user}:{password}").as_bytes())
+    );
+    let authenticated = match &authorization {
+        Some(value) if *value == expected => true,
+        Some(_) => {
+            stream.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 27\r\nConnection: close\r\n\r\n{\"details\":\"bad password\"}\n")?;
+            return Ok(());
+        }
+        None => false,
+    };
+    let mut access = Vec::new();
+    for scope in &scopes {
+        let mut parts = scope.splitn(3, ':');
+        let (kind, name, actions) = (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        );
+        let granted: Vec<&str> = actions
+            .split(',')
+            .filter(|a| authenticated || *a == "pull")
+            .collect();
+        access.push(serde_json::json!({"type": kind, "name": name, "actions": granted}));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [x5c]});
+    let claims = serde_json::json!({
+        "iss": issuer, "sub": if authenticated { user } else { "" }, "aud": service,
+        "exp": now + 600, "nbf": now - 60, "iat": now, "jti": format!("{now}-{}", scopes.len()),
+        "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        base64url(header.to_string().as_bytes()),
+        base64url(claims.to_string().as_bytes())
+    );
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(signing_input.as_bytes())?;
+    let signature = child.wait_with_output()?.stdout;
+    let token = format!("{signing_input}.{}", base64url(&signature));
+    let body =
+        serde_json::json!({"token": token, "access_token": token, "expires_in": 600}).to_string();
+    stream.write_all(
+        format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+            .as_bytes(),
+    )?;
+    Ok(())
+}
