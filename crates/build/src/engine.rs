@@ -1002,7 +1002,20 @@ impl<'s> Engine<'_, 's> {
         let parts = components(target);
         // An existing directory gives an empty layer, as BuildKit's mkdir -p does.
         if !view.lookup(&parts).is_some_and(|(_, meta)| meta.is_dir()) {
-            CopyPlan::new(&view, &staging.0).make_dirs(&parts, None)?;
+            // BuildKit creates the missing directories as the current USER.
+            let user = state.config_str("User").unwrap_or_default();
+            let owner = if user.is_empty() {
+                None
+            } else {
+                let passwd = view.read_small_file("/etc/passwd");
+                let group = view.read_small_file("/etc/group");
+                // An unknown user fails the next RUN with a clear error; the
+                // directory itself is then left to root.
+                kiln_sandbox::resolve_user(&user, passwd.as_deref(), group.as_deref())
+                    .ok()
+                    .map(|u| (u.uid, u.gid))
+            };
+            CopyPlan::new(&view, &staging.0).make_dirs(&parts, owner)?;
         }
         self.commit_dir(&staging.0, kiln_snapshot::DiffKind::Directory)
     }

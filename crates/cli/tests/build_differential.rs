@@ -493,6 +493,46 @@ fn cases() -> Vec<Case> {
                 ("d/inner", Link("../f")),
             ],
         ),
+        case(
+            "user-run-creates-owned-files",
+            "FROM busybox:local\nRUN mkdir /data && chown nobody /data\nUSER nobody\nRUN echo me > /data/mine && mkdir /data/sub\nUSER 0\n",
+            vec![],
+        ),
+        case(
+            "workdir-after-user",
+            "FROM busybox:local\nUSER nobody\nWORKDIR /made/by/nobody\n",
+            vec![],
+        ),
+        case(
+            "copy-from-stage-owners",
+            "FROM busybox:local AS builder\nRUN mkdir /o && echo x > /o/f && chown 5:6 /o/f && chmod 640 /o/f && ln -s f /o/l\nFROM busybox:local\nCOPY --from=builder /o /kept\nCOPY --from=builder --chown=7:8 /o/f /changed\nCOPY --from=builder /o/l /followed\n",
+            vec![],
+        ),
+        case(
+            "add-local-files",
+            "FROM busybox:local\nADD f /added/\nADD d /addeddir\n",
+            vec![("f", File("f\n", 0o644)), ("d/x", File("x\n", 0o600))],
+        ),
+        case(
+            "env-in-copy-paths",
+            "FROM busybox:local\nENV DIR=/target SRC=f\nCOPY $SRC ${DIR}/\nCOPY ${SRC} /plain-${SRC}\n",
+            vec![("f", File("f\n", 0o644))],
+        ),
+        case(
+            "copy-into-existing-dirs",
+            "FROM busybox:local\nCOPY f /tmp/\nCOPY f /etc/\nCOPY d /tmp\n",
+            vec![("f", File("f\n", 0o644)), ("d/y", File("y\n", 0o644))],
+        ),
+        case(
+            "arg-in-run-environment",
+            "FROM busybox:local\nARG X=1\nARG Y\nRUN echo \"$X-$Y\" > /x && env | grep -c '^X=' > /count\n",
+            vec![],
+        ),
+        case(
+            "dot-destination",
+            "FROM busybox:local\nWORKDIR /w\nCOPY d ./\nCOPY f ./g\n",
+            vec![("f", File("f\n", 0o644)), ("d/y", File("y\n", 0o755))],
+        ),
     ];
     cases.push(Case {
         name: "args-meta-and-stage",
