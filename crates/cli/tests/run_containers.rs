@@ -193,6 +193,13 @@ fn attached_run_streams_output_and_returns_exit_code() {
     let ps = ok(&env, &["ps", "-a"]);
     assert!(ps.contains("Exited (0)") && ps.contains("kept"), "{ps}");
     assert_eq!(ok(&env, &["logs", "kept"]), "kept output\n");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(&env, &["container", "inspect", "kept"])).expect("inspect JSON");
+    assert_eq!(inspect[0]["Name"], "/kept");
+    assert_eq!(inspect[0]["State"]["Status"], "exited");
+    assert_eq!(inspect[0]["State"]["ExitCode"], 0);
+    assert_eq!(inspect[0]["Path"], "echo");
+    assert_eq!(inspect[0]["Config"]["Image"], IMAGE);
     assert_eq!(ok(&env, &["wait", "kept"]), "0\n");
     ok(&env, &["rm", "kept"]);
 }

@@ -40,9 +40,42 @@ pub enum ContainerVerb {
     Wait(WaitArgs),
     /// Execute a command in a running container
     Exec(ExecArgs),
+    /// Manage containers (`kiln container inspect|ls|rm|stop|kill|wait|logs|exec`)
+    #[command(subcommand)]
+    Container(ContainerCommand),
     /// (internal) the per-container monitor of `kiln run -d`
     #[command(name = "__monitor", hide = true)]
     Monitor { id: String },
+}
+
+/// `kiln container ...`
+#[derive(Subcommand)]
+pub enum ContainerCommand {
+    /// Display detailed information on one or more containers as JSON
+    Inspect(InspectArgs),
+    /// List containers
+    #[command(alias = "list", alias = "ps")]
+    Ls(PsArgs),
+    /// Remove one or more containers
+    Rm(RmArgs),
+    /// Stop one or more running containers
+    Stop(StopArgs),
+    /// Kill one or more running containers
+    Kill(KillArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(WaitArgs),
+    /// Fetch the logs of a container
+    Logs(LogsArgs),
+    /// Execute a command in a running container
+    Exec(ExecArgs),
+    /// Create and run a new container from an image
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    #[arg(required = true)]
+    containers: Vec<String>,
 }
 
 #[derive(Args)]
@@ -196,6 +229,17 @@ pub fn run(root: &Path, verb: ContainerVerb) -> Result<ExitCode> {
         ContainerVerb::Rm(a) => each(root, &a.containers, |c| control::remove(c, a.force)),
         ContainerVerb::Wait(a) => wait(root, a),
         ContainerVerb::Exec(a) => Ok(exec(root, a)),
+        ContainerVerb::Container(c) => match c {
+            ContainerCommand::Inspect(a) => inspect(root, a),
+            ContainerCommand::Ls(a) => run(root, ContainerVerb::Ps(a)),
+            ContainerCommand::Rm(a) => run(root, ContainerVerb::Rm(a)),
+            ContainerCommand::Stop(a) => run(root, ContainerVerb::Stop(a)),
+            ContainerCommand::Kill(a) => run(root, ContainerVerb::Kill(a)),
+            ContainerCommand::Wait(a) => run(root, ContainerVerb::Wait(a)),
+            ContainerCommand::Logs(a) => run(root, ContainerVerb::Logs(a)),
+            ContainerCommand::Exec(a) => run(root, ContainerVerb::Exec(a)),
+            ContainerCommand::Run(a) => run(root, ContainerVerb::Run(a)),
+        },
         ContainerVerb::Monitor { id } => {
             let containers = Containers::open(root)?;
             let container = containers.find(&id)?;
@@ -517,4 +561,90 @@ fn logs(root: &Path, args: LogsArgs) -> Result<ExitCode> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// docker-inspect-shaped JSON of one container.
+fn inspect_one(container: &Container) -> Result<serde_json::Value, RunError> {
+    let config = container.config()?;
+    let state = container.state()?;
+    let observed = container.observe()?;
+    let (status, running, pid, exit_code) = match &observed {
+        Observed::Created => ("created", false, 0, 0),
+        Observed::Running { pid, .. } => ("running", true, *pid, 0),
+        Observed::Exited { code, .. } => ("exited", false, 0, *code),
+    };
+    let zero_time = "0001-01-01T00:00:00Z".to_string();
+    let mut ports = serde_json::Map::new();
+    for port in &config.ports {
+        let key = format!("{}/{}", port.container_port, port.protocol);
+        let binding = serde_json::json!({"HostIp": port.host_ip.to_string(), "HostPort": port.host_port.to_string()});
+        match ports
+            .get_mut(&key)
+            .and_then(serde_json::Value::as_array_mut)
+        {
+            Some(list) => list.push(binding),
+            None => {
+                ports.insert(key, serde_json::json!([binding]));
+            }
+        }
+    }
+    Ok(serde_json::json!({
+        "Id": config.id,
+        "Created": config.created,
+        "Path": config.argv.first().cloned().unwrap_or_default(),
+        "Args": config.argv.iter().skip(1).collect::<Vec<_>>(),
+        "State": {
+            "Status": status,
+            "Running": running,
+            "Paused": false,
+            "Restarting": false,
+            "OOMKilled": false,
+            "Dead": false,
+            "Pid": pid,
+            "ExitCode": exit_code,
+            "Error": state.error.clone().unwrap_or_default(),
+            "StartedAt": state.started_at.clone().unwrap_or_else(|| zero_time.clone()),
+            "FinishedAt": state.finished_at.clone().unwrap_or(zero_time),
+        },
+        "Image": config.image_id,
+        "LogPath": container.log_path(),
+        "Name": format!("/{}", config.name),
+        "HostConfig": {
+            "NetworkMode": config.network.as_str(),
+            "PortBindings": ports,
+            "AutoRemove": config.auto_remove,
+        },
+        "Config": {
+            "Hostname": config.hostname,
+            "User": config.user,
+            "Tty": config.tty,
+            "OpenStdin": config.open_stdin,
+            "Env": config.env,
+            "Cmd": config.argv,
+            "Image": config.image,
+            "WorkingDir": config.working_dir,
+            "StopSignal": config.stop_signal,
+        },
+    }))
+}
+
+fn inspect(root: &Path, args: InspectArgs) -> Result<ExitCode> {
+    let containers = Containers::open(root)?;
+    let mut found = Vec::new();
+    let mut failed = false;
+    for name in &args.containers {
+        match containers.find(name).and_then(|c| inspect_one(&c)) {
+            Ok(value) => found.push(value),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                failed = true;
+            }
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&found)?);
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
