@@ -352,7 +352,9 @@ pub fn build(
     let final_state = engine.build_stage(target, &mut Vec::new())?;
     let (manifest, config) = engine.write_image(&final_state)?;
     for tag in &options.tags {
-        store.set_ref(tag, &manifest)?;
+        if store.resolve_ref(tag)?.as_ref() != Some(&manifest) {
+            store.set_ref(tag, &manifest)?;
+        }
     }
     Ok(BuildOutcome {
         manifest,
@@ -1307,6 +1309,23 @@ impl<'s> Engine<'_, 's> {
         })
     }
 
+    /// Stores `bytes` unless a blob with their digest is already there (a
+    /// no-op rebuild writes the same config and manifest: skip the fsyncs).
+    fn put_blob_once(&self, bytes: &[u8]) -> Result<kiln_store::BlobInfo, BuildError> {
+        let digest = Digest::of_bytes(bytes);
+        if self.store.has_blob(&digest) {
+            self.lease.add_blob(&digest)?;
+            // Re-check after taking the lease: a concurrent gc may have removed it.
+            if self.store.has_blob(&digest) {
+                return Ok(kiln_store::BlobInfo {
+                    digest,
+                    size: bytes.len() as u64,
+                });
+            }
+        }
+        Ok(self.store.put_blob(self.lease, bytes)?)
+    }
+
     /// Writes the final config and manifest and records the image.
     fn write_image(&self, state: &StageState) -> Result<(Digest, Digest), BuildError> {
         let mut image = state.image.clone();
@@ -1322,7 +1341,7 @@ impl<'s> Engine<'_, 's> {
                 path: self.options.dockerfile_path.clone(),
                 source: std::io::Error::other(e),
             })?;
-        let config_blob = self.store.put_blob(self.lease, &config_bytes)?;
+        let config_blob = self.put_blob_once(&config_bytes)?;
         let layers: Vec<Value> = state
             .layers
             .iter()
@@ -1335,8 +1354,12 @@ impl<'s> Engine<'_, 's> {
             "layers": layers,
         });
         let manifest_bytes = serde_json::to_vec(&manifest).unwrap_or_default();
-        let manifest_blob = self.store.put_blob(self.lease, &manifest_bytes)?;
+        let manifest_blob = self.put_blob_once(&manifest_bytes)?;
         self.lease.add_image(&manifest_blob.digest)?;
+        // A no-op rebuild yields the same manifest: nothing to record again.
+        if self.store.image(&manifest_blob.digest)?.is_some() {
+            return Ok((manifest_blob.digest, config_blob.digest));
+        }
         self.store.put_image(&NewImage {
             manifest: manifest_blob.digest.clone(),
             manifest_media_type: OCI_MANIFEST.to_string(),
