@@ -351,6 +351,7 @@ fn apply_stream(
         written: HashSet::new(),
         dir_times: Vec::new(),
         unpacked_bytes: 0,
+        parent_cache: None,
         stats: ApplyStats {
             format,
             diff_id: Digest::of_bytes(b""),
@@ -470,6 +471,8 @@ struct Applier<'o> {
     /// Directory mtimes, set at the end because adding children changes them.
     dir_times: Vec<(PathBuf, i64)>,
     unpacked_bytes: u64,
+    /// The parent directory of the previous entry, by clean path.
+    parent_cache: Option<(PathBuf, OwnedFd)>,
     stats: ApplyStats,
 }
 
@@ -577,6 +580,7 @@ impl Applier<'_> {
         let parent_path: PathBuf = parents.iter().collect();
         let meta = Self::entry_meta(&mut entry, &raw_path)?;
         if let Some(hidden) = name.as_bytes().strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            self.parent_cache = None;
             drain(&mut entry, &raw_path)?;
             self.stats.whiteouts += 1;
             if name.as_bytes() == WHITEOUT_OPAQUE.as_bytes() {
@@ -600,7 +604,13 @@ impl Applier<'_> {
             );
         }
 
-        let parent = self.ensure_parent(&parent_path, &raw_path)?;
+        // Consecutive entries of one directory reuse its fd. Only entries of that same
+        // directory run while it is cached, and they change its children, never the
+        // directory itself; whiteouts drop the cache.
+        let parent = match self.parent_cache.take() {
+            Some((cached_path, fd)) if cached_path == parent_path => fd,
+            _ => self.ensure_parent(&parent_path, &raw_path)?,
+        };
         let relative: PathBuf = components.iter().collect();
         match kind {
             tar::EntryType::Directory => {
@@ -694,6 +704,7 @@ impl Applier<'_> {
         // read here, so the tar reader does not count it as the next entry's metadata.
         drain(&mut entry, &raw_path)?;
         self.written.insert(relative);
+        self.parent_cache = Some((parent_path, parent));
         Ok(())
     }
 

@@ -618,3 +618,31 @@ mod mutated {
         }
     }
 }
+
+#[test]
+fn entries_after_a_whiteout_of_their_directory_recreate_it() {
+    // Guards the parent-directory fd cache: a whiteout between two entries of the same
+    // directory removes it, so the second entry must not land in the removed directory.
+    let arena = Arena::new();
+    let layer = RawTar::new()
+        .file("a/b/f1", b"1")
+        .file("a/.wh.b", b"")
+        .file("a/b/f2", b"2")
+        .finish();
+    arena.apply(&layer, &opts()).expect("apply");
+    let names: Vec<String> = tree(&arena.root).into_keys().collect();
+    assert_eq!(names, ["a", "a/b", "a/b/f2"]);
+    // And a directory replaced by a symlink between entries of it is resolved afresh.
+    let arena = Arena::new();
+    let layer = RawTar::new()
+        .file("x/f1", b"1")
+        .symlink("x", "y")
+        .file("x/f2", b"2")
+        .finish();
+    arena.apply(&layer, &opts()).expect("apply");
+    assert_eq!(
+        std::fs::read(arena.root.join("y/f2")).expect("through the new symlink"),
+        b"2"
+    );
+    assert!(!arena.root.join("y/f1").exists());
+}
