@@ -626,10 +626,15 @@ impl RegistryClient {
             // The registry needs no authentication at all: docker accepts that too.
             return Ok(());
         };
-        let authorization = match challenge.scheme.as_str() {
-            "bearer" => self.authorization(&[], true)?,
-            _ => self.authorization(&[], true)?,
-        };
+        if challenge.scheme == "basic" && self.credentials.is_none() {
+            return Err(RegistryError::Auth {
+                registry: self.registry.clone(),
+                why: "the registry wants credentials and none were given".into(),
+            });
+        }
+        // For bearer registries this fetches a token with the credentials:
+        // the token service refusing them is the login failure.
+        let authorization = self.authorization(&[], true)?;
         let url = format!("{base}/v2/");
         let mut request = self.agent.get(&url);
         if let Some(value) = &authorization {

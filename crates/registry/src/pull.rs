@@ -92,8 +92,8 @@ pub fn pull(
             store.put_blob(&lease, &index.bytes)?;
             let descriptor = index.select(&options.platform)?;
             progress.event(ProgressEvent::PlatformSelected {
-                index: &index.digest.to_string(),
-                manifest: &descriptor.digest().to_string(),
+                index: index.digest.as_ref(),
+                manifest: descriptor.digest().as_ref(),
                 platform: &options.platform.to_string(),
             });
             match fetch_manifest(
