@@ -384,13 +384,13 @@ fn copy_entry(
     });
     let mode = chmod.unwrap_or(meta.mode() & 0o7777);
     let file_type = meta.file_type();
-    if let Ok(existing) = fs::symlink_metadata(target) {
-        if !(existing.is_dir() && file_type.is_dir()) {
-            if existing.is_dir() {
-                fs::remove_dir_all(target).map_err(io_err("replacing", target))?;
-            } else {
-                fs::remove_file(target).map_err(io_err("replacing", target))?;
-            }
+    if let Ok(existing) = fs::symlink_metadata(target)
+        && !(existing.is_dir() && file_type.is_dir())
+    {
+        if existing.is_dir() {
+            fs::remove_dir_all(target).map_err(io_err("replacing", target))?;
+        } else {
+            fs::remove_file(target).map_err(io_err("replacing", target))?;
         }
     }
     if file_type.is_symlink() {

@@ -431,10 +431,10 @@ impl<'s> Engine<'_, 's> {
     }
 
     fn resolve_from(&self, name: &str) -> SourceRef {
-        if let Ok(index) = name.parse::<usize>() {
-            if index < self.stages.stages.len() {
-                return SourceRef::Stage(index);
-            }
+        if let Ok(index) = name.parse::<usize>()
+            && index < self.stages.stages.len()
+        {
+            return SourceRef::Stage(index);
         }
         match self.stages.find(name) {
             Some(index) => SourceRef::Stage(index),
@@ -696,13 +696,11 @@ impl<'s> Engine<'_, 's> {
                             map.insert(key.clone(), json!({}));
                         }
                     }
-                    let words: Vec<&str> = ports.iter().map(|p| p.value.as_str()).collect();
                     self.config_step(
                         &mut state,
                         &canonical,
                         &format!("EXPOSE map[{}]", keys.join(" ")),
                     );
-                    let _ = words;
                 }
                 Command::Volume { paths, .. } => {
                     let config = state.config();
@@ -780,7 +778,7 @@ impl<'s> Engine<'_, 's> {
                     );
                 }
                 Command::Healthcheck(health) => {
-                    let value = healthcheck_json(health, &state.shell());
+                    let value = healthcheck_json(health);
                     state.config().insert("Healthcheck".into(), value);
                     self.config_step(
                         &mut state,
@@ -887,21 +885,21 @@ impl<'s> Engine<'_, 's> {
         let started = Instant::now();
         let id = self.progress.start(&step.label);
         let key_text = key.to_hex().to_string();
-        if !self.options.no_cache {
-            if let Some(found) = self.store.cache_get(&key_text)? {
-                let parsed = serde_json::from_str::<Value>(&found).ok();
-                if let Some((layer, created)) = parsed.as_ref().and_then(Layer::from_json) {
-                    if self.store.has_blob(&layer.blob) {
-                        self.lease.add_blob(&layer.blob)?;
-                        self.progress.cached(id);
-                        self.cached_steps += 1;
-                        state.layers.push(layer);
-                        state.key = key;
-                        state.created = created.clone();
-                        state.add_history(created_by, false, &created);
-                        return Ok(());
-                    }
-                }
+        if !self.options.no_cache
+            && let Some(found) = self.store.cache_get(&key_text)?
+        {
+            let parsed = serde_json::from_str::<Value>(&found).ok();
+            if let Some((layer, created)) = parsed.as_ref().and_then(Layer::from_json)
+                && self.store.has_blob(&layer.blob)
+            {
+                self.lease.add_blob(&layer.blob)?;
+                self.progress.cached(id);
+                self.cached_steps += 1;
+                state.layers.push(layer);
+                state.key = key;
+                state.created = created.clone();
+                state.add_history(created_by, false, &created);
+                return Ok(());
             }
         }
         self.current_step = id;
@@ -1237,11 +1235,8 @@ impl<'s> Engine<'_, 's> {
             dest_text.ends_with('/') || dest_text.ends_with("/.") || dest_text == ".";
         let chown = chown.as_ref().map(|c| c.value.clone());
         let chmod_text = chmod.as_ref().map(|c| c.value.clone());
-        let mut shown: Vec<String> = Vec::new();
-        if let Some(c) = &chown {
-            let _ = c;
-        }
-        shown.extend(patterns.iter().cloned());
+        // BuildKit's history shows sources and destination, not the flags.
+        let mut shown: Vec<String> = patterns.clone();
         shown.push(dest_text.clone());
         let created_by = match from {
             Some(f) => format!(
@@ -1417,7 +1412,7 @@ fn command_argv(command: &CommandLine, shell: &[String]) -> Vec<String> {
     }
 }
 
-fn healthcheck_json(health: &Healthcheck, shell: &[String]) -> Value {
+fn healthcheck_json(health: &Healthcheck) -> Value {
     match health {
         Healthcheck::None { .. } => json!({"Test": ["NONE"]}),
         Healthcheck::Check(check) => {
@@ -1429,7 +1424,6 @@ fn healthcheck_json(health: &Healthcheck, shell: &[String]) -> Value {
                     test
                 }
             };
-            let _ = shell;
             let mut map = Map::new();
             map.insert("Test".into(), json!(test));
             for (key, value) in [
@@ -1504,7 +1498,7 @@ fn canonical(command: &Command) -> String {
             parts.push(format!("dest={}", text(&add.dest)));
         }
         Command::Shell { shell, .. } => parts.extend(shell.iter().map(text)),
-        Command::Healthcheck(health) => parts.push(healthcheck_json(health, &[]).to_string()),
+        Command::Healthcheck(health) => parts.push(healthcheck_json(health).to_string()),
         Command::Onbuild(onbuild) => parts.push(onbuild.expression.clone()),
         Command::Maintainer { name, .. } => parts.push(text(name)),
         other => parts.extend(other.expandable_words().into_iter().map(text)),
