@@ -310,66 +310,54 @@ pub fn start_corrupting_proxy(target_port: u16, corrupt_digest: String) -> u16 {
 }
 
 fn proxy_one(mut client: TcpStream, target_port: u16, corrupt_digest: &str) -> std::io::Result<()> {
-    loop {
-        // Read one request head (GET/HEAD only: no bodies in a pull).
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if client.read(&mut byte)? == 0 {
-                return Ok(());
-            }
-            // Not HTTP (a TLS ClientHello starts with 0x16): hang up at once,
-            // as a plain HTTP server would.
-            if head.is_empty() && !byte[0].is_ascii_uppercase() {
-                return Ok(());
-            }
-            head.push(byte[0]);
+    // Read one request head (GET/HEAD only: no bodies in a pull).
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if client.read(&mut byte)? == 0 {
+            return Ok(());
         }
-        let text = String::from_utf8_lossy(&head).into_owned();
-        let request_line = text.lines().next().unwrap_or_default().to_string();
-        let mut rewritten: String = text
-            .split("\r\n")
-            .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
-            .take_while(|l| !l.is_empty())
-            .map(|l| format!("{l}\r\n"))
-            .collect();
-        rewritten.push_str("Connection: close\r\n\r\n");
-        let mut upstream = TcpStream::connect(("127.0.0.1", target_port))?;
-        upstream.write_all(rewritten.as_bytes())?;
-        let mut response = Vec::new();
-        upstream.read_to_end(&mut response)?;
-        let corrupt = request_line.starts_with("GET ")
-            && request_line.contains(&format!("/blobs/{corrupt_digest}"));
-        if corrupt
-            && let Some(body_start) = response
-                .windows(4)
-                .position(|w| w == b"\r\n\r\n")
-                .map(|p| p + 4)
-        {
-            if body_start < response.len() {
-                let last = response.len() - 1;
-                response[last] ^= 0x01;
-            }
+        // Not HTTP (a TLS ClientHello starts with 0x16): hang up at once,
+        // as a plain HTTP server would.
+        if head.is_empty() && !byte[0].is_ascii_uppercase() {
+            return Ok(());
         }
-        // The registry closed its side: close ours too after this response.
-        let head_end = response
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map(|p| p + 4)
-            .unwrap_or(response.len());
-        let head_text = String::from_utf8_lossy(&response[..head_end]).into_owned();
-        let mut out: String = head_text
-            .split("\r\n")
-            .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
-            .take_while(|l| !l.is_empty())
-            .map(|l| format!("{l}\r\n"))
-            .collect();
-        out.push_str("Connection: close\r\n\r\n");
-        client.write_all(out.as_bytes())?;
-        client.write_all(&response[head_end..])?;
-        client.flush()?;
-        return Ok(());
+        head.push(byte[0]);
     }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let request_line = text.lines().next().unwrap_or_default().to_string();
+    let mut upstream = TcpStream::connect(("127.0.0.1", target_port))?;
+    upstream.write_all(with_connection_close(&text).as_bytes())?;
+    let mut response = Vec::new();
+    upstream.read_to_end(&mut response)?;
+    let head_end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .unwrap_or(response.len());
+    let corrupt = request_line.starts_with("GET ")
+        && request_line.contains(&format!("/blobs/{corrupt_digest}"));
+    if corrupt && head_end < response.len() {
+        let last = response.len() - 1;
+        response[last] ^= 0x01;
+    }
+    // One request per connection: the registry closed its side, so do we.
+    let head_text = String::from_utf8_lossy(&response[..head_end]).into_owned();
+    client.write_all(with_connection_close(&head_text).as_bytes())?;
+    client.write_all(&response[head_end..])?;
+    client.flush()
+}
+
+/// An HTTP head with its `Connection` header replaced by `Connection: close`.
+fn with_connection_close(head: &str) -> String {
+    let mut out: String = head
+        .split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+        .take_while(|l| !l.is_empty())
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    out.push_str("Connection: close\r\n\r\n");
+    out
 }
 
 /// base64url without padding (JWT encoding).
@@ -393,7 +381,7 @@ pub fn base64url(bytes: &[u8]) -> String {
 /// Standard base64 with padding (x5c entries).
 pub fn base64_std(bytes: &[u8]) -> String {
     let mut text = base64url(bytes).replace('-', "+").replace('_', "/");
-    while text.len() % 4 != 0 {
+    while !text.len().is_multiple_of(4) {
         text.push('=');
     }
     text
