@@ -348,6 +348,8 @@ pub fn build(
         executed_steps: 0,
         file_name,
         current_step: 0,
+        local_layers: HashMap::new(),
+        layer_dirs: TempDir::new(store, "layers")?,
     };
     let final_state = engine.build_stage(target, &mut Vec::new())?;
     let (manifest, config) = engine.write_image(&final_state)?;
@@ -383,6 +385,13 @@ struct Engine<'a, 's> {
     file_name: String,
     /// Progress id of the step being executed (RUN output goes there).
     current_step: usize,
+    /// Directories holding the diffs of layers made by this build (RUN upper
+    /// dirs, COPY staging trees), by diff id: already in overlayfs lower-dir
+    /// form, so later steps stack them directly instead of unpacking the blob
+    /// into a store snapshot (an apply plus a syncfs per step).
+    local_layers: HashMap<String, PathBuf>,
+    /// Owns the directories in `local_layers`; removed when the build ends.
+    layer_dirs: TempDir,
 }
 
 /// Where a step is, for progress labels and errors.
@@ -954,6 +963,16 @@ impl<'s> Engine<'_, 's> {
         })
     }
 
+    /// Keeps `dir` (the diff a layer was made from) as that layer's lower dir
+    /// for the rest of the build.
+    fn keep_layer_dir(&mut self, dir: &Path, layer: &Layer) {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let kept = self.layer_dirs.0.join(format!("layer-{n}"));
+        if fs::rename(dir, &kept).is_ok() {
+            self.local_layers.insert(layer.diff_id.to_string(), kept);
+        }
+    }
+
     /// The snapshot directories of `layers`, top-most first (overlayfs order).
     fn lowers(&self, layers: &[Layer]) -> Result<Vec<PathBuf>, BuildError> {
         let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
@@ -961,6 +980,11 @@ impl<'s> Engine<'_, 's> {
         let mut dirs = Vec::with_capacity(layers.len());
         let mut parent: Option<Digest> = None;
         for (layer, chain_id) in layers.iter().zip(chain_ids) {
+            if let Some(local) = self.local_layers.get(&layer.diff_id.to_string()) {
+                dirs.push(local.clone());
+                parent = Some(chain_id);
+                continue;
+            }
             let blob = layer.blob.clone();
             let store = self.store;
             let dir = self.store.ensure_snapshot(
@@ -1017,7 +1041,9 @@ impl<'s> Engine<'_, 's> {
             };
             CopyPlan::new(&view, &staging.0).make_dirs(&parts, owner)?;
         }
-        self.commit_dir(&staging.0, kiln_snapshot::DiffKind::Directory)
+        let layer = self.commit_dir(&staging.0, kiln_snapshot::DiffKind::Directory)?;
+        self.keep_layer_dir(&staging.0, &layer);
+        Ok(layer)
     }
 
     fn run_layer(
@@ -1101,7 +1127,9 @@ impl<'s> Engine<'_, 's> {
                 &tail,
             ));
         }
-        self.commit_dir(&upper, kiln_snapshot::DiffKind::OverlayUpper)
+        let layer = self.commit_dir(&upper, kiln_snapshot::DiffKind::OverlayUpper)?;
+        self.keep_layer_dir(&upper, &layer);
+        Ok(layer)
     }
 
     fn context(&mut self) -> Result<&Context, BuildError> {
@@ -1300,7 +1328,9 @@ impl<'s> Engine<'_, 's> {
                 CopySource::Dir(_) => None,
             };
             plan.copy(&items, &source, context, &context_root, &dest_path, dest_is_dir_syntax, owner, chmod)?;
-            engine.commit_dir(&staging.0, kiln_snapshot::DiffKind::Directory)
+            let layer = engine.commit_dir(&staging.0, kiln_snapshot::DiffKind::Directory)?;
+            engine.keep_layer_dir(&staging.0, &layer);
+            Ok(layer)
         })
     }
 
