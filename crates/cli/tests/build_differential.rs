@@ -141,6 +141,7 @@ struct Case {
     dockerfile: &'static str,
     files: Vec<(&'static str, Item)>,
     args: Vec<&'static str>,
+    target: Option<&'static str>,
 }
 
 fn case(name: &'static str, dockerfile: &'static str, files: Vec<(&'static str, Item)>) -> Case {
@@ -149,6 +150,7 @@ fn case(name: &'static str, dockerfile: &'static str, files: Vec<(&'static str, 
         dockerfile,
         files,
         args: Vec::new(),
+        target: None,
     }
 }
 
@@ -533,12 +535,49 @@ fn cases() -> Vec<Case> {
             "FROM busybox:local\nWORKDIR /w\nCOPY d ./\nCOPY f ./g\n",
             vec![("f", File("f\n", 0o644)), ("d/y", File("y\n", 0o755))],
         ),
+        case(
+            "copy-several-sources-into-dir",
+            "FROM busybox:local\nCOPY a b d /many/\nCOPY [\"a\", \"b\", \"/json form/\"]\n",
+            vec![
+                ("a", File("a\n", 0o644)),
+                ("b", File("b\n", 0o600)),
+                ("d/c", File("c\n", 0o644)),
+            ],
+        ),
+        case(
+            "copy-from-image",
+            "FROM scratch\nCOPY --from=busybox:local /bin/busybox /bin/busybox\nCOPY --from=busybox:local /etc /etc\n",
+            vec![],
+        ),
+        case(
+            "user-with-group-and-numeric-signal",
+            "FROM busybox:local\nUSER nobody:nogroup\nSTOPSIGNAL 9\nLABEL multi=\"line \\\n  continued\"\nEXPOSE 8080/tcp\n",
+            vec![],
+        ),
+        case(
+            "healthcheck-none-and-exec",
+            "FROM busybox:local AS a\nHEALTHCHECK CMD [\"true\"]\nFROM a\nHEALTHCHECK NONE\n",
+            vec![],
+        ),
+        case(
+            "run-as-user-in-workdir",
+            "FROM busybox:local\nRUN mkdir -p /home/app && chown 1000:1000 /home/app\nUSER 1000:1000\nWORKDIR /home/app\nRUN echo mine > owned && mkdir d && touch d/x\n",
+            vec![],
+        ),
     ];
     cases.push(Case {
         name: "args-meta-and-stage",
         dockerfile: "ARG BASE=busybox:local\nARG V=meta\nFROM $BASE\nARG V\nARG W=default\nENV E=$V-$W\nRUN echo \"$V $W $E\" > /args.txt\n",
         files: vec![],
         args: vec!["W=given"],
+        target: None,
+    });
+    cases.push(Case {
+        name: "target-stops-early",
+        dockerfile: "FROM busybox:local AS first\nRUN echo first > /first\nCMD [\"first\"]\nFROM first AS second\nRUN echo second > /second\nFROM busybox:local\nRUN exit 7\n",
+        files: vec![],
+        args: vec![],
+        target: Some("second"),
     });
     cases
 }
@@ -549,6 +588,9 @@ fn docker_build(case: &Case, context: &Path, tag: &str) -> Result<(), String> {
         .args(["build", "-q", "-t", tag]);
     for arg in &case.args {
         cmd.args(["--build-arg", arg]);
+    }
+    if let Some(target) = case.target {
+        cmd.args(["--target", target]);
     }
     let out = cmd.arg(context).output().map_err(|e| e.to_string())?;
     if out.status.success() {
@@ -563,6 +605,9 @@ fn kiln_build(root: &Path, case: &Case, context: &Path, tag: &str) -> Result<Str
     cmd.args(["build", "--progress=plain", "-t", tag]);
     for arg in &case.args {
         cmd.args(["--build-arg", arg]);
+    }
+    if let Some(target) = case.target {
+        cmd.args(["--target", target]);
     }
     let out = cmd.arg(context).output().map_err(|e| e.to_string())?;
     if out.status.success() {
