@@ -810,14 +810,19 @@ impl<'s> Engine<'_, 's> {
                     })?;
                 }
                 Command::Run(run) => {
-                    if !run.mounts.is_empty() || !run.heredocs.is_empty() {
+                    if !run.heredocs.is_empty() {
                         return Err(self.step_error(
                             &step,
-                            "RUN --mount and RUN heredocs are not supported by kiln yet".into(),
+                            "RUN heredocs are not supported by kiln yet".into(),
                             None,
                             &[],
                         ));
                     }
+                    let (mounts, locks, mount_key) = self.run_mounts(&step, run)?;
+                    let network = match run.network {
+                        Some(kiln_dockerfile::instructions::NetworkMode::None) => Network::None,
+                        _ => Network::Host,
+                    };
                     let argv = command_argv(&run.command, &state.shell());
                     let mut env = state.env();
                     for (k, v) in &args {
@@ -836,6 +841,7 @@ impl<'s> Engine<'_, 's> {
                         cwd.clone().into_bytes(),
                     ];
                     key_parts.extend(env.iter().map(|e| e.clone().into_bytes()));
+                    key_parts.extend(mount_key);
                     let parts: Vec<&[u8]> = key_parts.iter().map(Vec::as_slice).collect();
                     let key = chain(&state.key, &parts);
                     let arg_prefix = if args.is_empty() {
@@ -847,13 +853,26 @@ impl<'s> Engine<'_, 's> {
                     };
                     let created_by = format!("RUN {arg_prefix}{} # buildkit", argv.join(" "));
                     self.fs_step(&mut state, &step, key, created_by, |engine, state| {
+                        // `sharing=locked` cache mounts: one build at a time.
+                        let mut held = Vec::new();
+                        for lock in &locks {
+                            let file = fs::File::create(lock)
+                                .map_err(io_error("creating cache mount lock", lock))?;
+                            file.lock()
+                                .map_err(io_error("locking cache mount lock", lock))?;
+                            held.push(file);
+                        }
                         engine.run_layer(
                             state,
                             &step,
-                            argv.clone(),
-                            env.clone(),
-                            user.clone(),
-                            cwd.clone(),
+                            RunSpec {
+                                argv: argv.clone(),
+                                env: env.clone(),
+                                user: user.clone(),
+                                cwd: cwd.clone(),
+                                mounts: mounts.clone(),
+                                network: network.clone(),
+                            },
                         )
                     })?;
                 }
@@ -1046,15 +1065,128 @@ impl<'s> Engine<'_, 's> {
         Ok(layer)
     }
 
+    /// The sandbox mounts of a RUN's `--mount` flags, the lock files of
+    /// `sharing=locked` caches, and what the mounts add to the cache key (the
+    /// content of bind sources; cache mounts' contents never enter it, as in
+    /// BuildKit).
+    #[allow(clippy::type_complexity)]
+    fn run_mounts(
+        &mut self,
+        step: &StepInfo,
+        run: &kiln_dockerfile::instructions::Run,
+    ) -> Result<(Vec<kiln_sandbox::Mount>, Vec<PathBuf>, Vec<Vec<u8>>), BuildError> {
+        use kiln_dockerfile::mounts::{CacheSharing, MountType};
+        let mut mounts = Vec::new();
+        let mut locks = Vec::new();
+        let mut key = Vec::new();
+        for run_mount in &run.mounts {
+            let mount = &run_mount.mount;
+            key.push(format!("{mount:?}").into_bytes());
+            let Some(target) = mount.target.clone() else {
+                return Err(self.step_error(
+                    step,
+                    format!("--mount={}: no target given", run_mount.spec.value),
+                    None,
+                    &[],
+                ));
+            };
+            let target = join_in_image("/", &target);
+            match mount.kind {
+                MountType::Cache => {
+                    let id = mount.id.clone().unwrap_or_else(|| target.clone());
+                    let dir = self
+                        .store
+                        .root()
+                        .join("cache-mounts")
+                        .join(blake3::hash(id.as_bytes()).to_hex().as_str());
+                    if !dir.is_dir() {
+                        fs::create_dir_all(&dir).map_err(io_error("creating cache mount", &dir))?;
+                        fs::set_permissions(
+                            &dir,
+                            fs::Permissions::from_mode(mount.mode.unwrap_or(0o755)),
+                        )
+                        .map_err(io_error("setting the mode of", &dir))?;
+                        std::os::unix::fs::chown(
+                            &dir,
+                            Some(mount.uid.unwrap_or(0)),
+                            Some(mount.gid.unwrap_or(0)),
+                        )
+                        .map_err(io_error("changing the owner of", &dir))?;
+                    }
+                    if mount.sharing == Some(CacheSharing::Locked) {
+                        let mut lock = dir.clone().into_os_string();
+                        lock.push(".lock");
+                        locks.push(PathBuf::from(lock));
+                    }
+                    mounts.push(kiln_sandbox::Mount::bind(dir, target, mount.read_only));
+                }
+                MountType::Tmpfs => mounts.push(kiln_sandbox::Mount::tmpfs(target, mount.size)),
+                MountType::Bind => {
+                    let source_path = mount.source.clone().unwrap_or_else(|| ".".into());
+                    let (source_root, readonly) = match mount.from.as_deref() {
+                        None | Some("context") => {
+                            if !mount.read_only {
+                                return Err(self.step_error(step, "--mount=type=bind,rw of the build context is not supported by kiln yet".into(), None, &[]));
+                            }
+                            let digest = self
+                                .context()?
+                                .digest_of_selection(source_path.as_bytes())?;
+                            key.push(digest.0.to_vec());
+                            (self.options.context_dir.clone(), true)
+                        }
+                        Some(from) => {
+                            let state = match self.resolve_from(from) {
+                                SourceRef::Stage(index) => {
+                                    self.results.get(&index).cloned().ok_or_else(|| {
+                                        BuildError::Dockerfile {
+                                            rendered: format!(
+                                                "stage {index} used by RUN --mount was not built"
+                                            ),
+                                        }
+                                    })?
+                                }
+                                SourceRef::Image(name) => self.image_state(&name, step)?,
+                            };
+                            key.push(state.key.as_bytes().to_vec());
+                            (self.flattened(&state)?, mount.read_only)
+                        }
+                    };
+                    mounts.push(kiln_sandbox::Mount {
+                        target,
+                        kind: kiln_sandbox::MountKind::Bind {
+                            source_root,
+                            source_path,
+                            readonly,
+                        },
+                    });
+                }
+                MountType::Secret | MountType::Ssh => {
+                    return Err(self.step_error(
+                        step,
+                        format!("--mount=type={} is not supported by kiln yet", mount.kind),
+                        None,
+                        &[],
+                    ));
+                }
+            }
+        }
+        Ok((mounts, locks, key))
+    }
+
     fn run_layer(
         &mut self,
         state: &StageState,
         step: &StepInfo,
-        argv: Vec<String>,
-        env: Vec<String>,
-        user: String,
-        cwd: String,
+        run: RunSpec,
     ) -> Result<Layer, BuildError> {
+        let RunSpec {
+            argv,
+            env,
+            user,
+            cwd,
+            mounts,
+            network,
+        } = run;
         let run_dir = TempDir::new(self.store, "run")?;
         let mut lower_dirs = self.lowers(&state.layers)?;
         if lower_dirs.is_empty() {
@@ -1084,7 +1216,8 @@ impl<'s> Engine<'_, 's> {
         spec.user = user;
         spec.cwd = cwd;
         spec.hostname = "buildkitsandbox".into();
-        spec.network = Network::Host;
+        spec.network = network;
+        spec.mounts = mounts;
         spec.files = vec![
             InjectedFile {
                 target: "/etc/hosts".into(),
@@ -1406,6 +1539,16 @@ impl<'s> Engine<'_, 's> {
     }
 }
 
+/// What one RUN step executes.
+struct RunSpec {
+    argv: Vec<String>,
+    env: Vec<String>,
+    user: String,
+    cwd: String,
+    mounts: Vec<kiln_sandbox::Mount>,
+    network: Network,
+}
+
 enum CopyKind<'a> {
     Copy(&'a Copy),
     Add(&'a Add),
@@ -1489,7 +1632,7 @@ fn canonical(command: &Command) -> String {
             parts.extend(run.command.args());
             parts.push(format!("{:?}", run.network));
             parts.push(format!("{:?}", run.security));
-            parts.extend(run.mounts.iter().map(|m| m.spec.value.clone()));
+            parts.extend(run.mounts.iter().map(|m| format!("{:?}", m.mount)));
             parts.extend(run.heredocs.iter().map(|h| h.content.clone()));
         }
         Command::Cmd(c) | Command::Entrypoint(c) => {
