@@ -158,11 +158,23 @@ fn set_mtime(path: &Path, seconds: i64, nanos: i64) {
 pub struct CopyPlan<'a> {
     view: &'a LayerView,
     staging: &'a Path,
+    /// ADD: local tar archives (plain, gzip, zstd) are unpacked into DEST.
+    extract_archives: bool,
 }
 
 impl<'a> CopyPlan<'a> {
     pub fn new(view: &'a LayerView, staging: &'a Path) -> Self {
-        CopyPlan { view, staging }
+        CopyPlan {
+            view,
+            staging,
+            extract_archives: false,
+        }
+    }
+
+    /// ADD's behaviour: a local tar archive source is unpacked into DEST.
+    pub fn with_archive_extraction(mut self, extract: bool) -> Self {
+        self.extract_archives = extract;
+        self
     }
 
     fn staged(&self, parts: &[String]) -> PathBuf {
@@ -274,13 +286,47 @@ impl<'a> CopyPlan<'a> {
                     .get(..target_parts.len().saturating_sub(1))
                     .unwrap_or(&[]);
                 self.make_dirs(parent, owner)?;
-                let target = self.staged(&target_parts);
                 let real = root.join(OsStr::from_bytes(&resolved));
+                if self.extract_archives && is_tar_archive(&real) {
+                    self.make_dirs(&dest_parts, owner)?;
+                    let into = self.staged(&dest_parts);
+                    let file = fs::File::open(&real).map_err(io_err("opening archive", &real))?;
+                    let options = kiln_snapshot::ApplyOptions::default();
+                    kiln_snapshot::apply_layer(std::io::BufReader::new(file), &into, &options)
+                        .map_err(|e| BuildError::Io {
+                            what: "unpacking ADD archive",
+                            path: real.clone(),
+                            source: std::io::Error::other(e),
+                        })?;
+                    continue;
+                }
+                let target = self.staged(&target_parts);
                 copy_entry(&real, &target, from_context, owner, chmod)?;
             }
         }
         Ok(())
     }
+}
+
+/// Whether `path` is a tar archive, plain or compressed with gzip or zstd
+/// (what ADD unpacks; bzip2 and xz are not supported yet).
+fn is_tar_archive(path: &Path) -> bool {
+    let Ok(file) = fs::File::open(path) else {
+        return false;
+    };
+    let Ok(mut reader) = kiln_snapshot::decompress(std::io::BufReader::new(file)) else {
+        return false;
+    };
+    let mut header = [0u8; 512];
+    let mut filled = 0;
+    while filled < header.len() {
+        match std::io::Read::read(&mut reader, header.get_mut(filled..).unwrap_or_default()) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => filled += n,
+        }
+    }
+    // POSIX ustar and GNU tar both put "ustar" at offset 257.
+    filled == header.len() && header.get(257..262) == Some(b"ustar".as_slice())
 }
 
 /// Resolves symlinks in `rel` (relative to `root`) lexically inside `root`:

@@ -1454,7 +1454,7 @@ impl<'s> Engine<'_, 's> {
                 ));
             }
             let staging = TempDir::new(engine.store, "copy")?;
-            let plan = CopyPlan::new(&view, &staging.0);
+            let plan = CopyPlan::new(&view, &staging.0).with_archive_extraction(keyword == "ADD");
             let context_root = engine.options.context_dir.clone();
             let context = match &source {
                 CopySource::Context => Some(engine.context()?),

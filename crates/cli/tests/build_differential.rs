@@ -134,6 +134,8 @@ enum Item {
     File(&'static str, u32),
     Dir(u32),
     Link(&'static str),
+    /// A tar archive of these (path, content) files; gzip-compressed when true.
+    Tar(Vec<(&'static str, &'static str)>, bool),
 }
 
 struct Case {
@@ -177,6 +179,25 @@ fn write_context(dir: &Path, case: &Case) {
                 set_mode(&full, *mode);
             }
             Item::Link(target) => std::os::unix::fs::symlink(target, &full).unwrap(),
+            Item::Tar(members, gzip) => {
+                let source = dir.with_extension(format!("tar-src-{}", path.replace('/', "_")));
+                for (member, content) in members {
+                    let member_path = source.join(member);
+                    fs::create_dir_all(member_path.parent().unwrap()).unwrap();
+                    fs::write(&member_path, content).unwrap();
+                }
+                let status = Command::new("tar")
+                    .arg(if *gzip { "-czf" } else { "-cf" })
+                    .arg(&full)
+                    .arg("--owner=3")
+                    .arg("--group=4")
+                    .arg("-C")
+                    .arg(&source)
+                    .arg(".")
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+            }
         }
     }
 }
@@ -568,6 +589,17 @@ fn cases() -> Vec<Case> {
             "run-as-user-in-workdir",
             "FROM busybox:local\nRUN mkdir -p /home/app && chown 1000:1000 /home/app\nUSER 1000:1000\nWORKDIR /home/app\nRUN echo mine > owned && mkdir d && touch d/x\n",
             vec![],
+        ),
+        case(
+            "add-unpacks-local-archives",
+            "FROM busybox:local\nADD plain.tar /plain/\nADD packed.tar.gz /packed\nCOPY plain.tar /copied/\n",
+            vec![
+                (
+                    "plain.tar",
+                    Tar(vec![("a.txt", "a\n"), ("sub/b.txt", "b\n")], false),
+                ),
+                ("packed.tar.gz", Tar(vec![("c.txt", "c\n")], true)),
+            ],
         ),
     ];
     cases.push(Case {
