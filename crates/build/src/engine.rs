@@ -599,15 +599,31 @@ impl<'s> Engine<'_, 's> {
         let mut args: Vec<(String, String)> = Vec::new();
         let mut cmd_set = false;
         let lexer = self.stages.lexer();
-        for (position, command) in stage.commands.iter().enumerate() {
-            let step = StepInfo {
-                label: format!(
-                    "[{prefix}{}/{total}] {}",
-                    position + 2,
-                    self.source_text(command.span())
-                ),
-                span: command.span(),
-                stage_name: stage_name.clone(),
+        // ONBUILD triggers of the base run first, as if written after FROM;
+        // the new image does not inherit them.
+        let triggers = self.onbuild_triggers(&mut state, &from_step)?;
+        let mut commands: Vec<(Command, Option<String>)> = triggers;
+        commands.extend(stage.commands.iter().cloned().map(|c| (c, None)));
+        let mut position = 0;
+        for (command, trigger_text) in &commands {
+            let step = match trigger_text {
+                Some(text) => StepInfo {
+                    label: format!("[{prefix}1/{total}] ONBUILD {text}"),
+                    span: stage.from.span,
+                    stage_name: stage_name.clone(),
+                },
+                None => {
+                    position += 1;
+                    StepInfo {
+                        label: format!(
+                            "[{prefix}{}/{total}] {}",
+                            position + 1,
+                            self.source_text(command.span())
+                        ),
+                        span: command.span(),
+                        stage_name: stage_name.clone(),
+                    }
+                }
             };
             let mut scope: BTreeMap<String, String> = args.iter().cloned().collect();
             for entry in state.env() {
@@ -892,6 +908,48 @@ impl<'s> Engine<'_, 's> {
         });
         self.results.insert(index, state.clone());
         Ok(state)
+    }
+
+    /// The base's ONBUILD triggers as commands (with their text), removed
+    /// from the state's config.
+    fn onbuild_triggers(
+        &self,
+        state: &mut StageState,
+        from_step: &StepInfo,
+    ) -> Result<Vec<(Command, Option<String>)>, BuildError> {
+        let triggers: Vec<String> = state
+            .config_ref()
+            .and_then(|c| c.get("OnBuild"))
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(config) = state.image.get_mut("config").and_then(Value::as_object_mut) {
+            config.remove("OnBuild");
+        }
+        let mut commands = Vec::new();
+        for trigger in triggers {
+            let text = format!("{trigger}\n");
+            let bad = |why: String| {
+                self.step_error(
+                    from_step,
+                    format!("the base image's ONBUILD trigger {trigger:?} is invalid: {why}"),
+                    None,
+                    &[],
+                )
+            };
+            let parsed = kiln_dockerfile::parse(&text)
+                .map_err(|e| bad(e.to_diagnostic().short("ONBUILD")))?;
+            for instruction in &parsed.instructions {
+                let command = kiln_dockerfile::instructions::convert(instruction)
+                    .map_err(|d| bad(d.short("ONBUILD")))?;
+                commands.push((command, Some(trigger.clone())));
+            }
+        }
+        Ok(commands)
     }
 
     fn config_step(&mut self, state: &mut StageState, canonical: &str, created_by: &str) {

@@ -601,6 +601,16 @@ fn cases() -> Vec<Case> {
                 ("packed.tar.gz", Tar(vec![("c.txt", "c\n")], true)),
             ],
         ),
+        case(
+            "onbuild-triggers-run-in-the-child",
+            "FROM busybox:local AS base\nONBUILD RUN echo triggered > /triggered\nONBUILD ENV FROM_TRIGGER=1\nONBUILD COPY f /from-trigger\nRUN echo base > /base\nFROM base\nRUN cat /triggered > /seen\n",
+            vec![("f", File("f\n", 0o644))],
+        ),
+        case(
+            "onbuild-kept-when-not-used-as-base",
+            "FROM busybox:local\nONBUILD RUN echo later\n",
+            vec![],
+        ),
     ];
     cases.push(Case {
         name: "args-meta-and-stage",
@@ -742,6 +752,7 @@ fn kiln_build_matches_buildkit() {
         compared += 1;
     }
     eprintln!("{compared} cases compared");
+    assert!(compared > 0 || !failures.is_empty(), "no case matched KILN_DIFF_CASE={only:?}");
     assert!(
         failures.is_empty(),
         "{} problems:\n{}",
