@@ -59,6 +59,8 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// Normalised references to point at the result (`-t`).
     pub tags: Vec<String>,
+    /// `--label` values added to the final image's config.
+    pub labels: Vec<(String, String)>,
 }
 
 /// Size of one stage that was built.
@@ -351,7 +353,19 @@ pub fn build(
         local_layers: HashMap::new(),
         layer_dirs: TempDir::new(store, "layers")?,
     };
-    let final_state = engine.build_stage(target, &mut Vec::new())?;
+    let mut final_state = engine.build_stage(target, &mut Vec::new())?;
+    if !options.labels.is_empty() {
+        let config = final_state.config();
+        let labels = config.entry("Labels").or_insert_with(|| json!({}));
+        if !labels.is_object() {
+            *labels = json!({});
+        }
+        if let Value::Object(map) = labels {
+            for (key, value) in &options.labels {
+                map.insert(key.clone(), json!(value));
+            }
+        }
+    }
     let (manifest, config) = engine.write_image(&final_state)?;
     for tag in &options.tags {
         if store.resolve_ref(tag)?.as_ref() != Some(&manifest) {
@@ -1765,4 +1779,29 @@ mod tests {
             vec!["/bin/sh", "-c", "echo hi"]
         );
     }
+}
+
+/// Writes the flattened root filesystem of a stored image into `dest` (an
+/// empty or missing directory): `kiln build -o type=local,dest=DIR`.
+pub fn export_filesystem(store: &Store, manifest: &Digest, dest: &Path) -> Result<(), BuildError> {
+    let record = store.image(manifest)?.ok_or_else(|| BuildError::Io {
+        what: "exporting image",
+        path: dest.to_path_buf(),
+        source: std::io::Error::other(format!("image {manifest} is not in the store")),
+    })?;
+    fs::create_dir_all(dest).map_err(io_error("creating export directory", dest))?;
+    for layer in &record.layers {
+        let file = store.open_blob(&layer.layer.blob)?;
+        kiln_snapshot::apply_layer(
+            BufReader::with_capacity(1 << 20, file),
+            dest,
+            &kiln_snapshot::ApplyOptions::default(),
+        )
+        .map_err(|e| BuildError::Io {
+            what: "unpacking a layer into",
+            path: dest.to_path_buf(),
+            source: std::io::Error::other(e),
+        })?;
+    }
+    Ok(())
 }

@@ -24,5 +24,5 @@ pub mod engine;
 pub mod fsview;
 pub mod progress;
 
-pub use engine::{BuildError, BuildOptions, BuildOutcome, StageSize, build};
+pub use engine::{BuildError, BuildOptions, BuildOutcome, StageSize, build, export_filesystem};
 pub use progress::{PlainProgress, ProgressSink, QuietProgress};

@@ -752,7 +752,10 @@ fn kiln_build_matches_buildkit() {
         compared += 1;
     }
     eprintln!("{compared} cases compared");
-    assert!(compared > 0 || !failures.is_empty(), "no case matched KILN_DIFF_CASE={only:?}");
+    assert!(
+        compared > 0 || !failures.is_empty(),
+        "no case matched KILN_DIFF_CASE={only:?}"
+    );
     assert!(
         failures.is_empty(),
         "{} problems:\n{}",
@@ -919,4 +922,48 @@ fn cache_mount_persists_across_builds_and_stays_out_of_the_image() {
             "mount point or contents leaked into the image"
         );
     }
+}
+
+#[test]
+fn output_local_label_and_iidfile() {
+    if !tools_present() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    import_busybox(&root, work.path());
+    let context = work.path().join("ctx");
+    fs::create_dir_all(&context).unwrap();
+    fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox:local\nRUN echo out > /out.txt && rm /bin/vi\n",
+    )
+    .unwrap();
+    let dest = work.path().join("rootfs");
+    let iidfile = work.path().join("iid");
+    let out = kiln(&root)
+        .args(["build", "-q", "-t", "outputs", "--label", "team=kiln"])
+        .arg("-o")
+        .arg(format!("type=local,dest={}", dest.display()))
+        .arg("--iidfile")
+        .arg(&iidfile)
+        .arg(&context)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(fs::read_to_string(dest.join("out.txt")).unwrap(), "out\n");
+    assert!(dest.join("bin/busybox").is_file());
+    assert!(
+        fs::symlink_metadata(dest.join("bin/vi")).is_err(),
+        "deleted file stays deleted"
+    );
+    let id = fs::read_to_string(&iidfile).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), id);
+    let inspect = kiln(&root).args(["inspect", "outputs"]).output().unwrap();
+    assert!(inspect.status.success(), "{}", output_text(&inspect));
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    assert!(
+        text.contains("\"team\"") && text.contains("\"kiln\""),
+        "{text}"
+    );
 }

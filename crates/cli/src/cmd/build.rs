@@ -43,6 +43,49 @@ pub struct BuildArgs {
     /// Write the image ID to this file
     #[arg(long, value_name = "FILE")]
     iidfile: Option<PathBuf>,
+    /// Set metadata on the image, `KEY=VALUE`; may be repeated
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Output: `type=image` (the store, default), `type=local,dest=DIR` (the
+    /// final filesystem), `type=tar,dest=FILE` (the filesystem as a tar)
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    output: Option<String>,
+}
+
+/// Where `-o` sends the result.
+enum OutputSpec {
+    Image,
+    Local(PathBuf),
+    Tar(PathBuf),
+}
+
+fn parse_output(spec: &str) -> Result<OutputSpec> {
+    let mut kind = None;
+    let mut dest = None;
+    for field in spec.split(',') {
+        match field.split_once('=') {
+            Some(("type", value)) => kind = Some(value.to_string()),
+            Some(("dest", value)) => dest = Some(PathBuf::from(value)),
+            // docker's shorthand: `-o DIR` means type=local,dest=DIR.
+            None if !spec.contains('=') => {
+                kind = Some("local".into());
+                dest = Some(PathBuf::from(field));
+            }
+            _ => bail!(
+                "-o {spec:?}: unknown field {field:?}; use type=local,dest=DIR or type=tar,dest=FILE"
+            ),
+        }
+    }
+    match (kind.as_deref(), dest) {
+        (Some("image") | None, None) => Ok(OutputSpec::Image),
+        (Some("local"), Some(dest)) => Ok(OutputSpec::Local(dest)),
+        (Some("tar"), Some(dest)) => Ok(OutputSpec::Tar(dest)),
+        (Some(other @ ("local" | "tar")), None) => bail!("-o type={other} needs dest=PATH"),
+        (Some(other), _) => bail!(
+            "-o type={other} is not supported yet; use type=image, type=local,dest=DIR or type=tar,dest=FILE"
+        ),
+        (None, Some(_)) => bail!("-o {spec:?}: give type=local or type=tar"),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -90,6 +133,17 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<ExitCode> {
             None => std::env::var(arg).ok().map(|v| (arg.clone(), v)),
         })
         .collect();
+    let output = match &args.output {
+        Some(spec) => parse_output(spec)?,
+        None => OutputSpec::Image,
+    };
+    let mut labels = Vec::new();
+    for label in &args.labels {
+        match label.split_once('=') {
+            Some((key, value)) => labels.push((key.to_string(), value.to_string())),
+            None => labels.push((label.clone(), String::new())),
+        }
+    }
     let options = BuildOptions {
         context_dir: args.context.clone(),
         dockerfile_path,
@@ -98,6 +152,7 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<ExitCode> {
         build_args,
         no_cache: args.no_cache,
         tags,
+        labels,
     };
     let store =
         Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
@@ -133,6 +188,24 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<ExitCode> {
         }
         Err(other) => return Err(other.into()),
     };
+    match &output {
+        OutputSpec::Image => {}
+        OutputSpec::Local(dir) => kiln_build::export_filesystem(&store, &outcome.manifest, dir)
+            .with_context(|| format!("exporting the filesystem to {}", dir.display()))?,
+        OutputSpec::Tar(file) => {
+            let staging = tempfile_dir(root)?;
+            kiln_build::export_filesystem(&store, &outcome.manifest, &staging.0)?;
+            let out = std::fs::File::create(file)
+                .with_context(|| format!("creating {}", file.display()))?;
+            kiln_snapshot::create_layer(
+                &staging.0,
+                kiln_snapshot::DiffKind::Directory,
+                std::io::BufWriter::new(out),
+                &kiln_snapshot::CreateOptions::default(),
+            )
+            .with_context(|| format!("writing {}", file.display()))?;
+        }
+    }
     let id = outcome.config.to_string();
     if let Some(path) = &args.iidfile {
         std::fs::write(path, &id)
@@ -171,4 +244,21 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<ExitCode> {
     }
     println!("{id}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A scratch directory under the store root, removed when dropped.
+struct ScratchDir(PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempfile_dir(root: &Path) -> Result<ScratchDir> {
+    let path = root
+        .join("tmp")
+        .join(format!("build-export-{}", std::process::id()));
+    std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+    Ok(ScratchDir(path))
 }
