@@ -57,6 +57,8 @@ pub struct BuildOptions {
     pub build_args: Vec<(String, String)>,
     /// `--no-cache`: run every step, but record the results.
     pub no_cache: bool,
+    /// `--no-cache-filter`: stages (by name) whose steps always run.
+    pub no_cache_stages: Vec<String>,
     /// Normalised references to point at the result (`-t`).
     pub tags: Vec<String>,
     /// `--label` values added to the final image's config.
@@ -985,9 +987,13 @@ impl<'s> Engine<'_, 's> {
         let started = Instant::now();
         let id = self.progress.start(&step.label);
         let key_text = key.to_hex().to_string();
-        if !self.options.no_cache
-            && let Some(found) = self.store.cache_get(&key_text)?
-        {
+        let skip_cache = self.options.no_cache
+            || self
+                .options
+                .no_cache_stages
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(&step.stage_name));
+        if !skip_cache && let Some(found) = self.store.cache_get(&key_text)? {
             let parsed = serde_json::from_str::<Value>(&found).ok();
             if let Some((layer, created)) = parsed.as_ref().and_then(Layer::from_json)
                 && self.store.has_blob(&layer.blob)
@@ -995,8 +1001,11 @@ impl<'s> Engine<'_, 's> {
                 self.lease.add_blob(&layer.blob)?;
                 self.progress.cached(id);
                 self.cached_steps += 1;
+                // Later keys chain through this step's *result*: a step that
+                // re-ran (--no-cache-filter) and produced other content
+                // invalidates everything built on it, here and in later builds.
+                state.key = chain(&key, &[layer.diff_id.to_string().as_bytes()]);
                 state.layers.push(layer);
-                state.key = key;
                 state.created = created.clone();
                 state.add_history(created_by, false, &created);
                 return Ok(());
@@ -1022,8 +1031,8 @@ impl<'s> Engine<'_, 's> {
             .cache_put(&key_text, &layer.to_json(&created).to_string())?;
         self.executed_steps += 1;
         self.progress.done(id, started.elapsed());
+        state.key = chain(&key, &[layer.diff_id.to_string().as_bytes()]);
         state.layers.push(layer);
-        state.key = key;
         state.created = created.clone();
         state.add_history(created_by, false, &created);
         Ok(())

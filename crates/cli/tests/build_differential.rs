@@ -819,6 +819,16 @@ fn noop_rebuild_is_all_cached_and_gives_the_same_image() {
         "changed file reran its dependants:\n{stderr}"
     );
     assert_ne!(first.stdout, third.stdout);
+    // --no-cache-filter re-runs that stage; its new results invalidate what uses them.
+    let filtered = kiln(&root)
+        .args(["build", "--no-cache-filter", "b", "--progress=plain"])
+        .arg(&context)
+        .output()
+        .unwrap();
+    assert!(filtered.status.success(), "{}", output_text(&filtered));
+    let stderr = String::from_utf8_lossy(&filtered.stderr).into_owned();
+    assert!(stderr.contains("[b 3/4] RUN cp /a /b\n#"), "{stderr}");
+    assert_eq!(stderr.matches("CACHED").count(), 0, "{stderr}");
     // --no-cache runs everything again.
     let fourth = kiln(&root)
         .args(["build", "--no-cache", "--progress=plain"])

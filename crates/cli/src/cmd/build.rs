@@ -34,6 +34,9 @@ pub struct BuildArgs {
     /// Do not use the cache (results are still recorded)
     #[arg(long)]
     no_cache: bool,
+    /// Do not use the cache for these stages (by name); may be repeated
+    #[arg(long = "no-cache-filter", value_name = "STAGE")]
+    no_cache_filter: Vec<String>,
     /// Progress output
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     progress: ProgressMode,
@@ -151,6 +154,12 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<ExitCode> {
         target: args.target.clone(),
         build_args,
         no_cache: args.no_cache,
+        no_cache_stages: args
+            .no_cache_filter
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(str::to_string)
+            .collect(),
         tags,
         labels,
     };
