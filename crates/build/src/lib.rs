@@ -25,4 +25,4 @@ pub mod fsview;
 pub mod progress;
 
 pub use engine::{BuildError, BuildOptions, BuildOutcome, StageSize, build, export_filesystem};
-pub use progress::{PlainProgress, ProgressSink, QuietProgress};
+pub use progress::{JsonProgress, PlainProgress, ProgressSink, QuietProgress};

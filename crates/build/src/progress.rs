@@ -154,6 +154,94 @@ impl<W: Write + Send> ProgressSink for PlainProgress<W> {
     }
 }
 
+/// One JSON object per line (`--progress=rawjson`):
+/// `{"vertex":N,"event":"start","name":"[1/2] RUN ...","elapsed":0.0}`, then
+/// `log` (with `data`), `cached`, `done` (with `elapsed` seconds), `error`
+/// (with `message`) events for the same vertex; `note` lines have no vertex.
+pub struct JsonProgress<W: Write + Send> {
+    out: W,
+    next: usize,
+    started: Instant,
+}
+
+impl<W: Write + Send> JsonProgress<W> {
+    pub fn new(out: W) -> Self {
+        JsonProgress {
+            out,
+            next: 0,
+            started: Instant::now(),
+        }
+    }
+
+    /// The writer back (tests read what was printed).
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+
+    fn emit(&mut self, mut event: serde_json::Map<String, serde_json::Value>) {
+        event.insert(
+            "time".into(),
+            serde_json::json!(self.started.elapsed().as_secs_f64()),
+        );
+        let _ = writeln!(self.out, "{}", serde_json::Value::Object(event));
+    }
+
+    fn vertex_event(
+        &mut self,
+        id: usize,
+        kind: &str,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        let mut event = serde_json::Map::new();
+        event.insert("vertex".into(), serde_json::json!(id));
+        event.insert("event".into(), serde_json::json!(kind));
+        event
+    }
+}
+
+impl<W: Write + Send> ProgressSink for JsonProgress<W> {
+    fn start(&mut self, name: &str) -> usize {
+        self.next += 1;
+        let id = self.next;
+        let mut event = self.vertex_event(id, "start");
+        event.insert("name".into(), serde_json::json!(name));
+        self.emit(event);
+        id
+    }
+
+    fn log(&mut self, id: usize, bytes: &[u8]) {
+        let mut event = self.vertex_event(id, "log");
+        event.insert(
+            "data".into(),
+            serde_json::json!(String::from_utf8_lossy(bytes)),
+        );
+        self.emit(event);
+    }
+
+    fn cached(&mut self, id: usize) {
+        let event = self.vertex_event(id, "cached");
+        self.emit(event);
+    }
+
+    fn done(&mut self, id: usize, elapsed: Duration) {
+        let mut event = self.vertex_event(id, "done");
+        event.insert("elapsed".into(), serde_json::json!(elapsed.as_secs_f64()));
+        self.emit(event);
+    }
+
+    fn error(&mut self, id: usize, message: &str) {
+        let mut event = self.vertex_event(id, "error");
+        event.insert("message".into(), serde_json::json!(message));
+        self.emit(event);
+    }
+
+    fn note(&mut self, line: &str) {
+        let mut event = serde_json::Map::new();
+        event.insert("event".into(), serde_json::json!("note"));
+        event.insert("message".into(), serde_json::json!(line));
+        self.emit(event);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,5 +267,24 @@ mod tests {
         assert!(lines.get(2).is_some_and(|l| l.ends_with(" wor")), "{text}");
         assert_eq!(lines.get(3), Some(&"#1 DONE 0.3s"));
         assert!(text.contains("#2 [3/3] COPY a /b\n#2 CACHED\n"), "{text}");
+    }
+
+    #[test]
+    fn rawjson_is_one_event_per_line() {
+        let mut progress = JsonProgress::new(Vec::new());
+        let id = progress.start("[2/2] RUN echo hi");
+        progress.log(id, b"hi\n");
+        progress.done(id, Duration::from_millis(5));
+        let text = String::from_utf8(progress.into_inner()).unwrap_or_default();
+        let events: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or(serde_json::Value::Null))
+            .collect();
+        assert_eq!(events.len(), 3, "{text}");
+        assert_eq!(events[0]["event"], "start");
+        assert_eq!(events[0]["name"], "[2/2] RUN echo hi");
+        assert_eq!(events[1]["data"], "hi\n");
+        assert_eq!(events[2]["event"], "done");
+        assert_eq!(events[2]["vertex"], 1);
     }
 }

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use kiln_build::{BuildError, BuildOptions, PlainProgress, ProgressSink, QuietProgress};
+use kiln_build::{
+    BuildError, BuildOptions, JsonProgress, PlainProgress, ProgressSink, QuietProgress,
+};
 use kiln_image::Reference;
 use kiln_store::Store;
 
@@ -97,6 +99,7 @@ enum ProgressMode {
     Plain,
     Tty,
     Quiet,
+    Rawjson,
 }
 
 pub fn run(root: &Path, args: BuildArgs) -> Result<ExitCode> {
@@ -168,9 +171,13 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<ExitCode> {
     let quiet = args.quiet || args.progress == ProgressMode::Quiet;
     let mut plain;
     let mut silent;
+    let mut json;
     let progress: &mut dyn ProgressSink = if quiet {
         silent = QuietProgress::new();
         &mut silent
+    } else if args.progress == ProgressMode::Rawjson {
+        json = JsonProgress::new(std::io::stderr());
+        &mut json
     } else {
         // No live tty view yet: auto and tty fall back to the plain format.
         let _ = std::io::stderr().is_terminal();
