@@ -231,7 +231,7 @@ impl<'a> CopyPlan<'a> {
             CopySource::Dir(dir) => dir.clone(),
         };
         let from_context = matches!(source, CopySource::Context);
-        let dest_parts = components(dest);
+        let dest_parts = self.view.resolve(&components(dest));
         let dest_exists_as_dir = self
             .view
             .lookup(&dest_parts)

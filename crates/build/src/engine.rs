@@ -1123,7 +1123,7 @@ impl<'s> Engine<'_, 's> {
     fn workdir_layer(&mut self, state: &StageState, target: &str) -> Result<Layer, BuildError> {
         let view = self.view(state)?;
         let staging = TempDir::new(self.store, "workdir")?;
-        let parts = components(target);
+        let parts = view.resolve(&components(target));
         // An existing directory gives an empty layer, as BuildKit's mkdir -p does.
         if !view.lookup(&parts).is_some_and(|(_, meta)| meta.is_dir()) {
             // BuildKit creates the missing directories as the current USER.

@@ -98,6 +98,46 @@ impl LayerView {
         None
     }
 
+    /// `parts` with every symlink in the image resolved, inside the image
+    /// root (absolute targets start at the root, `..` stops there), as
+    /// BuildKit resolves COPY and WORKDIR destinations: `/bin/x` on a
+    /// merged-usr image is `/usr/bin/x`. Gives up after 40 links.
+    pub fn resolve(&self, parts: &[String]) -> Vec<String> {
+        let mut resolved: Vec<String> = Vec::new();
+        let mut pending: std::collections::VecDeque<String> = parts.iter().cloned().collect();
+        let mut links = 0;
+        while let Some(part) = pending.pop_front() {
+            resolved.push(part);
+            let Some((real, meta)) = self.lookup(&resolved) else {
+                continue;
+            };
+            if !meta.file_type().is_symlink() {
+                continue;
+            }
+            links += 1;
+            if links > 40 {
+                break;
+            }
+            let Ok(target) = fs::read_link(&real) else {
+                continue;
+            };
+            resolved.pop();
+            let target = target.to_string_lossy().into_owned();
+            let base = if target.starts_with('/') {
+                String::new()
+            } else {
+                resolved.join("/")
+            };
+            let mut next: std::collections::VecDeque<String> =
+                components(&format!("/{base}/{target}")).into();
+            next.extend(pending);
+            pending = next;
+            resolved.clear();
+        }
+        resolved.extend(pending);
+        resolved
+    }
+
     /// The bytes of a regular file in the view (small files such as /etc/passwd).
     pub fn read_small_file(&self, path: &str) -> Option<String> {
         let (real, meta) = self.lookup(&components(path))?;
@@ -196,5 +236,15 @@ mod tests {
             resolve_chown("nobody", &view),
             Err(ChownError::UnknownUser(_))
         ));
+        fs::create_dir_all(bottom.path().join("usr/bin")).unwrap_or_default();
+        let _ = std::os::unix::fs::symlink("usr/bin", top.path().join("bin"));
+        fs::create_dir_all(top.path().join("usr")).unwrap_or_default();
+        let _ = std::os::unix::fs::symlink("/etc", top.path().join("usr/etc-link"));
+        assert_eq!(view.resolve(&components("/bin/x")), vec!["usr", "bin", "x"]);
+        assert_eq!(
+            view.resolve(&components("/usr/etc-link/passwd")),
+            vec!["etc", "passwd"]
+        );
+        assert_eq!(view.resolve(&components("/new/dir")), vec!["new", "dir"]);
     }
 }

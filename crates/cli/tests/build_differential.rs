@@ -611,6 +611,11 @@ fn cases() -> Vec<Case> {
             "FROM busybox:local\nONBUILD RUN echo later\n",
             vec![],
         ),
+        case(
+            "destinations-through-symlinks",
+            "FROM busybox:local\nRUN mkdir -p /usr/real/bin && ln -s usr/real /merged && ln -s /usr/real/bin /abs-link\nCOPY f /merged/\nCOPY f /merged/bin/g\nCOPY f /abs-link/h\nWORKDIR /merged/work\n",
+            vec![("f", File("f\n", 0o644))],
+        ),
     ];
     cases.push(Case {
         name: "args-meta-and-stage",
