@@ -52,7 +52,7 @@ fn setup() -> Option<Env> {
     std::fs::copy(&busybox, rootfs.join("bin/busybox")).expect("copy busybox");
     for applet in [
         "sh", "echo", "sleep", "id", "cat", "httpd", "true", "false", "ls", "env", "pwd", "trap",
-        "printf", "wget", "mkdir", "hostname",
+        "printf", "wget", "mkdir", "hostname", "touch",
     ] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("symlink");
     }
@@ -559,6 +559,63 @@ fn default_network_has_outbound_access() {
     server.join().expect("server");
     let resolv = ok(&env, &["run", "--rm", IMAGE, "cat", "/etc/resolv.conf"]);
     assert_eq!(resolv, "nameserver 10.0.2.3\n");
+}
+
+#[test]
+fn healthcheck_goes_from_starting_to_healthy_and_unhealthy() {
+    let Some(env) = setup() else { return };
+    let id = ok(
+        &env,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "doc",
+            "-u",
+            "1000",
+            "--health-cmd",
+            "test -f /tmp/ready && id -u",
+            "--health-interval",
+            "200ms",
+            "--health-retries",
+            "2",
+            IMAGE,
+            "sleep",
+            "1000",
+        ],
+    );
+    let id = id.trim();
+    let health = |env: &Env| -> serde_json::Value {
+        let inspect: serde_json::Value =
+            serde_json::from_str(&ok(env, &["container", "inspect", "doc"])).expect("inspect JSON");
+        inspect[0]["State"]["Health"].clone()
+    };
+    assert!(ok(&env, &["ps"]).contains("(health: starting)"));
+    wait_for(
+        "unhealthy after 2 failed probes",
+        Duration::from_secs(10),
+        || health(&env)["Status"] == "unhealthy",
+    );
+    assert!(ok(&env, &["ps"]).contains("(unhealthy)"));
+    ok(&env, &["exec", "-u", "0", "doc", "touch", "/tmp/ready"]);
+    wait_for(
+        "healthy after a passing probe",
+        Duration::from_secs(10),
+        || health(&env)["Status"] == "healthy",
+    );
+    let h = health(&env);
+    let last = h["Log"]
+        .as_array()
+        .and_then(|l| l.last())
+        .cloned()
+        .expect("a probe log");
+    assert_eq!(last["ExitCode"], 0);
+    assert_eq!(
+        last["Output"], "1000\n",
+        "the probe runs as the container's user"
+    );
+    assert!(ok(&env, &["ps"]).contains("(healthy)"));
+    ok(&env, &["rm", "-f", id]);
 }
 
 /// Opens a pty pair: (master, slave).

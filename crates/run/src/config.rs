@@ -64,6 +64,7 @@ pub struct RunOptions {
     pub auto_remove: bool,
     pub stop_signal: Option<String>,
     pub stop_timeout: Option<u64>,
+    pub health: crate::health::HealthFlags,
 }
 
 impl RunOptions {
@@ -84,6 +85,7 @@ impl RunOptions {
             auto_remove: false,
             stop_signal: None,
             stop_timeout: None,
+            health: crate::health::HealthFlags::default(),
         }
     }
 }
@@ -222,6 +224,7 @@ pub fn container_config(
             .or_else(|| string(config.get("StopSignal")))
             .unwrap_or_else(|| "SIGTERM".into()),
         stop_timeout: options.stop_timeout.unwrap_or(10),
+        health: crate::health::resolve(image_config, &options.health),
     })
 }
 

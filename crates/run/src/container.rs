@@ -54,6 +54,9 @@ pub struct ContainerConfig {
     pub stop_signal: String,
     /// Seconds `stop` waits before SIGKILL when `-t` is not given.
     pub stop_timeout: u64,
+    /// The HEALTHCHECK the monitor runs, if any.
+    #[serde(default)]
+    pub health: Option<crate::health::HealthCheck>,
 }
 
 /// The lifecycle state as the monitor records it.
@@ -450,6 +453,7 @@ mod tests {
             auto_remove: false,
             stop_signal: "SIGTERM".into(),
             stop_timeout: 10,
+            health: None,
         }
     }
 

@@ -21,6 +21,7 @@
 pub mod config;
 pub mod container;
 pub mod control;
+pub mod health;
 pub mod ids;
 pub mod logs;
 pub mod monitor;

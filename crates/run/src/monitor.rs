@@ -197,6 +197,19 @@ fn start_and_pump(
     if let Some(ns) = &netns {
         start_proxies(Arc::clone(ns), listeners);
     }
+    let stop_health = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _ = fs::remove_file(container.dir.join("health.json"));
+    if let Some(check) = config.health.clone() {
+        crate::health::start(
+            container.clone(),
+            check,
+            running.pid(),
+            config.env.clone(),
+            config.user.clone(),
+            config.working_dir.clone(),
+            Arc::clone(&stop_health),
+        );
+    }
 
     let mut log = LogWriter::create(&container.log_path())
         .map_err(io_err("opening the container log", container.log_path()))?;
@@ -204,7 +217,9 @@ fn start_and_pump(
         Some(a) if a.tty && a.stdin => RawTerminal::enter(),
         _ => None,
     };
-    pump(&mut running, Some(&mut log), attach, signals)?;
+    let pumped = pump(&mut running, Some(&mut log), attach, signals);
+    stop_health.store(true, std::sync::atomic::Ordering::Relaxed);
+    pumped?;
     let _ = log.flush_partial();
 
     // Record the end before reaping: until the reap, the pid cannot be reused.

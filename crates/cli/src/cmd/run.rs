@@ -122,6 +122,24 @@ pub struct RunArgs {
     /// Seconds to wait before killing the container on stop
     #[arg(long)]
     stop_timeout: Option<u64>,
+    /// Command to run to check health (overrides the image's HEALTHCHECK)
+    #[arg(long)]
+    health_cmd: Option<String>,
+    /// Time between running the check (ms|s|m|h)
+    #[arg(long)]
+    health_interval: Option<String>,
+    /// Maximum time to allow one check to run (ms|s|m|h)
+    #[arg(long)]
+    health_timeout: Option<String>,
+    /// Start period for the container to initialize before counting failures
+    #[arg(long)]
+    health_start_period: Option<String>,
+    /// Consecutive failures needed to report unhealthy
+    #[arg(long)]
+    health_retries: Option<u32>,
+    /// Disable any container-specified HEALTHCHECK
+    #[arg(long)]
+    no_healthcheck: bool,
     /// The image to run
     image: String,
     /// Command and arguments (override the image's CMD)
@@ -287,6 +305,19 @@ fn run_container(root: &Path, args: RunArgs) -> ExitCode {
         options.auto_remove = args.rm;
         options.stop_signal = args.stop_signal.clone();
         options.stop_timeout = args.stop_timeout;
+        let duration = |d: &Option<String>| {
+            d.as_deref()
+                .map(kiln_run::health::parse_duration)
+                .transpose()
+        };
+        options.health = kiln_run::health::HealthFlags {
+            cmd: args.health_cmd.clone(),
+            interval: duration(&args.health_interval)?,
+            timeout: duration(&args.health_timeout)?,
+            start_period: duration(&args.health_start_period)?,
+            retries: args.health_retries,
+            disabled: args.no_healthcheck,
+        };
         if let Some(signal) = &options.stop_signal {
             kiln_run::signal::parse_signal(signal)?;
         }
@@ -400,14 +431,19 @@ fn now_secs() -> i64 {
 }
 
 /// docker's STATUS column.
-fn status_text(observed: &Observed) -> String {
+fn status_text(container: &Container, observed: &Observed) -> String {
     match observed {
         Observed::Created => "Created".into(),
         Observed::Running { started_unix, .. } => {
-            format!(
+            let up = format!(
                 "Up {}",
                 human_duration((now_secs() - started_unix).max(0) as f64)
-            )
+            );
+            match kiln_run::health::read(container) {
+                Some(h) if h.status == "starting" => format!("{up} (health: starting)"),
+                Some(h) => format!("{up} ({})", h.status),
+                None => up,
+            }
         }
         Observed::Exited {
             code,
@@ -472,7 +508,7 @@ fn ps(root: &Path, args: PsArgs) -> Result<ExitCode> {
             config.image.clone(),
             format!("{command:?}"),
             time_ago(config.created_unix),
-            status_text(&observed),
+            status_text(&container, &observed),
             ports,
             config.name.clone(),
         ]);
@@ -605,6 +641,7 @@ fn inspect_one(container: &Container) -> Result<serde_json::Value, RunError> {
             "Error": state.error.clone().unwrap_or_default(),
             "StartedAt": state.started_at.clone().unwrap_or_else(|| zero_time.clone()),
             "FinishedAt": state.finished_at.clone().unwrap_or(zero_time),
+            "Health": kiln_run::health::read(container).filter(|_| running),
         },
         "Image": config.image_id,
         "LogPath": container.log_path(),
