@@ -832,8 +832,20 @@ fn noop_rebuild_is_all_cached_and_gives_the_same_image() {
         .unwrap();
     assert!(filtered.status.success(), "{}", output_text(&filtered));
     let stderr = String::from_utf8_lossy(&filtered.stderr).into_owned();
-    assert!(stderr.contains("[b 3/4] RUN cp /a /b\n#"), "{stderr}");
-    assert_eq!(stderr.matches("CACHED").count(), 0, "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let mut b_steps = 0;
+    for pair in lines.windows(2) {
+        if pair[0].contains("[b ") && !pair[0].contains("FROM") {
+            b_steps += 1;
+            assert!(
+                !pair[1].ends_with("CACHED"),
+                "stage b must re-run:\n{stderr}"
+            );
+        }
+    }
+    assert_eq!(b_steps, 3, "{stderr}");
+    // Steps using b's results may still hit the cache: keys chain through
+    // diff ids, so they do exactly when b re-created identical content.
     // --no-cache runs everything again.
     let fourth = kiln(&root)
         .args(["build", "--no-cache", "--progress=plain"])
