@@ -34,6 +34,20 @@ struct Env {
     root: PathBuf,
 }
 
+impl Drop for Env {
+    /// A failed test must not leave detached containers (and their monitors)
+    /// running: force-remove whatever is left in this store.
+    fn drop(&mut self) {
+        let Ok(out) = kiln(self).args(["ps", "-a", "-q", "--no-trunc"]).output() else {
+            return;
+        };
+        let ids: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+        if !ids.is_empty() {
+            let _ = kiln(self).arg("rm").arg("-f").args(&ids).output();
+        }
+    }
+}
+
 fn setup() -> Option<Env> {
     // SAFETY: plain getter.
     if unsafe { libc::geteuid() } != 0 {
@@ -620,21 +634,38 @@ fn healthcheck_goes_from_starting_to_healthy_and_unhealthy() {
 
 /// Opens a pty pair: (master, slave).
 fn openpty() -> (OwnedFd, OwnedFd) {
-    let mut master = -1;
-    let mut slave = -1;
-    // SAFETY: valid out pointers; null name/termios/winsize are allowed.
-    let r = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: openpty returned two fds we own.
-    unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
+    // Both ends close-on-exec: other tests of this binary fork kiln (and
+    // long-lived monitors) concurrently, and an inherited slave would keep the
+    // terminal open after our kiln exits. (dup2 onto 0-2 clears the flag for
+    // the kiln we start on it.)
+    // SAFETY: plain libc calls on fds we own; ptsname_r writes into our buffer.
+    unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(
+            master >= 0,
+            "posix_openpt: {}",
+            std::io::Error::last_os_error()
+        );
+        let master = OwnedFd::from_raw_fd(master);
+        assert_eq!(libc::grantpt(master.as_raw_fd()), 0, "grantpt");
+        assert_eq!(libc::unlockpt(master.as_raw_fd()), 0, "unlockpt");
+        let mut name = [0 as libc::c_char; 128];
+        assert_eq!(
+            libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()),
+            0,
+            "ptsname_r"
+        );
+        let slave = libc::open(
+            name.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
+        assert!(
+            slave >= 0,
+            "open pty slave: {}",
+            std::io::Error::last_os_error()
+        );
+        (master, OwnedFd::from_raw_fd(slave))
+    }
 }
 
 #[test]
@@ -664,19 +695,23 @@ fn interactive_tty_gives_a_working_shell() {
         .expect("type");
     terminal.write_all(b"exit 5\n").expect("type");
     // Read until the child exits (EIO once every slave fd is closed).
-    let reader = std::thread::spawn(move || {
-        let mut seen = Vec::new();
+    let (chunks, received) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
         while let Ok(n) = terminal.read(&mut buf) {
-            if n == 0 {
+            if n == 0 || chunks.send(buf[..n].to_vec()).is_err() {
                 break;
             }
-            seen.extend_from_slice(&buf[..n]);
         }
-        seen
     });
     let status = child.wait().expect("wait");
-    let seen = text(&reader.join().expect("reader"));
+    // Collect what the terminal showed; never block on a terminal someone
+    // else still holds open.
+    let mut seen = Vec::new();
+    while let Ok(chunk) = received.recv_timeout(Duration::from_secs(2)) {
+        seen.extend_from_slice(&chunk);
+    }
+    let seen = text(&seen);
     assert_eq!(status.code(), Some(5), "{seen}");
     assert!(seen.contains("tty=/dev/pts/0 sum=42"), "{seen}");
 }
