@@ -4,15 +4,17 @@
 //! → the image and its name recorded. Blobs the store already has are not
 //! downloaded again, so an interrupted pull resumes where it stopped.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use kiln_image::manifest::media_types;
 use kiln_image::{
     Manifest, ManifestDoc, Platform, Reference, parse_config, parse_manifest, sha256_digest,
 };
-use kiln_store::image_ops::{record_loaded_image, to_store_digest};
-use kiln_store::{Lease, Store, StoreError};
+use kiln_store::image_ops::{layer_content_size, to_store_digest};
+use kiln_store::{LayerRecord, Lease, NewImage, Store, StoreError};
 
 use crate::client::{Body, RegistryClient, Request, error_body, repository_scope};
 use crate::error::{RegistryError, Result};
@@ -119,15 +121,20 @@ pub fn pull(
     };
 
     // Config first in the list: it is small and tells early if the image is usable.
-    let mut blobs = vec![(
-        image_doc.config().digest().clone(),
-        image_doc.config().size(),
-    )];
+    let mut blobs = vec![BlobToFetch {
+        digest: image_doc.config().digest().clone(),
+        size: image_doc.config().size(),
+        is_layer: false,
+    }];
     for layer in &image_doc.layers {
-        blobs.push((layer.descriptor.digest().clone(), layer.descriptor.size()));
+        blobs.push(BlobToFetch {
+            digest: layer.descriptor.digest().clone(),
+            size: layer.descriptor.size(),
+            is_layer: true,
+        });
     }
     let source_name = format!("{}/{}", reference.domain(), repository);
-    let (downloaded_blobs, downloaded_bytes) = download_all(
+    let fetched = download_all(
         store,
         &lease,
         client,
@@ -142,13 +149,13 @@ pub fn pull(
     let config_bytes = store.read_blob(&config_digest)?;
     let config = parse_config(&config_bytes)?;
     store.put_blob(&lease, &image_doc.bytes)?;
-    let manifest_digest = record_loaded_image(store, &lease, &image_doc, &config)?;
+    let manifest_digest = record_image(store, &lease, &image_doc, &config, &fetched.content_sizes)?;
     let resolved = to_store_digest(&resolved_digest)?;
     let name = reference.to_string();
     let previous = store.resolve_ref(&name)?;
     store.set_ref(&name, &manifest_digest)?;
-    for (digest, _) in &blobs {
-        if let Ok(digest) = to_store_digest(digest) {
+    for blob in &blobs {
+        if let Ok(digest) = to_store_digest(&blob.digest) {
             remember_source(store, &digest, reference.domain(), repository);
         }
     }
@@ -157,8 +164,8 @@ pub fn pull(
         manifest: manifest_digest,
         resolved,
         config: config_digest,
-        downloaded_blobs,
-        downloaded_bytes,
+        downloaded_blobs: fetched.blobs,
+        downloaded_bytes: fetched.bytes,
     })
 }
 
@@ -298,8 +305,24 @@ fn fetch_manifest(
     Ok(parse_manifest(&bytes, media_type.as_deref())?)
 }
 
-/// Downloads the blobs the store lacks, `DOWNLOAD_WORKERS` at a time; the
-/// first error stops the others. Returns (blobs, bytes) downloaded.
+/// One blob of the image to have in the store.
+struct BlobToFetch {
+    digest: kiln_image::Digest,
+    size: u64,
+    is_layer: bool,
+}
+
+/// What [`download_all`] did.
+struct Fetched {
+    blobs: usize,
+    bytes: u64,
+    /// Unpacked content size of each layer blob (docker's layer size).
+    content_sizes: HashMap<kiln_store::Digest, u64>,
+}
+
+/// Downloads the blobs the store lacks, `DOWNLOAD_WORKERS` at a time (the
+/// first error stops the others), and measures each layer's content in the
+/// same worker, so that this pass overlaps the other downloads.
 #[allow(clippy::too_many_arguments)]
 fn download_all(
     store: &Store,
@@ -307,30 +330,95 @@ fn download_all(
     client: &RegistryClient,
     repository: &str,
     source_name: &str,
-    blobs: &[(kiln_image::Digest, u64)],
+    blobs: &[BlobToFetch],
     scopes: &[String],
     progress: &dyn Progress,
-) -> Result<(usize, u64)> {
+) -> Result<Fetched> {
     let downloaded = AtomicUsize::new(0);
     let bytes = AtomicU64::new(0);
-    crate::parallel::for_each(blobs, DOWNLOAD_WORKERS, |(digest, size)| {
+    let content_sizes = Mutex::new(HashMap::new());
+    crate::parallel::for_each(blobs, DOWNLOAD_WORKERS, |blob| {
         if let Some(n) = fetch_blob(
             store,
             lease,
             client,
             repository,
             source_name,
-            digest,
-            *size,
+            &blob.digest,
+            blob.size,
             scopes,
             progress,
         )? {
             downloaded.fetch_add(1, Ordering::Relaxed);
             bytes.fetch_add(n, Ordering::Relaxed);
         }
+        if blob.is_layer {
+            let digest = to_store_digest(&blob.digest)?;
+            let size = layer_content_size(store, &digest)?;
+            content_sizes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(digest, size);
+        }
         Ok(())
     })?;
-    Ok((downloaded.into_inner(), bytes.into_inner()))
+    Ok(Fetched {
+        blobs: downloaded.into_inner(),
+        bytes: bytes.into_inner(),
+        content_sizes: content_sizes
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner()),
+    })
+}
+
+/// Records the image (all its blobs are in the store and leased) with the
+/// layer sizes measured during the download.
+fn record_image(
+    store: &Store,
+    lease: &Lease<'_>,
+    manifest: &ManifestDoc,
+    config: &kiln_image::ConfigDoc,
+    content_sizes: &HashMap<kiln_store::Digest, u64>,
+) -> Result<kiln_store::Digest> {
+    let manifest_digest = to_store_digest(&manifest.digest)?;
+    let diff_ids = config.diff_ids()?;
+    if diff_ids.len() != manifest.layers.len() {
+        return Err(RegistryError::Image(
+            kiln_image::ImageError::InvalidConfig {
+                what: config.digest.to_string(),
+                why: format!(
+                    "{} diff_ids for {} layers in manifest {}",
+                    diff_ids.len(),
+                    manifest.layers.len(),
+                    manifest.digest
+                ),
+            },
+        ));
+    }
+    let mut layers = Vec::with_capacity(diff_ids.len());
+    for (layer, diff_id) in manifest.layers.iter().zip(&diff_ids) {
+        let blob = to_store_digest(layer.descriptor.digest())?;
+        let size = match content_sizes.get(&blob) {
+            Some(size) => *size,
+            None => layer_content_size(store, &blob)?,
+        };
+        layers.push(LayerRecord {
+            blob,
+            media_type: layer.descriptor.media_type().to_string(),
+            compressed_size: layer.descriptor.size(),
+            diff_id: to_store_digest(diff_id)?,
+            size,
+        });
+    }
+    lease.add_image(&manifest_digest)?;
+    store.put_image(&NewImage {
+        manifest: manifest_digest.clone(),
+        manifest_media_type: manifest.media_type().to_string(),
+        config: to_store_digest(&config.digest)?,
+        created: config.config.created().clone(),
+        layers,
+    })?;
+    Ok(manifest_digest)
 }
 
 /// Counts bytes written and reports them.
