@@ -442,3 +442,61 @@ fn bearer_token_auth_login_push_pull() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(&digest));
     env.ok(&["logout", &host]);
 }
+
+/// An image skopeo put into the registry (gzip, Docker schema2) is pulled by
+/// kiln and runs.
+#[test]
+fn image_copied_in_by_skopeo_is_pulled_and_runs() {
+    if !have_registry_tools() {
+        return;
+    }
+    if !effective_uid_is_root() {
+        eprintln!("SKIP: kiln run needs root");
+        return;
+    }
+    let registry = TestRegistry::start(Auth::None, None);
+    let env = Env::new();
+    let host = registry.host();
+    let local = format!("{host}/src/busybox:1");
+    if !env.import_busybox(&local, 0) {
+        return;
+    }
+    env.ok(&["push", &local]);
+    let copied = format!("{host}/copied/busybox:gz");
+    run_ok(Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        "--format",
+        "v2s2",
+        "--dest-compress",
+        &format!("docker://{local}"),
+        &format!("docker://{copied}"),
+    ]));
+    let fresh = env.fresh_root("fresh");
+    env.ok_in(&fresh, &["pull", "-q", &copied]);
+    let out = env.ok_in(
+        &fresh,
+        &[
+            "run",
+            "--rm",
+            &copied,
+            "/bin/busybox",
+            "echo",
+            "hello from the registry",
+        ],
+    );
+    assert_eq!(out.trim(), "hello from the registry");
+}
+
+fn effective_uid_is_root() -> bool {
+    // Without a libc dependency: the effective uid from /proc.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
