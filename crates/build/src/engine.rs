@@ -354,6 +354,7 @@ pub fn build(
         current_step: 0,
         local_layers: HashMap::new(),
         layer_dirs: TempDir::new(store, "layers")?,
+        snapshot_dirs: std::cell::RefCell::new(HashMap::new()),
     };
     let mut final_state = engine.build_stage(target, &mut Vec::new())?;
     if !options.labels.is_empty() {
@@ -408,6 +409,9 @@ struct Engine<'a, 's> {
     local_layers: HashMap<String, PathBuf>,
     /// Owns the directories in `local_layers`; removed when the build ends.
     layer_dirs: TempDir,
+    /// Store snapshots already ensured (and leased) in this build, by chain id:
+    /// asking the store again costs two database writes per layer per step.
+    snapshot_dirs: std::cell::RefCell<HashMap<String, PathBuf>>,
 }
 
 /// Where a step is, for progress labels and errors.
@@ -1085,6 +1089,11 @@ impl<'s> Engine<'_, 's> {
                 parent = Some(chain_id);
                 continue;
             }
+            if let Some(known) = self.snapshot_dirs.borrow().get(&chain_id.to_string()) {
+                dirs.push(known.clone());
+                parent = Some(chain_id);
+                continue;
+            }
             let blob = layer.blob.clone();
             let store = self.store;
             let dir = self.store.ensure_snapshot(
@@ -1107,6 +1116,9 @@ impl<'s> Engine<'_, 's> {
                     .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
                 },
             )?;
+            self.snapshot_dirs
+                .borrow_mut()
+                .insert(chain_id.to_string(), dir.clone());
             dirs.push(dir);
             parent = Some(chain_id);
         }
