@@ -17,8 +17,9 @@ pub fn for_each<T: Sync>(
     let first_error: Mutex<Option<RegistryError>> = Mutex::new(None);
     let workers = workers.min(items.len()).max(1);
     std::thread::scope(|scope| {
+        let mut handles = Vec::with_capacity(workers);
         for _ in 0..workers {
-            scope.spawn(|| {
+            handles.push(scope.spawn(|| {
                 while !failed.load(Ordering::Relaxed) {
                     let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) else {
                         break;
@@ -31,7 +32,21 @@ pub fn for_each<T: Sync>(
                             .get_or_insert(e);
                     }
                 }
-            });
+            }));
+        }
+        // Joined here so that a panicking worker becomes an error, not a
+        // panic of the whole process.
+        for handle in handles {
+            if handle.join().is_err() {
+                failed.store(true, Ordering::Relaxed);
+                first_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(RegistryError::Protocol {
+                        what: "blob transfer".into(),
+                        why: "a transfer thread panicked (a kiln bug; please report it)".into(),
+                    });
+            }
         }
     });
     match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {

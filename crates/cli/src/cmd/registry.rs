@@ -1,11 +1,12 @@
 //! `kiln pull`, `kiln push`, `kiln login`, `kiln logout`: flags and output
 //! like docker's; the work is in `kiln-registry`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -15,6 +16,14 @@ use kiln_registry::{
 };
 
 use super::image::open_store;
+
+/// Prints a line to stdout; a closed pipe (`kiln pull ... | head`) is not
+/// worth a panic, the work is done either way.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(io::stdout().lock(), $($arg)*);
+    }};
+}
 
 #[derive(Subcommand)]
 pub enum RegistryVerb {
@@ -79,11 +88,22 @@ pub fn run(root: &Path, verb: RegistryVerb) -> Result<ExitCode> {
     }
 }
 
-/// Prints docker-like lines per blob (never twice for one blob).
+/// Prints docker-like lines per blob (never twice for one blob) and, on a
+/// terminal, one status line of bytes transferred that updates in place.
 struct LineProgress {
     pushing: bool,
     quiet: bool,
-    reported: Mutex<HashSet<String>>,
+    terminal: bool,
+    state: Mutex<ProgressState>,
+}
+
+#[derive(Default)]
+struct ProgressState {
+    reported: HashSet<String>,
+    /// Per blob in transfer: (done, size).
+    transfers: HashMap<String, (u64, u64)>,
+    last_draw: Option<Instant>,
+    status_shown: bool,
 }
 
 impl LineProgress {
@@ -91,20 +111,61 @@ impl LineProgress {
         LineProgress {
             pushing,
             quiet,
-            reported: Mutex::new(HashSet::new()),
+            terminal: io::stderr().is_terminal(),
+            state: Mutex::new(ProgressState::default()),
         }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ProgressState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn line(&self, digest: &str, text: &str) {
         if self.quiet {
             return;
         }
-        let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
-        if reported.insert(digest.to_string()) {
+        let mut state = self.state();
+        state.transfers.remove(digest);
+        if state.reported.insert(digest.to_string()) {
+            if state.status_shown {
+                // Clear the status line before printing above it.
+                eprint!("\r\x1b[2K");
+                state.status_shown = false;
+            }
             let short = digest.strip_prefix("sha256:").unwrap_or(digest);
             let short = short.get(..12).unwrap_or(short);
-            println!("{short}: {text}");
+            say!("{short}: {text}");
         }
+    }
+
+    fn draw(&self, state: &mut ProgressState) {
+        if self.quiet || !self.terminal || state.transfers.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        if state
+            .last_draw
+            .is_some_and(|last| now.duration_since(last) < Duration::from_millis(100))
+        {
+            return;
+        }
+        state.last_draw = Some(now);
+        let (done, total) = state
+            .transfers
+            .values()
+            .fold((0, 0), |(d, t), (done, size)| (d + done, t + size));
+        let verb = if self.pushing {
+            "Pushing"
+        } else {
+            "Downloading"
+        };
+        eprint!(
+            "\r\x1b[2K{verb} {} blob(s): {:.1} / {:.1} MB",
+            state.transfers.len(),
+            done as f64 / 1e6,
+            total as f64 / 1e6
+        );
+        state.status_shown = true;
     }
 }
 
@@ -130,9 +191,27 @@ impl Progress for LineProgress {
             ProgressEvent::BlobMounted { digest, from } => {
                 self.line(digest, &format!("Mounted from {from}"))
             }
-            ProgressEvent::PlatformSelected { .. }
-            | ProgressEvent::BlobStart { .. }
-            | ProgressEvent::BlobBytes { .. } => {}
+            ProgressEvent::BlobStart { digest, size } => {
+                let mut state = self.state();
+                state.transfers.insert(digest.to_string(), (0, size));
+                self.draw(&mut state);
+            }
+            ProgressEvent::BlobBytes { digest, done } => {
+                let mut state = self.state();
+                if let Some(entry) = state.transfers.get_mut(digest) {
+                    entry.0 = done;
+                }
+                self.draw(&mut state);
+            }
+            ProgressEvent::PlatformSelected { .. } => {}
+        }
+    }
+}
+
+impl Drop for LineProgress {
+    fn drop(&mut self) {
+        if self.state().status_shown {
+            eprint!("\r\x1b[2K");
         }
     }
 }
@@ -160,14 +239,14 @@ fn pull(root: &Path, args: PullArgs) -> Result<ExitCode> {
         if Reference::parse_named(&args.reference)
             .is_ok_and(|r| r.tag().is_none() && r.digest().is_none())
         {
-            println!("Using default tag: latest");
+            say!("Using default tag: latest");
         }
         let label = reference
             .tag()
             .map(str::to_string)
             .or_else(|| reference.digest().map(|d| d.to_string()))
             .unwrap_or_default();
-        println!(
+        say!(
             "{label}: Pulling from {}",
             reference.repository().familiar_name()
         );
@@ -182,18 +261,18 @@ fn pull(root: &Path, args: PullArgs) -> Result<ExitCode> {
     )
     .with_context(|| format!("pulling {}", reference.familiar()))?;
     if args.quiet {
-        println!("{}", reference.familiar());
+        say!("{}", reference.familiar());
     } else {
-        println!("Digest: {}", outcome.resolved);
+        say!("Digest: {}", outcome.resolved);
         if outcome.name_changed || outcome.downloaded_blobs > 0 {
-            println!(
+            say!(
                 "Status: Downloaded newer image for {}",
                 reference.familiar()
             );
         } else {
-            println!("Status: Image is up to date for {}", reference.familiar());
+            say!("Status: Image is up to date for {}", reference.familiar());
         }
-        println!("{}", reference.familiar());
+        say!("{}", reference.familiar());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -203,7 +282,7 @@ fn push(root: &Path, args: PushArgs) -> Result<ExitCode> {
     let store = open_store(root)?;
     let (_options, client) = client_for(reference.domain())?;
     if !args.quiet {
-        println!(
+        say!(
             "The push refers to repository [{}]",
             reference.repository().familiar_name()
         );
@@ -212,10 +291,10 @@ fn push(root: &Path, args: PushArgs) -> Result<ExitCode> {
     let outcome = kiln_registry::push(&store, &client, &reference, &progress)
         .with_context(|| format!("pushing {}", reference.familiar()))?;
     if args.quiet {
-        println!("{}", reference.familiar());
+        say!("{}", reference.familiar());
     } else {
         let label = reference.tag().unwrap_or("latest");
-        println!("{label}: digest: {} size: {}", outcome.digest, outcome.size);
+        say!("{label}: digest: {} size: {}", outcome.digest, outcome.size);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -313,7 +392,7 @@ fn login(args: LoginArgs) -> Result<ExitCode> {
     };
     kiln_registry::login(&registry, credentials, &options, &mut config)
         .with_context(|| format!("logging in to {registry}"))?;
-    println!("Login Succeeded");
+    say!("Login Succeeded");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -322,9 +401,9 @@ fn logout(args: LogoutArgs) -> Result<ExitCode> {
     let key = kiln_registry::credentials::server_key(&registry);
     let mut config = DockerConfig::load_default()?;
     if config.erase(&registry)? {
-        println!("Removing login credentials for {key}");
+        say!("Removing login credentials for {key}");
     } else {
-        println!("Not logged in to {key}");
+        say!("Not logged in to {key}");
     }
     Ok(ExitCode::SUCCESS)
 }
