@@ -500,3 +500,32 @@ fn effective_uid_is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Transient registry errors (503 on blob downloads) are retried with backoff.
+#[test]
+fn transient_blob_errors_are_retried() {
+    if !have_registry_tools() {
+        return;
+    }
+    let registry = TestRegistry::start(Auth::None, None);
+    let env = Env::new();
+    let name = format!("{}/test/busybox:1", registry.host());
+    if !env.import_busybox(&name, 0) {
+        return;
+    }
+    env.ok(&["push", &name]);
+    // Two blobs (config, layer); the first two blob GETs fail.
+    let (proxy_port, seen) = start_flaky_proxy(registry.port, 2);
+    let fresh = env.fresh_root("fresh");
+    let out = env.ok_in(
+        &fresh,
+        &["pull", &format!("127.0.0.1:{proxy_port}/test/busybox:1")],
+    );
+    assert!(out.contains("Pull complete"), "{out}");
+    assert!(
+        seen.load(std::sync::atomic::Ordering::SeqCst) >= 4,
+        "both blobs were asked for again"
+    );
+    let check = env.ok_in(&fresh, &["system", "check"]);
+    assert!(check.contains("store is clean"), "{check}");
+}

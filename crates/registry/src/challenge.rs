@@ -55,7 +55,8 @@ pub fn parse_challenges(header: &str) -> Vec<Challenge> {
                 parse_quoted(quoted)
             } else {
                 let end = value_start.find(',').unwrap_or(value_start.len());
-                (value_start[..end].trim().to_string(), &value_start[end..])
+                let (value, rest) = value_start.split_at(end);
+                (value.trim().to_string(), rest)
             };
             challenge.params.insert(name.to_ascii_lowercase(), value);
             rest = remaining.trim_start_matches([' ', '\t', ',']);

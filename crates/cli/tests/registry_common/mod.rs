@@ -309,6 +309,42 @@ pub fn start_corrupting_proxy(target_port: u16, corrupt_digest: String) -> u16 {
     port
 }
 
+/// A proxy like [`start_corrupting_proxy`] that corrupts nothing but answers
+/// the first `failures` blob GETs with `503 Service Unavailable` (a
+/// transient error a client should retry). Returns (port, blob GETs seen).
+pub fn start_flaky_proxy(
+    target_port: u16,
+    failures: usize,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    std::thread::spawn(move || {
+        for mut client in listener.incoming().flatten() {
+            let mut peek = [0u8; 512];
+            let n = client.peek(&mut peek).unwrap_or(0);
+            let start = String::from_utf8_lossy(&peek[..n]).into_owned();
+            if start.starts_with("GET ") && start.contains("/blobs/sha256:") {
+                let index = counter.fetch_add(1, Ordering::SeqCst);
+                if index < failures {
+                    let mut sink = [0u8; 4096];
+                    let _ = client.read(&mut sink);
+                    let _ = client.write_all(
+                        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    continue;
+                }
+            }
+            std::thread::spawn(move || {
+                let _ = proxy_one(client, target_port, "none");
+            });
+        }
+    });
+    (port, seen)
+}
+
 fn proxy_one(mut client: TcpStream, target_port: u16, corrupt_digest: &str) -> std::io::Result<()> {
     // Read one request head (GET/HEAD only: no bodies in a pull).
     let mut head = Vec::new();
