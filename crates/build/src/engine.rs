@@ -846,10 +846,14 @@ impl<'s> Engine<'_, 's> {
                     })?;
                 }
                 Command::Run(run) => {
-                    if !run.heredocs.is_empty() {
+                    let heredoc_command = run_heredoc_command(run);
+                    if heredoc_command
+                        .as_ref()
+                        .is_some_and(|c| c.starts_with("#!"))
+                    {
                         return Err(self.step_error(
                             &step,
-                            "RUN heredocs are not supported by kiln yet".into(),
+                            "RUN heredocs with a #! interpreter line are not supported by kiln yet; start the script without one, or use RUN INTERPRETER <<EOF".into(),
                             None,
                             &[],
                         ));
@@ -859,7 +863,14 @@ impl<'s> Engine<'_, 's> {
                         Some(kiln_dockerfile::instructions::NetworkMode::None) => Network::None,
                         _ => Network::Host,
                     };
-                    let argv = command_argv(&run.command, &state.shell());
+                    let argv = match heredoc_command {
+                        Some(script) => {
+                            let mut argv = state.shell();
+                            argv.push(script);
+                            argv
+                        }
+                        None => command_argv(&run.command, &state.shell()),
+                    };
                     let mut env = state.env();
                     for (k, v) in &args {
                         if !env
@@ -1423,6 +1434,7 @@ impl<'s> Engine<'_, 's> {
             CopyKind::Add(add) => (&add.sources, &add.dest, &add.chown, &add.chmod, None, "ADD"),
         };
         let mut patterns = Vec::new();
+        let mut heredocs: Vec<kiln_dockerfile::ast::Heredoc> = Vec::new();
         for source in sources {
             match source {
                 Source::Path(path) => {
@@ -1440,20 +1452,49 @@ impl<'s> Engine<'_, 's> {
                     }
                     patterns.push(path.value.clone());
                 }
-                Source::Heredoc(_) => {
-                    return Err(self.step_error(
-                        step,
-                        format!("{keyword} with a heredoc source is not supported by kiln yet"),
-                        None,
-                        &[],
-                    ));
-                }
+                Source::Heredoc(heredoc) => heredocs.push(heredoc.clone()),
             }
         }
         // What the sources are, and the digest of what they read.
         let mut key_parts: Vec<Vec<u8>> =
             vec![canonical.as_bytes().to_vec(), state.workdir().into_bytes()];
+        // Heredoc sources become files named after their delimiter (0644, root).
+        let heredoc_dir = if heredocs.is_empty() {
+            None
+        } else {
+            if !patterns.is_empty() || from.is_some() {
+                return Err(self.step_error(
+                    step,
+                    format!(
+                        "{keyword} mixing heredoc and file sources is not supported by kiln yet"
+                    ),
+                    None,
+                    &[],
+                ));
+            }
+            let dir = TempDir::new(self.store, "heredoc")?;
+            for heredoc in &heredocs {
+                let path = dir.0.join(&heredoc.name);
+                if heredoc.name.contains('/') || heredoc.name.is_empty() {
+                    return Err(self.step_error(
+                        step,
+                        format!("heredoc name {:?} cannot be a file name", heredoc.name),
+                        None,
+                        &[],
+                    ));
+                }
+                fs::write(&path, heredoc.text()).map_err(io_error("writing heredoc", &path))?;
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
+                    .map_err(io_error("setting the mode of", &path))?;
+                patterns.push(heredoc.name.clone());
+            }
+            Some(dir)
+        };
         let source = match from.map(|f| self.resolve_from(&f.value)) {
+            None if heredoc_dir.is_some() => match &heredoc_dir {
+                Some(dir) => CopySource::Dir(dir.0.clone()),
+                None => CopySource::Context,
+            },
             None => {
                 let context = self.context()?;
                 for pattern in &patterns {
@@ -1664,6 +1705,35 @@ fn join_in_image(workdir: &str, path: &str) -> String {
         format!("{}/{}", workdir.trim_end_matches('/'), path)
     };
     format!("/{}", components(&joined).join("/"))
+}
+
+/// The shell script of a RUN with heredocs, as BuildKit runs it: a RUN that
+/// is only `<<EOF` runs the heredoc's text; otherwise the command line is
+/// followed by every heredoc body and terminator, and the shell itself feeds
+/// them to the commands (and expands unquoted ones at run time).
+fn run_heredoc_command(run: &kiln_dockerfile::instructions::Run) -> Option<String> {
+    let CommandLine::Shell(text) = &run.command else {
+        return None;
+    };
+    let first = run.heredocs.first()?;
+    let line = text.value.trim();
+    let marker = line.strip_prefix("<<").map(|rest| {
+        rest.trim_start_matches('-')
+            .trim_matches(|c| c == '"' || c == '\'')
+    });
+    if run.heredocs.len() == 1 && marker == Some(first.name.as_str()) {
+        return Some(first.text());
+    }
+    let mut script = text.value.clone();
+    for heredoc in &run.heredocs {
+        script.push('\n');
+        script.push_str(&heredoc.content);
+        if !heredoc.content.is_empty() && !heredoc.content.ends_with('\n') {
+            script.push('\n');
+        }
+        script.push_str(&heredoc.name);
+    }
+    Some(script)
 }
 
 /// Shell form through the stage's SHELL, exec form as written.

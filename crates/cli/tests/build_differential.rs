@@ -994,3 +994,37 @@ fn output_local_label_and_iidfile() {
         "{text}"
     );
 }
+
+/// Heredocs need a newer Dockerfile frontend than Docker 20.10's built-in
+/// one, so they are checked against the reference's documented results.
+#[test]
+fn run_and_copy_heredocs() {
+    if !tools_present() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    import_busybox(&root, work.path());
+    let context = work.path().join("ctx");
+    fs::create_dir_all(&context).unwrap();
+    fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox:local\nENV WHO=world\nRUN <<EOF\necho a > /a\necho \"$WHO\" > /b\nEOF\nRUN cat <<EOF > /c && cat <<-EOT > /d\nhello $WHO\nEOF\n\ttabbed\n\tEOT\nCOPY <<EOF /etc/greeting\nhi ${WHO}\nEOF\nCOPY <<'EOF' /literal\nkeep $WHO\nEOF\n",
+    )
+    .unwrap();
+    let dest = work.path().join("rootfs");
+    let out = kiln(&root)
+        .args(["build", "-q", "-o"])
+        .arg(format!("type=local,dest={}", dest.display()))
+        .arg(&context)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let read = |name: &str| fs::read_to_string(dest.join(name)).unwrap_or_default();
+    assert_eq!(read("a"), "a\n");
+    assert_eq!(read("b"), "world\n");
+    assert_eq!(read("c"), "hello world\n");
+    assert_eq!(read("d"), "tabbed\n");
+    assert_eq!(read("etc/greeting"), "hi world\n");
+    assert_eq!(read("literal"), "keep $WHO\n");
+}
