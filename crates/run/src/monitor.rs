@@ -666,6 +666,10 @@ pub fn detached_main(store_root: &Path, container: &Container) -> i32 {
         // SAFETY: exiting without running destructors that share state with the child.
         unsafe { libc::_exit(0) };
     }
+    // Whatever the caller of `kiln run -d` had open (beyond stdio and the
+    // report fd) must not stay open for the container's whole life.
+    // SAFETY: plain syscall; fds 0-3 are kept.
+    unsafe { libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) };
     let finished = supervise(store_root, container, None, report_ready);
     let code = match finished {
         Ok(f) => f.exit_code,
