@@ -301,13 +301,6 @@ fn copy_then_shutdown(mut from: TcpStream, mut to: TcpStream) {
     let _ = to.shutdown(Shutdown::Write);
 }
 
-/// Wraps a raw fd the caller owns (used by tests).
-#[allow(dead_code)]
-pub(crate) fn owned(fd: i32) -> OwnedFd {
-    // SAFETY: the caller transfers ownership of a valid fd.
-    unsafe { OwnedFd::from_raw_fd(fd) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,7 +323,7 @@ mod tests {
         let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = taken.local_addr().expect("addr").port();
         let spec = PortBinding::parse(&format!("127.0.0.1:{port}:80")).expect("parse");
-        let err = bind_ports(&[spec]).err().expect("must fail");
+        let err = bind_ports(&[spec]).expect_err("must fail");
         assert!(
             err.to_string().contains("cannot publish 127.0.0.1:"),
             "{err}"
