@@ -63,6 +63,8 @@ pub struct BuildOptions {
     pub tags: Vec<String>,
     /// `--label` values added to the final image's config.
     pub labels: Vec<(String, String)>,
+    /// `--network none`: RUN steps without `--network` get only loopback.
+    pub network_none: bool,
 }
 
 /// Size of one stage that was built.
@@ -861,6 +863,8 @@ impl<'s> Engine<'_, 's> {
                     let (mounts, locks, mount_key) = self.run_mounts(&step, run)?;
                     let network = match run.network {
                         Some(kiln_dockerfile::instructions::NetworkMode::None) => Network::None,
+                        Some(kiln_dockerfile::instructions::NetworkMode::Host) => Network::Host,
+                        _ if self.options.network_none => Network::None,
                         _ => Network::Host,
                     };
                     let argv = match heredoc_command {
@@ -889,6 +893,7 @@ impl<'s> Engine<'_, 's> {
                     ];
                     key_parts.extend(env.iter().map(|e| e.clone().into_bytes()));
                     key_parts.extend(mount_key);
+                    key_parts.push(format!("network={network:?}").into_bytes());
                     let parts: Vec<&[u8]> = key_parts.iter().map(Vec::as_slice).collect();
                     let key = chain(&state.key, &parts);
                     let arg_prefix = if args.is_empty() {

@@ -51,6 +51,15 @@ pub struct BuildArgs {
     /// Set metadata on the image, `KEY=VALUE`; may be repeated
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
+    /// Network for RUN steps: default (the host's, as BuildKit), host, none
+    #[arg(long, value_name = "MODE", default_value = "default")]
+    network: String,
+    /// Target platform; only the machine's own is supported yet
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
+    /// Always try to pull newer base images (no registry support yet: stored images are used)
+    #[arg(long)]
+    pull: bool,
     /// Output: `type=image` (the store, default), `type=local,dest=DIR` (the
     /// final filesystem), `type=tar,dest=FILE` (the filesystem as a tar)
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
@@ -139,6 +148,18 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<ExitCode> {
             None => std::env::var(arg).ok().map(|v| (arg.clone(), v)),
         })
         .collect();
+    let network_none = match args.network.as_str() {
+        "default" | "host" => false,
+        "none" => true,
+        other => bail!("--network {other:?}: use default, host or none"),
+    };
+    if let Some(platform) = &args.platform {
+        let host = format!("linux/{}", kiln_store::image_ops::go_arch());
+        if platform != &host {
+            bail!("--platform {platform}: only this machine's platform ({host}) is supported yet");
+        }
+    }
+    let _ = args.pull;
     let output = match &args.output {
         Some(spec) => parse_output(spec)?,
         None => OutputSpec::Image,
@@ -165,6 +186,7 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<ExitCode> {
             .collect(),
         tags,
         labels,
+        network_none,
     };
     let store =
         Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
