@@ -1028,3 +1028,44 @@ fn run_and_copy_heredocs() {
     assert_eq!(read("etc/greeting"), "hi world\n");
     assert_eq!(read("literal"), "keep $WHO\n");
 }
+
+#[test]
+fn output_docker_archive_loads_and_runs_in_docker() {
+    if !tools_present() || !docker_present() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    import_busybox(&root, work.path());
+    let context = work.path().join("ctx");
+    fs::create_dir_all(&context).unwrap();
+    fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox:local\nRUN echo from-kiln > /msg\nCMD [\"cat\", \"/msg\"]\n",
+    )
+    .unwrap();
+    let archive = work.path().join("image.tar");
+    let out = kiln(&root)
+        .args(["build", "-q", "-t", "kiln-archive-test:1", "-o"])
+        .arg(format!("type=docker,dest={}", archive.display()))
+        .arg(&context)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let load = Command::new("/usr/bin/docker")
+        .arg("load")
+        .arg("-i")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(load.status.success(), "{}", output_text(&load));
+    let run = Command::new("/usr/bin/docker")
+        .args(["run", "--rm", "kiln-archive-test:1"])
+        .output()
+        .unwrap();
+    let _ = Command::new("/usr/bin/docker")
+        .args(["rmi", "-f", "kiln-archive-test:1"])
+        .output();
+    assert!(run.status.success(), "{}", output_text(&run));
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "from-kiln\n");
+}

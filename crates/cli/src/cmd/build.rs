@@ -61,7 +61,8 @@ pub struct BuildArgs {
     #[arg(long)]
     pull: bool,
     /// Output: `type=image` (the store, default), `type=local,dest=DIR` (the
-    /// final filesystem), `type=tar,dest=FILE` (the filesystem as a tar)
+    /// final filesystem), `type=tar,dest=FILE` (the filesystem as a tar),
+    /// `type=docker,dest=FILE` (docker-archive), `type=oci,dest=FILE` (OCI archive)
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     output: Option<String>,
 }
@@ -71,6 +72,11 @@ enum OutputSpec {
     Image,
     Local(PathBuf),
     Tar(PathBuf),
+    /// `type=docker` (docker-archive, `docker load`able) or `type=oci` (OCI archive).
+    Archive {
+        path: PathBuf,
+        oci: bool,
+    },
 }
 
 fn parse_output(spec: &str) -> Result<OutputSpec> {
@@ -94,10 +100,14 @@ fn parse_output(spec: &str) -> Result<OutputSpec> {
         (Some("image") | None, None) => Ok(OutputSpec::Image),
         (Some("local"), Some(dest)) => Ok(OutputSpec::Local(dest)),
         (Some("tar"), Some(dest)) => Ok(OutputSpec::Tar(dest)),
-        (Some(other @ ("local" | "tar")), None) => bail!("-o type={other} needs dest=PATH"),
-        (Some(other), _) => bail!(
-            "-o type={other} is not supported yet; use type=image, type=local,dest=DIR or type=tar,dest=FILE"
-        ),
+        (Some("docker"), Some(path)) => Ok(OutputSpec::Archive { path, oci: false }),
+        (Some("oci"), Some(path)) => Ok(OutputSpec::Archive { path, oci: true }),
+        (Some(other @ ("local" | "tar" | "docker" | "oci")), None) => {
+            bail!("-o type={other} needs dest=PATH")
+        }
+        (Some(other), _) => {
+            bail!("-o type={other} is not supported; use type=image, local, tar, docker or oci")
+        }
         (None, Some(_)) => bail!("-o {spec:?}: give type=local or type=tar"),
     }
 }
@@ -227,7 +237,7 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<ExitCode> {
         Err(other) => return Err(other.into()),
     };
     match &output {
-        OutputSpec::Image => {}
+        OutputSpec::Image | OutputSpec::Archive { .. } => {}
         OutputSpec::Local(dir) => kiln_build::export_filesystem(&store, &outcome.manifest, dir)
             .with_context(|| format!("exporting the filesystem to {}", dir.display()))?,
         OutputSpec::Tar(file) => {
@@ -243,6 +253,28 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<ExitCode> {
             )
             .with_context(|| format!("writing {}", file.display()))?;
         }
+    }
+    if let OutputSpec::Archive { path, oci } = &output {
+        let manifest_digest = kiln_image::digest::parse_sha256(&outcome.manifest.to_string())?;
+        let names = options
+            .tags
+            .iter()
+            .filter_map(|t| Reference::parse(t).ok())
+            .collect();
+        let exports = [kiln_image::archive::ExportImage {
+            manifest_digest,
+            names,
+        }];
+        let file =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let out = std::io::BufWriter::new(file);
+        let mut out = if *oci {
+            kiln_image::archive::write_oci_archive(out, &store, &exports)?
+        } else {
+            kiln_image::archive::write_docker_archive(out, &store, &exports, &Default::default())?
+        };
+        out.flush()
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     let id = outcome.config.to_string();
     if let Some(path) = &args.iidfile {
