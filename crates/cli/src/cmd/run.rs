@@ -25,7 +25,7 @@ use super::output::{ellipsis, human_duration, table, time_ago};
 #[derive(Subcommand)]
 pub enum ContainerVerb {
     /// Create and run a new container from an image
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List containers
     Ps(PsArgs),
     /// Fetch the logs of a container
@@ -69,7 +69,7 @@ pub enum ContainerCommand {
     /// Execute a command in a running container
     Exec(ExecArgs),
     /// Create and run a new container from an image
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Args)]
@@ -234,7 +234,7 @@ pub fn run(root: &Path, verb: ContainerVerb) -> Result<ExitCode> {
     let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
     let root = root.as_path();
     match verb {
-        ContainerVerb::Run(a) => Ok(run_container(root, a)),
+        ContainerVerb::Run(a) => Ok(run_container(root, *a)),
         ContainerVerb::Ps(a) => ps(root, a),
         ContainerVerb::Logs(a) => logs(root, a),
         ContainerVerb::Stop(a) => each(root, &a.containers, |c| {
