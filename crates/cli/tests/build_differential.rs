@@ -1069,3 +1069,55 @@ fn output_docker_archive_loads_and_runs_in_docker() {
     assert!(run.status.success(), "{}", output_text(&run));
     assert_eq!(String::from_utf8_lossy(&run.stdout), "from-kiln\n");
 }
+
+#[test]
+fn context_or_dockerfile_from_stdin() {
+    if !tools_present() {
+        return;
+    }
+    use std::io::Write as _;
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    import_busybox(&root, work.path());
+    let build_from_stdin = |input: &[u8], dest: &Path| {
+        let mut child = kiln(&root)
+            .args(["build", "-q", "-o"])
+            .arg(format!("type=local,dest={}", dest.display()))
+            .arg("-")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", output_text(&out));
+    };
+    let only_dockerfile = work.path().join("a");
+    build_from_stdin(
+        b"FROM busybox:local\nRUN echo piped > /p\n",
+        &only_dockerfile,
+    );
+    assert_eq!(
+        fs::read_to_string(only_dockerfile.join("p")).unwrap(),
+        "piped\n"
+    );
+    let context = work.path().join("ctx");
+    fs::create_dir_all(&context).unwrap();
+    fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox:local\nCOPY f /f\n",
+    )
+    .unwrap();
+    fs::write(context.join("f"), "tarred\n").unwrap();
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&context)
+        .args(["-c", "."])
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let from_tar = work.path().join("b");
+    build_from_stdin(&tar.stdout, &from_tar);
+    assert_eq!(fs::read_to_string(from_tar.join("f")).unwrap(), "tarred\n");
+}

@@ -18,7 +18,7 @@ use super::output::human_size;
 /// Arguments of `kiln build`.
 #[derive(Args)]
 pub struct BuildArgs {
-    /// The build context directory
+    /// The build context directory (`-`: a tar of it, or only a Dockerfile, on stdin)
     #[arg(value_name = "CONTEXT")]
     context: PathBuf,
     /// The Dockerfile (default: CONTEXT/Dockerfile; `-` reads it from stdin)
@@ -121,12 +121,42 @@ enum ProgressMode {
     Rawjson,
 }
 
-pub fn run(root: &Path, args: BuildArgs) -> Result<ExitCode> {
+pub fn run(root: &Path, mut args: BuildArgs) -> Result<ExitCode> {
+    let store =
+        Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
+    // `kiln build -`: standard input is a tar of the context, or else the
+    // Dockerfile itself with an empty context (as `docker build -`).
+    let mut stdin_context: Option<ScratchDir> = None;
+    let mut stdin_dockerfile: Option<String> = None;
+    if args.context.as_os_str() == "-" {
+        if args.file.as_deref().is_some_and(|f| f.as_os_str() == "-") {
+            bail!("the context and the Dockerfile cannot both come from standard input");
+        }
+        let mut input = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut input)
+            .context("reading the build context from standard input")?;
+        let dir = tempfile_dir(&store, "stdin-context")?;
+        if input.get(257..262) == Some(b"ustar".as_slice()) {
+            tar::Archive::new(input.as_slice())
+                .unpack(&dir.0)
+                .context("unpacking the build context tar from standard input")?;
+        } else {
+            stdin_dockerfile = Some(
+                String::from_utf8(input)
+                    .context("standard input is neither a tar nor a UTF-8 Dockerfile")?,
+            );
+        }
+        args.context = dir.0.clone();
+        stdin_context = Some(dir);
+    }
     let dockerfile_path = args
         .file
         .clone()
         .unwrap_or_else(|| args.context.join("Dockerfile"));
-    let dockerfile_text = if dockerfile_path.as_os_str() == "-" {
+    let dockerfile_text = if let Some(text) = stdin_dockerfile.take() {
+        text
+    } else if dockerfile_path.as_os_str() == "-" {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
@@ -198,8 +228,6 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<ExitCode> {
         labels,
         network_none,
     };
-    let store =
-        Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     let quiet = args.quiet || args.progress == ProgressMode::Quiet;
     let mut plain;
     let mut silent;
@@ -241,7 +269,7 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<ExitCode> {
         OutputSpec::Local(dir) => kiln_build::export_filesystem(&store, &outcome.manifest, dir)
             .with_context(|| format!("exporting the filesystem to {}", dir.display()))?,
         OutputSpec::Tar(file) => {
-            let staging = tempfile_dir(root)?;
+            let staging = tempfile_dir(&store, "export")?;
             kiln_build::export_filesystem(&store, &outcome.manifest, &staging.0)?;
             let out = std::fs::File::create(file)
                 .with_context(|| format!("creating {}", file.display()))?;
@@ -313,6 +341,7 @@ pub fn run(root: &Path, args: BuildArgs) -> Result<ExitCode> {
         }
     }
     println!("{id}");
+    drop(stdin_context);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -325,10 +354,10 @@ impl Drop for ScratchDir {
     }
 }
 
-fn tempfile_dir(root: &Path) -> Result<ScratchDir> {
-    let path = root
-        .join("tmp")
-        .join(format!("build-export-{}", std::process::id()));
+/// Under this process's own temp dir in the store, which gc leaves alone
+/// while the process lives.
+fn tempfile_dir(store: &Store, what: &str) -> Result<ScratchDir> {
+    let path = store.tmp_dir().join(format!("build-{what}"));
     std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
     Ok(ScratchDir(path))
 }
