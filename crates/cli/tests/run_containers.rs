@@ -66,7 +66,7 @@ fn setup() -> Option<Env> {
     std::fs::copy(&busybox, rootfs.join("bin/busybox")).expect("copy busybox");
     for applet in [
         "sh", "echo", "sleep", "id", "cat", "httpd", "true", "false", "ls", "env", "pwd", "trap",
-        "printf", "wget", "mkdir", "hostname", "touch",
+        "printf", "wget", "mkdir", "hostname", "touch", "head", "grep",
     ] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("symlink");
     }
@@ -177,6 +177,43 @@ fn attached_run_streams_output_and_returns_exit_code() {
         ],
     );
     assert_eq!(out, "hi /tmp/new 1000 box\n");
+
+    // -v (rw and ro), --env-file, --read-only, --init.
+    let shared = env.root.parent().expect("tmp").join("shared");
+    std::fs::create_dir_all(&shared).expect("mkdir shared");
+    std::fs::write(shared.join("in.txt"), "from host\n").expect("write");
+    let env_file = env.root.parent().expect("tmp").join("env.list");
+    std::fs::write(&env_file, "# comment\nFROM_FILE=yes\n").expect("env file");
+    let volume = format!("{}:/mnt", shared.display());
+    let volume_ro = format!("{}:/ro:ro", shared.display());
+    let out = ok(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            &volume,
+            "-v",
+            &volume_ro,
+            "--env-file",
+            env_file.to_str().expect("utf8"),
+            "--init",
+            IMAGE,
+            "sh",
+            "-c",
+            "cat /mnt/in.txt; echo out > /mnt/out.txt; echo $FROM_FILE; touch /ro/x 2>/dev/null || echo ro refused; cat /proc/1/cmdline | head -c 4 | grep -q sh || echo init is pid1",
+        ],
+    );
+    assert_eq!(out, "from host\nyes\nro refused\ninit is pid1\n");
+    assert_eq!(
+        std::fs::read_to_string(shared.join("out.txt")).expect("written through -v"),
+        "out\n"
+    );
+    let out = run(
+        &env,
+        &["run", "--rm", "--read-only", IMAGE, "touch", "/newfile"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
 
     // docker's codes: 127 not found, 125 kiln's own error (no such image).
     let out = run(&env, &["run", "--rm", IMAGE, "no-such-command"]);

@@ -65,6 +65,65 @@ pub struct RunOptions {
     pub stop_signal: Option<String>,
     pub stop_timeout: Option<u64>,
     pub health: crate::health::HealthFlags,
+    pub volumes: Vec<VolumeMount>,
+    pub read_only: bool,
+    pub init: bool,
+}
+
+/// One `-v /host/dir:/container/dir[:ro|:rw]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMount {
+    pub source: std::path::PathBuf,
+    pub target: String,
+    pub readonly: bool,
+}
+
+impl VolumeMount {
+    /// Parses docker's bind form; named volumes are not supported yet.
+    pub fn parse(text: &str) -> Result<VolumeMount> {
+        let bad = |why: &str| {
+            RunError::InvalidArgument(format!(
+                "invalid volume {text:?}: {why} (expected /HOST/PATH:/CONTAINER/PATH[:ro])"
+            ))
+        };
+        let parts: Vec<&str> = text.split(':').collect();
+        let (source, target, mode) = match parts.as_slice() {
+            [s, t] => (*s, *t, "rw"),
+            [s, t, m] => (*s, *t, *m),
+            _ => return Err(bad("wrong number of ':'")),
+        };
+        if !source.starts_with('/') {
+            return Err(bad(
+                "kiln supports bind mounts of absolute host paths only (no named volumes yet)",
+            ));
+        }
+        if !target.starts_with('/') {
+            return Err(bad("the container path must be absolute"));
+        }
+        let readonly = match mode {
+            "ro" => true,
+            "rw" | "" => false,
+            other => return Err(bad(&format!("unknown mode {other:?}"))),
+        };
+        Ok(VolumeMount {
+            source: source.into(),
+            target: target.to_string(),
+            readonly,
+        })
+    }
+}
+
+/// Reads docker's `--env-file`: `KEY=VALUE` or `KEY` lines, `#` comments and
+/// blank lines skipped, no quoting or expansion (as docker).
+pub fn read_env_file(path: &std::path::Path) -> Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(path).map_err(crate::io_err("reading the env file", path))?;
+    Ok(text
+        .lines()
+        .map(|l| l.trim_start())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect())
 }
 
 impl RunOptions {
@@ -86,6 +145,9 @@ impl RunOptions {
             stop_signal: None,
             stop_timeout: None,
             health: crate::health::HealthFlags::default(),
+            volumes: Vec::new(),
+            read_only: false,
+            init: false,
         }
     }
 }
@@ -225,6 +287,9 @@ pub fn container_config(
             .unwrap_or_else(|| "SIGTERM".into()),
         stop_timeout: options.stop_timeout.unwrap_or(10),
         health: crate::health::resolve(image_config, &options.health),
+        volumes: options.volumes.clone(),
+        read_only: options.read_only,
+        init: options.init,
     })
 }
 
@@ -282,6 +347,26 @@ mod tests {
         options.entrypoint = Some(String::new());
         let err = container_config(ID, "i", "m", &image(), &options);
         assert!(matches!(err, Err(RunError::InvalidArgument(_))));
+    }
+
+    #[test]
+    fn volumes_and_env_files() {
+        let v = VolumeMount::parse("/data:/srv/data:ro").expect("parse");
+        assert_eq!(
+            (v.source.to_str(), v.target.as_str(), v.readonly),
+            (Some("/data"), "/srv/data", true)
+        );
+        assert!(!VolumeMount::parse("/a:/b").expect("parse").readonly);
+        assert!(VolumeMount::parse("named:/b").is_err());
+        assert!(VolumeMount::parse("/a:b").is_err());
+        assert!(VolumeMount::parse("/a:/b:zz").is_err());
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let file = tmp.path().join("env");
+        std::fs::write(&file, "# comment\nA=1\n\n  B=two words\nC\n").expect("write");
+        assert_eq!(
+            read_env_file(&file).expect("read"),
+            ["A=1", "B=two words", "C"]
+        );
     }
 
     #[test]

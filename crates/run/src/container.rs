@@ -57,6 +57,15 @@ pub struct ContainerConfig {
     /// The HEALTHCHECK the monitor runs, if any.
     #[serde(default)]
     pub health: Option<crate::health::HealthCheck>,
+    /// `-v HOST:CTR[:ro]` bind mounts.
+    #[serde(default)]
+    pub volumes: Vec<crate::config::VolumeMount>,
+    /// `--read-only`.
+    #[serde(default)]
+    pub read_only: bool,
+    /// `--init`.
+    #[serde(default)]
+    pub init: bool,
 }
 
 /// The lifecycle state as the monitor records it.
@@ -454,6 +463,9 @@ mod tests {
             stop_signal: "SIGTERM".into(),
             stop_timeout: 10,
             health: None,
+            volumes: vec![],
+            read_only: false,
+            init: false,
         }
     }
 

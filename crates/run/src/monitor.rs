@@ -160,6 +160,22 @@ fn start_and_pump(
     spec.cwd = config.working_dir.clone();
     spec.user = config.user.clone();
     spec.hostname = config.hostname.clone();
+    spec.readonly_rootfs = config.read_only;
+    spec.init = config.init;
+    for volume in &config.volumes {
+        // docker creates a missing host directory for -v.
+        if !volume.source.exists() {
+            fs::create_dir_all(&volume.source).map_err(io_err(
+                "creating the volume's host directory",
+                &volume.source,
+            ))?;
+        }
+        spec.mounts.push(kiln_sandbox::Mount::bind(
+            &volume.source,
+            volume.target.clone(),
+            volume.readonly,
+        ));
+    }
     spec.network = network;
     spec.files = generated_files(&config.hostname, config.network, slirp.is_some());
     spec.stdin = if config.open_stdin {

@@ -140,6 +140,18 @@ pub struct RunArgs {
     /// Disable any container-specified HEALTHCHECK
     #[arg(long)]
     no_healthcheck: bool,
+    /// Bind mount a host directory (/HOST:/CONTAINER[:ro])
+    #[arg(short, long = "volume")]
+    volume: Vec<String>,
+    /// Read in a file of environment variables
+    #[arg(long)]
+    env_file: Vec<PathBuf>,
+    /// Mount the container's root filesystem as read only
+    #[arg(long)]
+    read_only: bool,
+    /// Run an init inside the container that forwards signals and reaps processes
+    #[arg(long)]
+    init: bool,
     /// The image to run
     image: String,
     /// Command and arguments (override the image's CMD)
@@ -289,7 +301,18 @@ fn run_container(root: &Path, args: RunArgs) -> ExitCode {
         let mut options = RunOptions::new(&args.image);
         options.cmd = args.command.clone();
         options.entrypoint = args.entrypoint.clone();
-        options.env = args.env.clone();
+        options.env = Vec::new();
+        for file in &args.env_file {
+            options.env.extend(kiln_run::config::read_env_file(file)?);
+        }
+        options.env.extend(args.env.iter().cloned());
+        options.volumes = args
+            .volume
+            .iter()
+            .map(|v| kiln_run::config::VolumeMount::parse(v))
+            .collect::<Result<_, _>>()?;
+        options.read_only = args.read_only;
+        options.init = args.init;
         options.workdir = args.workdir.clone();
         options.user = args.user.clone();
         options.hostname = args.hostname.clone();
