@@ -314,8 +314,19 @@ fn detached_run_logs_stop_rm() {
     assert_eq!(ok(&env, &["ps", "-q"]), "", "not running any more");
     assert_eq!(ok(&env, &["logs", "web"]), "started\nbye\n");
     assert_eq!(ok(&env, &["logs", "--tail", "1", "web"]), "bye\n");
+    // start runs it again, on the same upper layer, appending to the log.
+    assert_eq!(ok(&env, &["start", "web"]), "web\n");
+    assert!(ok(&env, &["ps"]).contains(" Up "));
+    wait_for("the second start's output", Duration::from_secs(10), || {
+        ok(&env, &["logs", "web"]) == "started\nbye\nstarted\n"
+    });
+    ok(&env, &["stop", "web"]);
     ok(&env, &["rm", "web"]);
     assert_eq!(ok(&env, &["ps", "-a", "-q"]), "");
+    assert!(
+        !env.root.join("containers").join(id).exists(),
+        "rm removes the record"
+    );
     let out = run(&env, &["logs", "web"]);
     assert!(
         text(&out.stderr).contains("No such container"),

@@ -30,6 +30,8 @@ pub enum ContainerVerb {
     Ps(PsArgs),
     /// Fetch the logs of a container
     Logs(LogsArgs),
+    /// Start one or more stopped containers (in the background)
+    Start(StartArgs),
     /// Stop one or more running containers (stop signal, then SIGKILL)
     Stop(StopArgs),
     /// Kill one or more running containers
@@ -187,6 +189,12 @@ pub struct LogsArgs {
 }
 
 #[derive(Args)]
+pub struct StartArgs {
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args)]
 pub struct StopArgs {
     /// Seconds to wait before killing the container
     #[arg(short, long = "time")]
@@ -249,6 +257,15 @@ pub fn run(root: &Path, verb: ContainerVerb) -> Result<ExitCode> {
         ContainerVerb::Run(a) => Ok(run_container(root, *a)),
         ContainerVerb::Ps(a) => ps(root, a),
         ContainerVerb::Logs(a) => logs(root, a),
+        ContainerVerb::Start(a) => {
+            let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+            each(root, &a.containers, |c| {
+                if matches!(c.observe()?, Observed::Running { .. }) || c.monitor_alive()? {
+                    return Ok(()); // docker: starting a running container is a no-op
+                }
+                monitor::spawn_detached(&exe, root, c)
+            })
+        }
         ContainerVerb::Stop(a) => each(root, &a.containers, |c| {
             control::stop(c, a.time.map(Duration::from_secs))
         }),
