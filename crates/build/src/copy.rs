@@ -224,7 +224,7 @@ impl<'a> CopyPlan<'a> {
         dest: &str,
         dest_is_dir_syntax: bool,
         owner: Option<(u32, u32)>,
-        chmod: Option<u32>,
+        chmod: Option<&Chmod>,
     ) -> Result<(), BuildError> {
         let root = match source {
             CopySource::Context => context_root.to_path_buf(),
@@ -305,6 +305,106 @@ impl<'a> CopyPlan<'a> {
             }
         }
         Ok(())
+    }
+}
+
+/// A `--chmod` value: octal (replaces the permission bits) or symbolic
+/// like chmod(1), applied to each copied file's own mode (`u+x,go-w`, `a=rX`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chmod {
+    Octal(u32),
+    Symbolic(Vec<ChmodClause>),
+}
+
+/// One `who op perms` clause of a symbolic mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChmodClause {
+    /// Bits of the classes addressed (0o700 u, 0o070 g, 0o007 o; with their
+    /// setuid/setgid/sticky bits).
+    who: u32,
+    op: char,
+    perms: String,
+}
+
+impl Chmod {
+    /// Parses `0755`, `755` or a symbolic mode; `None` when it is neither.
+    pub fn parse(text: &str) -> Option<Chmod> {
+        if !text.is_empty() && text.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+            return u32::from_str_radix(text, 8)
+                .ok()
+                .filter(|m| *m <= 0o7777)
+                .map(Chmod::Octal);
+        }
+        let mut clauses = Vec::new();
+        for clause in text.split(',') {
+            let who_len = clause.find(['+', '-', '=']).unwrap_or(clause.len());
+            let (who_text, mut rest) = clause.split_at(who_len);
+            let mut who = 0;
+            for c in who_text.chars() {
+                who |= match c {
+                    'u' => 0o4700,
+                    'g' => 0o2070,
+                    'o' => 0o1007,
+                    'a' => 0o7777,
+                    _ => return None,
+                };
+            }
+            if who == 0 {
+                who = 0o7777;
+            }
+            if rest.is_empty() {
+                return None;
+            }
+            while let Some(op) = rest.chars().next().filter(|c| matches!(c, '+' | '-' | '=')) {
+                let after = rest.get(1..).unwrap_or_default();
+                let end = after.find(['+', '-', '=']).unwrap_or(after.len());
+                let (perms, next) = after.split_at(end);
+                if !perms.chars().all(|c| "rwxXst".contains(c)) {
+                    return None;
+                }
+                clauses.push(ChmodClause {
+                    who,
+                    op,
+                    perms: perms.to_string(),
+                });
+                rest = next;
+            }
+            if !rest.is_empty() {
+                return None;
+            }
+        }
+        Some(Chmod::Symbolic(clauses))
+    }
+
+    /// The new permission bits for a file whose current bits are `mode`.
+    pub fn apply(&self, mode: u32, is_dir: bool) -> u32 {
+        match self {
+            Chmod::Octal(bits) => *bits,
+            Chmod::Symbolic(clauses) => {
+                let mut mode = mode;
+                for clause in clauses {
+                    let mut bits = 0;
+                    for c in clause.perms.chars() {
+                        bits |= match c {
+                            'r' => 0o444,
+                            'w' => 0o222,
+                            'x' => 0o111,
+                            'X' if is_dir || mode & 0o111 != 0 => 0o111,
+                            's' => 0o6000,
+                            't' => 0o1000,
+                            _ => 0,
+                        };
+                    }
+                    let bits = bits & clause.who;
+                    mode = match clause.op {
+                        '+' => mode | bits,
+                        '-' => mode & !bits,
+                        _ => (mode & !clause.who) | bits,
+                    };
+                }
+                mode & 0o7777
+            }
+        }
     }
 }
 
@@ -420,7 +520,7 @@ fn copy_entry(
     target: &Path,
     from_context: bool,
     owner: Option<(u32, u32)>,
-    chmod: Option<u32>,
+    chmod: Option<&Chmod>,
 ) -> Result<Option<fs::Metadata>, BuildError> {
     let meta = fs::symlink_metadata(real).map_err(io_err("reading", real))?;
     let (uid, gid) = owner.unwrap_or(if from_context {
@@ -428,8 +528,11 @@ fn copy_entry(
     } else {
         (meta.uid(), meta.gid())
     });
-    let mode = chmod.unwrap_or(meta.mode() & 0o7777);
     let file_type = meta.file_type();
+    let mode = match chmod {
+        Some(chmod) => chmod.apply(meta.mode() & 0o7777, file_type.is_dir()),
+        None => meta.mode() & 0o7777,
+    };
     if let Ok(existing) = fs::symlink_metadata(target)
         && !(existing.is_dir() && file_type.is_dir())
     {
@@ -472,6 +575,27 @@ fn copy_entry(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chmod_octal_and_symbolic() {
+        assert_eq!(Chmod::parse("0755"), Some(Chmod::Octal(0o755)));
+        assert_eq!(
+            Chmod::parse("644").map(|c| c.apply(0o777, false)),
+            Some(0o644)
+        );
+        let apply =
+            |spec: &str, mode: u32, dir: bool| Chmod::parse(spec).map(|c| c.apply(mode, dir));
+        assert_eq!(apply("u+x", 0o644, false), Some(0o744));
+        assert_eq!(apply("go-w", 0o666, false), Some(0o644));
+        assert_eq!(apply("a=rX", 0o640, false), Some(0o444));
+        assert_eq!(apply("a=rX", 0o700, true), Some(0o555));
+        assert_eq!(apply("u=rwx,g=rx,o=", 0o000, false), Some(0o750));
+        assert_eq!(apply("+x", 0o644, false), Some(0o755));
+        assert_eq!(apply("u+s", 0o755, false), Some(0o4755));
+        assert_eq!(Chmod::parse("9"), None);
+        assert_eq!(Chmod::parse("u*x"), None);
+        assert_eq!(Chmod::parse("z+x"), None);
+    }
 
     #[test]
     fn select_dir_expands_wildcards_per_component() {

@@ -1553,8 +1553,8 @@ impl<'s> Engine<'_, 's> {
         };
         self.fs_step(state, step, key, created_by, move |engine, state| {
             let chmod = match &chmod_text {
-                Some(text) => Some(u32::from_str_radix(text, 8).map_err(|_| {
-                    engine.step_error(&step_clone, format!("invalid --chmod={text}: only octal modes like 0755 are supported by kiln yet"), None, &[])
+                Some(text) => Some(crate::copy::Chmod::parse(text).ok_or_else(|| {
+                    engine.step_error(&step_clone, format!("invalid --chmod={text}: use an octal mode like 0755 or a symbolic one like u+x,go-w"), None, &[])
                 })?),
                 None => None,
             };
@@ -1599,7 +1599,7 @@ impl<'s> Engine<'_, 's> {
                 CopySource::Context => Some(engine.context()?),
                 CopySource::Dir(_) => None,
             };
-            plan.copy(&items, &source, context, &context_root, &dest_path, dest_is_dir_syntax, owner, chmod)?;
+            plan.copy(&items, &source, context, &context_root, &dest_path, dest_is_dir_syntax, owner, chmod.as_ref())?;
             let layer = engine.commit_dir(&staging.0, kiln_snapshot::DiffKind::Directory)?;
             engine.keep_layer_dir(&staging.0, &layer);
             Ok(layer)
