@@ -302,6 +302,13 @@ fn detached_run_logs_stop_rm() {
         text(&out.stderr)
     );
 
+    // logs -f follows until the container ends.
+    let follower = kiln(&env)
+        .args(["logs", "-f", "web"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn logs -f");
     let started = Instant::now();
     assert_eq!(ok(&env, &["stop", "-t", "5", "web"]), "web\n");
     assert!(
@@ -311,6 +318,8 @@ fn detached_run_logs_stop_rm() {
     );
     let ps = ok(&env, &["ps", "-a"]);
     assert!(ps.contains("Exited (0)"), "{ps}");
+    let followed = follower.wait_with_output().expect("logs -f");
+    assert_eq!(text(&followed.stdout), "started\nbye\n");
     assert_eq!(ok(&env, &["ps", "-q"]), "", "not running any more");
     assert_eq!(ok(&env, &["logs", "web"]), "started\nbye\n");
     assert_eq!(ok(&env, &["logs", "--tail", "1", "web"]), "bye\n");
