@@ -110,6 +110,22 @@ fn start_and_pump(
     started: &mut Option<impl FnOnce(std::result::Result<(), &RunError>)>,
 ) -> Result<Finished> {
     let config = container.config()?;
+    let mut netns = None;
+    let mut slirp_starting = None;
+    let mut listeners = Vec::new();
+    let network = match config.network {
+        NetworkMode::Host => Network::Host,
+        NetworkMode::None => Network::None,
+        NetworkMode::Default => {
+            // Ports first: a port in use must fail before anything starts.
+            listeners = bind_ports(&config.ports)?;
+            let ns = NetNs::create()?;
+            slirp_starting = ns.start_slirp()?;
+            let path = ns.path();
+            netns = Some(Arc::new(ns));
+            Network::Join(path)
+        }
+    };
     let store = kiln_store::Store::open(store_root)?;
     let lease = store.lease();
     let manifest = kiln_store::Digest::parse(&config.image_manifest)?;
@@ -131,21 +147,11 @@ fn start_and_pump(
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work).map_err(io_err("creating the container's work dir", &work))?;
 
-    let mut netns = None;
-    let mut slirp = None;
-    let mut listeners = Vec::new();
-    let network = match config.network {
-        NetworkMode::Host => Network::Host,
-        NetworkMode::None => Network::None,
-        NetworkMode::Default => {
-            // Ports first: a port in use must fail before anything starts.
-            listeners = bind_ports(&config.ports)?;
-            let ns = NetNs::create()?;
-            slirp = ns.start_slirp()?;
-            let path = ns.path();
-            netns = Some(Arc::new(ns));
-            Network::Join(path)
-        }
+    // slirp4netns needs tens of ms to configure the namespace: let it work
+    // while the store part above ran, and only wait for it here.
+    let slirp = match slirp_starting {
+        Some(starting) => Some(starting.wait_ready()?),
+        None => None,
     };
 
     let mut spec = SandboxSpec::new(

@@ -160,9 +160,10 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 impl NetNs {
-    /// Gives the namespace outbound access through slirp4netns; `Ok(None)`
-    /// when slirp4netns is not installed (the namespace keeps loopback only).
-    pub fn start_slirp(&self) -> Result<Option<Slirp>> {
+    /// Starts slirp4netns to give the namespace outbound access (call
+    /// `wait_ready` before relying on it); `Ok(None)` when slirp4netns is not
+    /// installed (the namespace keeps loopback only).
+    pub fn start_slirp(&self) -> Result<Option<SlirpStarting>> {
         use std::os::unix::process::CommandExt;
         let Some(program) = find_in_path("slirp4netns") else {
             return Ok(None);
@@ -201,11 +202,32 @@ impl NetNs {
         let child = command.spawn().map_err(RunError::NetNs)?;
         drop(ready_write);
         drop(exit_read);
-        let slirp = Slirp {
-            child,
-            exit_fd: Some(exit_write),
-        };
-        let mut ready = File::from(ready_read);
+        Ok(Some(SlirpStarting {
+            slirp: Slirp {
+                child,
+                exit_fd: Some(exit_write),
+            },
+            ready: File::from(ready_read),
+            program,
+        }))
+    }
+}
+
+/// A slirp4netns started but perhaps not yet ready.
+pub struct SlirpStarting {
+    slirp: Slirp,
+    ready: File,
+    program: PathBuf,
+}
+
+impl SlirpStarting {
+    /// Waits (up to 10 s) until slirp4netns has configured the namespace.
+    pub fn wait_ready(self) -> Result<Slirp> {
+        let SlirpStarting {
+            slirp,
+            mut ready,
+            program,
+        } = self;
         let configured =
             crate::sys::wait_readable(&ready, Some(std::time::Duration::from_secs(10)))
                 .map_err(RunError::NetNs)?;
@@ -216,7 +238,7 @@ impl NetNs {
                 program.display()
             ))));
         }
-        Ok(Some(slirp))
+        Ok(slirp)
     }
 }
 
