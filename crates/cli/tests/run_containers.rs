@@ -280,6 +280,11 @@ fn detached_run_logs_stop_rm() {
     ] {
         assert!(header.contains(column), "{ps}");
     }
+    let json: serde_json::Value =
+        serde_json::from_str(ok(&env, &["ps", "--format", "json"]).trim()).expect("ps json");
+    assert_eq!(json["Names"], "web");
+    assert_eq!(json["State"], "running");
+    assert_eq!(json["ID"], &id[..12]);
     let line = ps.lines().nth(1).expect("a container row");
     assert!(line.starts_with(&id[..12]), "{ps}");
     assert!(line.contains(" Up ") && line.ends_with("web"), "{ps}");

@@ -172,6 +172,9 @@ pub struct PsArgs {
     /// Don't truncate output
     #[arg(long)]
     no_trunc: bool,
+    /// Output format: table (default) or json (one object per line, as docker)
+    #[arg(long, default_value = "table")]
+    format: String,
 }
 
 #[derive(Args)]
@@ -493,6 +496,12 @@ fn status_text(container: &Container, observed: &Observed) -> String {
 }
 
 fn ps(root: &Path, args: PsArgs) -> Result<ExitCode> {
+    if args.format != "table" && args.format != "json" {
+        anyhow::bail!(
+            "unsupported --format {:?}: kiln ps knows \"table\" and \"json\"",
+            args.format
+        );
+    }
     let containers = Containers::open(root)?;
     let mut rows = vec![
         [
@@ -543,6 +552,28 @@ fn ps(root: &Path, args: PsArgs) -> Result<ExitCode> {
         } else {
             String::new()
         };
+        if args.format == "json" {
+            let state = match observed {
+                Observed::Created => "created",
+                Observed::Running { .. } => "running",
+                Observed::Exited { .. } => "exited",
+            };
+            let line = serde_json::json!({
+                "ID": id,
+                "Image": config.image,
+                "Command": format!("{command:?}"),
+                "CreatedAt": config.created,
+                "RunningFor": time_ago(config.created_unix),
+                "State": state,
+                "Status": status_text(&container, &observed),
+                "Ports": ports,
+                "Names": config.name,
+                "Networks": config.network.as_str(),
+            });
+            out.push_str(&line.to_string());
+            out.push('\n');
+            continue;
+        }
         rows.push(vec![
             id,
             config.image.clone(),
@@ -553,7 +584,7 @@ fn ps(root: &Path, args: PsArgs) -> Result<ExitCode> {
             config.name.clone(),
         ]);
     }
-    if !args.quiet {
+    if !args.quiet && args.format != "json" {
         out = table(&rows);
     }
     print!("{out}");
