@@ -83,7 +83,7 @@ pub fn select_dir(root: &Path, pattern: &str) -> Result<Vec<SourceItem>, String>
                 path
             };
             if has_wildcard(part) {
-                let dir = root.join(OsStr::from_bytes(base));
+                let dir = root.join(OsStr::from_bytes(&follow_in_root(root, base)));
                 let Ok(listing) = fs::read_dir(&dir) else {
                     continue;
                 };
@@ -108,6 +108,16 @@ pub fn select_dir(root: &Path, pattern: &str) -> Result<Vec<SourceItem>, String>
     Ok(current
         .into_iter()
         .filter_map(|rel| {
+            // Parents resolved inside the root: never through a host symlink.
+            let name = rel.rsplit(|&b| b == b'/').next().unwrap_or(&rel).to_vec();
+            let parent = rel
+                .get(..rel.len().saturating_sub(name.len() + 1))
+                .unwrap_or_default();
+            let mut rel = follow_in_root(root, parent);
+            if !rel.is_empty() {
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(&name);
             let meta = fs::symlink_metadata(root.join(OsStr::from_bytes(&rel))).ok()?;
             Some(SourceItem {
                 rel,
@@ -241,7 +251,8 @@ impl<'a> CopyPlan<'a> {
             // source root), as BuildKit does; links inside directories are kept.
             let resolved = follow_in_root(&root, &item.rel);
             let is_dir = item.is_dir
-                || fs::metadata(root.join(OsStr::from_bytes(&resolved))).is_ok_and(|m| m.is_dir())
+                || fs::symlink_metadata(root.join(OsStr::from_bytes(&resolved)))
+                    .is_ok_and(|m| m.is_dir())
                     && fs::symlink_metadata(root.join(OsStr::from_bytes(&item.rel)))
                         .is_ok_and(|m| m.file_type().is_symlink());
             let item = &SourceItem {
@@ -433,31 +444,44 @@ fn is_tar_archive(path: &Path) -> bool {
 /// absolute targets are taken from `root`, `..` never climbs above it. Gives
 /// `rel` back when the chain is too long or broken.
 fn follow_in_root(root: &Path, rel: &[u8]) -> Vec<u8> {
-    let mut current: Vec<String> = components(&String::from_utf8_lossy(rel));
-    for _ in 0..40 {
-        let path = current.iter().fold(root.to_path_buf(), |p, c| p.join(c));
+    // Component by component: each prefix checked is already free of
+    // symlinks, so no host symlink is ever followed (an absolute link in a
+    // stage must not reach the host's /etc).
+    let mut resolved: Vec<String> = Vec::new();
+    let mut pending: std::collections::VecDeque<String> =
+        components(&String::from_utf8_lossy(rel)).into();
+    let mut links = 0;
+    while let Some(part) = pending.pop_front() {
+        resolved.push(part);
+        let path = resolved.iter().fold(root.to_path_buf(), |p, c| p.join(c));
         let Ok(meta) = fs::symlink_metadata(&path) else {
-            return rel.to_vec();
+            continue;
         };
         if !meta.file_type().is_symlink() {
-            return current.join("/").into_bytes();
+            continue;
         }
+        links += 1;
         let Ok(target) = fs::read_link(&path) else {
+            continue;
+        };
+        if links > 40 {
+            // A loop or an absurd chain: keep the link itself (copied as a link).
             return rel.to_vec();
-        };
+        }
+        resolved.pop();
         let target = target.to_string_lossy().into_owned();
-        let joined = if target.starts_with('/') {
-            target
+        let base = if target.starts_with('/') {
+            String::new()
         } else {
-            let parent = current
-                .get(..current.len().saturating_sub(1))
-                .unwrap_or(&[])
-                .join("/");
-            format!("/{parent}/{target}")
+            resolved.join("/")
         };
-        current = components(&joined);
+        let mut next: std::collections::VecDeque<String> =
+            components(&format!("/{base}/{target}")).into();
+        next.extend(pending);
+        pending = next;
+        resolved.clear();
     }
-    rel.to_vec()
+    resolved.join("/").into_bytes()
 }
 
 /// Paths (relative to `dir`) of the context entries under `dir`, in walk order.
@@ -575,6 +599,42 @@ fn copy_entry(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn source_paths_never_follow_symlinks_out_of_the_root() {
+        let root = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        fs::create_dir_all(root.path().join("etc")).unwrap_or_default();
+        fs::write(root.path().join("etc/passwd"), "image passwd\n").unwrap_or_default();
+        let _ = std::os::unix::fs::symlink("/etc", root.path().join("abs"));
+        let _ = std::os::unix::fs::symlink("../../../../etc", root.path().join("up"));
+        let _ = std::os::unix::fs::symlink("loop", root.path().join("loop"));
+        // Resolved inside the root, not the host's /etc.
+        assert_eq!(
+            follow_in_root(root.path(), b"abs/passwd"),
+            b"etc/passwd".to_vec()
+        );
+        assert_eq!(
+            follow_in_root(root.path(), b"up/passwd"),
+            b"etc/passwd".to_vec()
+        );
+        assert_eq!(follow_in_root(root.path(), b"loop"), b"loop".to_vec());
+        let found = select_dir(root.path(), "/abs/passwd").unwrap_or_default();
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            found.first().map(|i| i.rel.clone()),
+            Some(b"etc/passwd".to_vec())
+        );
+        assert!(
+            select_dir(root.path(), "/abs/shadow")
+                .unwrap_or_default()
+                .is_empty()
+        );
+        let wild = select_dir(root.path(), "/abs/pass*").unwrap_or_default();
+        assert_eq!(
+            wild.first().map(|i| i.rel.clone()),
+            Some(b"etc/passwd".to_vec())
+        );
+    }
 
     #[test]
     fn chmod_octal_and_symbolic() {

@@ -616,6 +616,11 @@ fn cases() -> Vec<Case> {
             "FROM busybox:local\nRUN mkdir -p /usr/real/bin && ln -s usr/real /merged && ln -s /usr/real/bin /abs-link\nCOPY f /merged/\nCOPY f /merged/bin/g\nCOPY f /abs-link/h\nWORKDIR /merged/work\n",
             vec![("f", File("f\n", 0o644))],
         ),
+        case(
+            "copy-from-through-absolute-symlinks",
+            "FROM busybox:local AS builder\nRUN mkdir -p /data/sub && echo image > /data/x && echo deep > /data/sub/y && ln -s /data /abs && ln -s /etc /etc-link\nFROM busybox:local\nCOPY --from=builder /abs/x /got\nCOPY --from=builder /abs/sub /gotdir\nCOPY --from=builder /etc-link/passwd /passwd-from-stage\n",
+            vec![],
+        ),
     ];
     cases.push(Case {
         name: "args-meta-and-stage",
