@@ -328,6 +328,14 @@ fn detached_run_logs_stop_rm() {
     assert_eq!(ok(&env, &["ps", "-q"]), "", "not running any more");
     assert_eq!(ok(&env, &["logs", "web"]), "started\nbye\n");
     assert_eq!(ok(&env, &["logs", "--tail", "1", "web"]), "bye\n");
+    assert_eq!(
+        ok(&env, &["logs", "--since", "10m", "web"]),
+        "started\nbye\n"
+    );
+    assert_eq!(
+        ok(&env, &["logs", "--since", "2099-01-01T00:00:00Z", "web"]),
+        ""
+    );
     // start runs it again, on the same upper layer, appending to the log.
     assert_eq!(ok(&env, &["start", "web"]), "web\n");
     assert!(ok(&env, &["ps"]).contains(" Up "));

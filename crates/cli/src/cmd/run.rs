@@ -188,6 +188,9 @@ pub struct LogsArgs {
     /// Show timestamps
     #[arg(short, long)]
     timestamps: bool,
+    /// Show logs since a timestamp (RFC 3339 or Unix seconds) or a relative time (e.g. 42m)
+    #[arg(long)]
+    since: Option<String>,
     container: String,
 }
 
@@ -644,7 +647,11 @@ fn logs(root: &Path, args: LogsArgs) -> Result<ExitCode> {
         .with_context(|| format!("reading {}", path.display()))?;
     // Only complete lines; a torn last line is picked up by --follow.
     let complete = data.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-    let entries = read_entries(&data[..complete]);
+    let since = args.since.as_deref().map(parse_since).transpose()?;
+    let entries: Vec<LogEntry> = read_entries(&data[..complete])
+        .into_iter()
+        .filter(|e| since.is_none_or(|s| entry_secs(e) >= s))
+        .collect();
     let skip = tail.map_or(0, |n| entries.len().saturating_sub(n));
     for entry in entries.iter().skip(skip) {
         print_entry(entry, args.timestamps);
@@ -755,4 +762,22 @@ fn inspect(root: &Path, args: InspectArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `--since`: RFC 3339, Unix seconds, or a Go duration before now; Unix seconds.
+fn parse_since(text: &str) -> Result<i64> {
+    if let Some(secs) = kiln_store::time::parse_rfc3339(text) {
+        return Ok(secs);
+    }
+    if let Ok(secs) = text.split('.').next().unwrap_or(text).parse::<i64>() {
+        return Ok(secs);
+    }
+    let ago = kiln_run::health::parse_duration(text).with_context(|| {
+        format!("invalid --since {text:?}: give a timestamp or a duration like 10m")
+    })?;
+    Ok(now_secs() - ago.as_secs() as i64)
+}
+
+fn entry_secs(entry: &LogEntry) -> i64 {
+    kiln_store::time::parse_rfc3339(&entry.time).unwrap_or(0)
 }
