@@ -1126,3 +1126,43 @@ fn context_or_dockerfile_from_stdin() {
     build_from_stdin(&tar.stdout, &from_tar);
     assert_eq!(fs::read_to_string(from_tar.join("f")).unwrap(), "tarred\n");
 }
+
+#[test]
+fn missing_copy_source_and_size_report() {
+    if !tools_present() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    import_busybox(&root, work.path());
+    let out = build_kiln_only(
+        &root,
+        &work.path().join("missing"),
+        "FROM busybox:local\nCOPY nothere.txt /x\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("\"nothere.txt\": not found") && stderr.contains(":2:"),
+        "{stderr}"
+    );
+
+    let out = build_kiln_only(
+        &root,
+        &work.path().join("sizes"),
+        "FROM busybox:local AS builder\nRUN dd if=/dev/zero of=/big bs=1M count=8 2>/dev/null && echo app > /app\nFROM scratch\nCOPY --from=builder /app /app\n",
+        &[],
+    );
+    assert!(out.status.success(), "{}", output_text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("image size: 4"),
+        "final image is just /app: {stderr}"
+    );
+    assert!(stderr.contains("stage builder: 10."), "{stderr}");
+    assert!(
+        stderr.contains("multi-stage:") && stderr.contains("% saved"),
+        "{stderr}"
+    );
+}
