@@ -663,6 +663,10 @@ fn healthcheck_goes_from_starting_to_healthy_and_unhealthy() {
             "200ms",
             "--health-retries",
             "2",
+            // Failures inside the start period do not count: it stays
+            // "starting" long enough to be seen even on a loaded machine.
+            "--health-start-period",
+            "3s",
             IMAGE,
             "sleep",
             "1000",
@@ -677,14 +681,14 @@ fn healthcheck_goes_from_starting_to_healthy_and_unhealthy() {
     assert!(ok(&env, &["ps"]).contains("(health: starting)"));
     wait_for(
         "unhealthy after 2 failed probes",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         || health(&env)["Status"] == "unhealthy",
     );
     assert!(ok(&env, &["ps"]).contains("(unhealthy)"));
     ok(&env, &["exec", "-u", "0", "doc", "touch", "/tmp/ready"]);
     wait_for(
         "healthy after a passing probe",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         || health(&env)["Status"] == "healthy",
     );
     let h = health(&env);
