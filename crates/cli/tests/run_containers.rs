@@ -125,6 +125,23 @@ fn ok(env: &Env, args: &[&str]) -> String {
     text(&out.stdout)
 }
 
+/// Waits for a child kiln, killing it (and failing) after `timeout` so a
+/// broken forward can never hang the suite.
+fn wait_child(child: &mut std::process::Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kiln did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
@@ -379,7 +396,7 @@ fn attached_run_forwards_signals_and_detached_rm_cleans_up() {
     assert_eq!(&first, b"ready\n");
     // SAFETY: signalling the child we spawned.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
-    let status = child.wait().expect("wait");
+    let status = wait_child(&mut child, Duration::from_secs(60));
     let mut rest = String::new();
     stdout.read_to_string(&mut rest).expect("rest");
     assert_eq!(status.code(), Some(3), "{rest}");
@@ -781,7 +798,7 @@ fn interactive_tty_gives_a_working_shell() {
             }
         }
     });
-    let status = child.wait().expect("wait");
+    let status = wait_child(&mut child, Duration::from_secs(60));
     // Collect what the terminal showed; never block on a terminal someone
     // else still holds open.
     let mut seen = Vec::new();
