@@ -170,6 +170,9 @@ pub struct CopyPlan<'a> {
     staging: &'a Path,
     /// ADD: local tar archives (plain, gzip, zstd) are unpacked into DEST.
     extract_archives: bool,
+    /// `--exclude` patterns (.dockerignore syntax), matched against paths
+    /// relative to each source (a file source: its name).
+    exclude: Option<crate::dockerignore::PatternMatcher>,
 }
 
 impl<'a> CopyPlan<'a> {
@@ -178,7 +181,20 @@ impl<'a> CopyPlan<'a> {
             view,
             staging,
             extract_archives: false,
+            exclude: None,
         }
+    }
+
+    /// `COPY --exclude=PATTERN...`.
+    pub fn with_exclude(mut self, exclude: Option<crate::dockerignore::PatternMatcher>) -> Self {
+        self.exclude = exclude;
+        self
+    }
+
+    fn excluded(&self, rel: &[u8]) -> bool {
+        self.exclude
+            .as_ref()
+            .is_some_and(|m| m.matches_or_parent_matches(rel).unwrap_or(false))
     }
 
     /// ADD's behaviour: a local tar archive source is unpacked into DEST.
@@ -271,6 +287,9 @@ impl<'a> CopyPlan<'a> {
                 };
                 let mut dirs = Vec::new();
                 for child in children {
+                    if self.excluded(&child) {
+                        continue;
+                    }
                     let mut target = self.staged(&dest_parts);
                     target.push(OsStr::from_bytes(&child));
                     let mut source_rel = item.rel.clone();
@@ -289,6 +308,9 @@ impl<'a> CopyPlan<'a> {
                 }
             } else {
                 let name = item.rel.rsplit(|&b| b == b'/').next().unwrap_or(&item.rel);
+                if self.excluded(name) {
+                    continue;
+                }
                 let mut target_parts = dest_parts.clone();
                 if dest_is_dir_syntax || dest_exists_as_dir || dest_parts.is_empty() {
                     target_parts.push(String::from_utf8_lossy(name).into_owned());

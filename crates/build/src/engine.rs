@@ -1438,6 +1438,19 @@ impl<'s> Engine<'_, 's> {
             ),
             CopyKind::Add(add) => (&add.sources, &add.dest, &add.chown, &add.chmod, None, "ADD"),
         };
+        let exclude_patterns: Vec<String> = match kind {
+            CopyKind::Copy(copy) => copy.exclude.iter().map(|e| e.value.clone()).collect(),
+            CopyKind::Add(add) => add.exclude.iter().map(|e| e.value.clone()).collect(),
+        };
+        let exclude = if exclude_patterns.is_empty() {
+            None
+        } else {
+            Some(
+                crate::dockerignore::PatternMatcher::new(&exclude_patterns, "--exclude").map_err(
+                    |e| self.step_error(step, format!("invalid --exclude: {e}"), None, &[]),
+                )?,
+            )
+        };
         let mut patterns = Vec::new();
         let mut heredocs: Vec<kiln_dockerfile::ast::Heredoc> = Vec::new();
         for source in sources {
@@ -1593,7 +1606,9 @@ impl<'s> Engine<'_, 's> {
                 ));
             }
             let staging = TempDir::new(engine.store, "copy")?;
-            let plan = CopyPlan::new(&view, &staging.0).with_archive_extraction(keyword == "ADD");
+            let plan = CopyPlan::new(&view, &staging.0)
+                .with_archive_extraction(keyword == "ADD")
+                .with_exclude(exclude.clone());
             let context_root = engine.options.context_dir.clone();
             let context = match &source {
                 CopySource::Context => Some(engine.context()?),
@@ -1688,6 +1703,7 @@ struct RunSpec {
     network: Network,
 }
 
+#[derive(Clone, Copy)]
 enum CopyKind<'a> {
     Copy(&'a Copy),
     Add(&'a Add),

@@ -1166,3 +1166,66 @@ fn missing_copy_source_and_size_report() {
         "{stderr}"
     );
 }
+
+/// `--exclude` needs a newer Dockerfile frontend than Docker 20.10's, so it
+/// is checked against the reference's documented behaviour.
+#[test]
+fn copy_exclude_patterns() {
+    if !tools_present() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    import_busybox(&root, work.path());
+    let context = work.path().join("ctx");
+    for (path, content) in [
+        ("README.md", "r"),
+        ("main.c", "m"),
+        ("docs/guide.md", "g"),
+        ("tmp/junk", "j"),
+        ("a.txt", "a"),
+        ("b.txt", "b"),
+    ] {
+        let full = context.join(path);
+        fs::create_dir_all(full.parent().unwrap()).unwrap();
+        fs::write(full, content).unwrap();
+    }
+    fs::write(
+        context.join("Dockerfile"),
+        "FROM scratch\nCOPY --exclude=*.md --exclude=tmp --exclude=Dockerfile . /app/\nCOPY --exclude=b.txt *.txt /t/\n",
+    )
+    .unwrap();
+    let dest = work.path().join("rootfs");
+    let out = kiln(&root)
+        .args(["build", "-q", "-o"])
+        .arg(format!("type=local,dest={}", dest.display()))
+        .arg(&context)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let mut found: Vec<String> = Vec::new();
+    for top in ["app", "t"] {
+        let mut stack = vec![dest.join(top)];
+        while let Some(dir) = stack.pop() {
+            for entry in fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                found.push(path.strip_prefix(&dest).unwrap().display().to_string());
+                if path.is_dir() {
+                    stack.push(path);
+                }
+            }
+        }
+    }
+    found.sort();
+    assert_eq!(
+        found,
+        vec![
+            "app/a.txt",
+            "app/b.txt",
+            "app/docs",
+            "app/docs/guide.md",
+            "app/main.c",
+            "t/a.txt"
+        ]
+    );
+}
