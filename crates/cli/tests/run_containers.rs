@@ -762,32 +762,28 @@ fn openpty() -> (OwnedFd, OwnedFd) {
     }
 }
 
-#[test]
-fn interactive_tty_gives_a_working_shell() {
-    let Some(env) = setup() else { return };
+/// Runs kiln with `args` on a new pseudo-terminal (as its controlling
+/// terminal), types `input`, and returns its exit status and what the
+/// terminal showed.
+fn on_a_terminal(env: &Env, args: &[&str], input: &[u8]) -> (std::process::ExitStatus, String) {
     let (master, slave) = openpty();
-    let slave_fd = slave.as_raw_fd();
-    let mut cmd = kiln(&env);
-    cmd.args(["run", "-it", "--rm", IMAGE, "sh"])
+    let mut cmd = kiln(env);
+    cmd.args(args)
         .stdin(Stdio::from(slave.try_clone().expect("dup")))
         .stdout(Stdio::from(slave.try_clone().expect("dup")))
         .stderr(Stdio::from(slave));
     // SAFETY: async-signal-safe calls only.
     unsafe {
-        cmd.pre_exec(move || {
+        cmd.pre_exec(|| {
             libc::setsid();
             libc::ioctl(0, libc::TIOCSCTTY, 0);
-            let _ = slave_fd;
             Ok(())
         });
     }
-    let mut child = cmd.spawn().expect("spawn kiln run -it");
+    let mut child = cmd.spawn().expect("spawn kiln on a terminal");
     drop(cmd);
     let mut terminal = std::fs::File::from(master);
-    terminal
-        .write_all(b"echo tty=$(tty) sum=$((40+2))\n")
-        .expect("type");
-    terminal.write_all(b"exit 5\n").expect("type");
+    terminal.write_all(input).expect("type");
     // Read until the child exits (EIO once every slave fd is closed).
     let (chunks, received) = std::sync::mpsc::channel::<Vec<u8>>();
     std::thread::spawn(move || {
@@ -805,9 +801,33 @@ fn interactive_tty_gives_a_working_shell() {
     while let Ok(chunk) = received.recv_timeout(Duration::from_secs(2)) {
         seen.extend_from_slice(&chunk);
     }
-    let seen = text(&seen);
+    (status, text(&seen))
+}
+
+#[test]
+fn interactive_tty_gives_a_working_shell() {
+    let Some(env) = setup() else { return };
+    let (status, seen) = on_a_terminal(
+        &env,
+        &["run", "-it", "--rm", IMAGE, "sh"],
+        b"echo tty=$(tty) sum=$((40+2))\nexit 5\n",
+    );
     assert_eq!(status.code(), Some(5), "{seen}");
     assert!(seen.contains("tty=/dev/pts/0 sum=42"), "{seen}");
+
+    // exec -it into a running container.
+    let id = ok(&env, &["run", "-d", IMAGE, "sleep", "1000"]);
+    let (status, seen) = on_a_terminal(
+        &env,
+        &["exec", "-it", "-u", "1000", id.trim(), "sh"],
+        b"echo tty=$(tty) uid=$(id -u)\nexit 6\n",
+    );
+    assert_eq!(status.code(), Some(6), "{seen}");
+    assert!(
+        seen.contains("tty=/dev/pts/") && seen.contains("uid=1000"),
+        "{seen}"
+    );
+    ok(&env, &["rm", "-f", id.trim()]);
 }
 
 #[test]
