@@ -1017,8 +1017,11 @@ impl<'s> Engine<'_, 's> {
             let parsed = serde_json::from_str::<Value>(&found).ok();
             if let Some((layer, created)) = parsed.as_ref().and_then(Layer::from_json)
                 && self.store.has_blob(&layer.blob)
+                // Lease, then look again: a concurrent prune may have removed
+                // the blob between the check and the lease.
+                && self.lease.add_blob(&layer.blob).is_ok()
+                && self.store.has_blob(&layer.blob)
             {
-                self.lease.add_blob(&layer.blob)?;
                 self.progress.cached(id);
                 self.cached_steps += 1;
                 // Later keys chain through this step's *result*: a step that
