@@ -169,22 +169,37 @@ fn lookup_id(database: Option<&str>, name: &str) -> Option<u32> {
     })
 }
 
+/// A user's uid and primary gid from an /etc/passwd text.
+fn lookup_user(passwd: Option<&str>, name: &str) -> Option<(u32, u32)> {
+    passwd?.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let entry_name = fields.next()?;
+        let _password = fields.next()?;
+        let uid = fields.next()?.parse().ok()?;
+        let gid = fields.next()?.parse().ok()?;
+        (entry_name == name).then_some((uid, gid))
+    })
+}
+
 /// Resolves `--chown=USER[:GROUP]` as BuildKit does: numbers are taken as
 /// they are, names are looked up in the destination image's /etc/passwd and
-/// /etc/group, and a missing group means the group id equals the user id.
+/// /etc/group; without a group, a named user gets its primary group and a
+/// numeric one gid = uid.
 pub fn resolve_chown(spec: &str, view: &LayerView) -> Result<(u32, u32), ChownError> {
     let (user, group) = match spec.split_once(':') {
         Some((user, group)) => (user, Some(group)),
         None => (spec, None),
     };
     let passwd = view.read_small_file("/etc/passwd");
-    let uid = match user.parse::<u32>() {
-        Ok(uid) => uid,
-        Err(_) => lookup_id(passwd.as_deref(), user)
+    // A user name brings its primary group from /etc/passwd (checked against
+    // BuildKit); a bare uid has gid = uid, as the Dockerfile reference says.
+    let (uid, primary_gid) = match user.parse::<u32>() {
+        Ok(uid) => (uid, uid),
+        Err(_) => lookup_user(passwd.as_deref(), user)
             .ok_or_else(|| ChownError::UnknownUser(user.to_string()))?,
     };
     let gid = match group {
-        None | Some("") => uid,
+        None | Some("") => primary_gid,
         Some(group) => match group.parse::<u32>() {
             Ok(gid) => gid,
             Err(_) => {
@@ -215,7 +230,7 @@ mod tests {
         fs::create_dir_all(bottom.path().join("etc")).unwrap_or_default();
         fs::write(
             bottom.path().join("etc/passwd"),
-            "root:x:0:0::/:/bin/sh\napp:x:1000:1000::/:/bin/sh\n",
+            "root:x:0:0::/:/bin/sh\napp:x:1000:1000::/:/bin/sh\nweb:x:1002:50::/:/bin/sh\n",
         )
         .unwrap_or_default();
         fs::write(bottom.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap_or_default();
@@ -232,6 +247,8 @@ mod tests {
         assert_eq!(resolve_chown("app", &view).ok(), Some((1000, 1000)));
         assert_eq!(resolve_chown("app:staff", &view).ok(), Some((1000, 50)));
         assert_eq!(resolve_chown("7:8", &view).ok(), Some((7, 8)));
+        assert_eq!(resolve_chown("web", &view).ok(), Some((1002, 50)));
+        assert_eq!(resolve_chown("1002", &view).ok(), Some((1002, 1002)));
         assert!(matches!(
             resolve_chown("nobody", &view),
             Err(ChownError::UnknownUser(_))

@@ -621,6 +621,11 @@ fn cases() -> Vec<Case> {
             "FROM busybox:local AS builder\nRUN mkdir -p /data/sub && echo image > /data/x && echo deep > /data/sub/y && ln -s /data /abs && ln -s /etc /etc-link\nFROM busybox:local\nCOPY --from=builder /abs/x /got\nCOPY --from=builder /abs/sub /gotdir\nCOPY --from=builder /etc-link/passwd /passwd-from-stage\n",
             vec![],
         ),
+        case(
+            "seed-like-appuser",
+            "FROM busybox:local AS builder\nWORKDIR /src\nCOPY main.c .\nRUN mkdir -p /out && cp main.c /out/server && chmod 755 /out/server\nFROM busybox:local\nRUN echo appgroup:x:1001: >> /etc/group && echo appuser:x:1002:1001::/home/appuser:/bin/sh >> /etc/passwd\nWORKDIR /home/appuser\nCOPY --from=builder --chown=appuser:appgroup /out/server ./server\nCOPY --chown=appuser main.c ./src/\nUSER appuser\nEXPOSE 8080\nCMD [\"./server\"]\n",
+            vec![("main.c", File("int main(){return 0;}\n", 0o644))],
+        ),
     ];
     cases.push(Case {
         name: "args-meta-and-stage",
