@@ -476,6 +476,50 @@ fn published_port_reaches_busybox_httpd() {
     );
     let id = id.trim();
     assert!(ok(&env, &["ps"]).contains("127.0.0.1:18080->8080/tcp"));
+    // -p with only the container port: a random host port, shown by ps.
+    let random = ok(
+        &env,
+        &[
+            "run",
+            "-d",
+            "-p",
+            "127.0.0.1::8080",
+            IMAGE,
+            "httpd",
+            "-f",
+            "-p",
+            "8080",
+            "-h",
+            "/www",
+        ],
+    );
+    let line = ok(&env, &["ps", "--no-trunc"])
+        .lines()
+        .find(|l| l.starts_with(random.trim()))
+        .map(str::to_string)
+        .expect("ps row");
+    let host_port: u16 = line
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split("->").next())
+        .and_then(|p| p.parse().ok())
+        .expect("a host port in ps");
+    assert_ne!(host_port, 0, "{line}");
+    wait_for(
+        "an HTTP answer on the random port",
+        Duration::from_secs(10),
+        || {
+            let Ok(mut stream) = TcpStream::connect(("127.0.0.1", host_port)) else {
+                return false;
+            };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = stream.write_all(b"GET /index.html HTTP/1.0\r\n\r\n");
+            let mut body = String::new();
+            let _ = stream.read_to_string(&mut body);
+            body.contains("kiln says hello")
+        },
+    );
+    ok(&env, &["rm", "-f", random.trim()]);
     let mut body = String::new();
     wait_for(
         "an HTTP answer through the proxy",

@@ -68,6 +68,8 @@ pub struct RunOptions {
     pub volumes: Vec<VolumeMount>,
     pub read_only: bool,
     pub init: bool,
+    /// `-P`: publish every port the image EXPOSEs on a random host port.
+    pub publish_all: bool,
 }
 
 /// One `-v /host/dir:/container/dir[:ro|:rw]`.
@@ -148,6 +150,7 @@ impl RunOptions {
             volumes: Vec::new(),
             read_only: false,
             init: false,
+            publish_all: false,
         }
     }
 }
@@ -273,7 +276,17 @@ pub fn container_config(
         hostname,
         network: options.network,
         ports: if options.network == NetworkMode::Default {
-            options.ports.clone()
+            let mut ports = options.ports.clone();
+            if options.publish_all {
+                for exposed in exposed_tcp_ports(config) {
+                    if !ports.iter().any(|b| b.container_port == exposed)
+                        && let Ok(binding) = PortBinding::parse(&exposed.to_string())
+                    {
+                        ports.push(binding);
+                    }
+                }
+            }
+            ports
         } else {
             Vec::new()
         },
@@ -291,6 +304,24 @@ pub fn container_config(
         read_only: options.read_only,
         init: options.init,
     })
+}
+
+/// The image's `ExposedPorts` that are TCP (`"8080/tcp": {}` or `"8080": {}`).
+fn exposed_tcp_ports(config: &Value) -> Vec<u16> {
+    let mut ports: Vec<u16> = config
+        .get("ExposedPorts")
+        .and_then(Value::as_object)
+        .map(|map| {
+            map.keys()
+                .filter_map(|key| {
+                    let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
+                    (proto == "tcp").then(|| port.parse().ok()).flatten()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ports.sort_unstable();
+    ports
 }
 
 fn host_hostname() -> String {
@@ -347,6 +378,21 @@ mod tests {
         options.entrypoint = Some(String::new());
         let err = container_config(ID, "i", "m", &image(), &options);
         assert!(matches!(err, Err(RunError::InvalidArgument(_))));
+    }
+
+    #[test]
+    fn publish_all_uses_exposed_tcp_ports() {
+        let image = json!({"config": {"Cmd": ["x"], "ExposedPorts": {"8080/tcp": {}, "53/udp": {}, "9000": {}}}});
+        let mut options = RunOptions::new("img");
+        options.publish_all = true;
+        options.ports = vec![PortBinding::parse("1234:9000").expect("parse")];
+        let cfg = container_config(ID, "i", "m", &image, &options).expect("config");
+        let got: Vec<(u16, u16)> = cfg
+            .ports
+            .iter()
+            .map(|p| (p.host_port, p.container_port))
+            .collect();
+        assert_eq!(got, [(1234, 9000), (0, 8080)]);
     }
 
     #[test]

@@ -91,6 +91,9 @@ pub struct ContainerState {
     pub exit_code: Option<i32>,
     /// Why it failed to start or why the monitor was lost.
     pub error: Option<String>,
+    /// The published ports as bound (random host ports resolved).
+    #[serde(default)]
+    pub ports: Vec<PortBinding>,
 }
 
 impl ContainerState {
@@ -105,6 +108,7 @@ impl ContainerState {
             finished_unix: None,
             exit_code: None,
             error: None,
+            ports: Vec::new(),
         }
     }
 }

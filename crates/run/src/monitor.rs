@@ -212,6 +212,7 @@ fn start_and_pump(
     state.finished_unix = None;
     state.exit_code = None;
     state.error = None;
+    state.ports = listeners.iter().map(|(port, _)| port.clone()).collect();
     container.write_state(&state)?;
     if let Some(report) = started.take() {
         report(Ok(()));

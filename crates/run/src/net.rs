@@ -63,6 +63,8 @@ impl PortBinding {
                 .ok_or_else(|| bad(&format!("{p:?} is not a port number")))
         };
         let (ip, host, container) = match parts.as_slice() {
+            // `-p 80`: a random free host port, as docker.
+            [container] => (None, "", *container),
             [container, host] => (None, *host, *container),
             [container, host, ip] => (Some(*ip), *host, *container),
             _ => return Err(bad("a host port is required")),
@@ -77,7 +79,7 @@ impl PortBinding {
         };
         Ok(PortBinding {
             host_ip,
-            host_port: port(host)?,
+            host_port: if host.is_empty() { 0 } else { port(host)? },
             container_port: port(container)?,
             protocol,
         })
@@ -261,7 +263,12 @@ pub fn bind_ports(ports: &[PortBinding]) -> Result<Vec<(PortBinding, TcpListener
             addr: addr.to_string(),
             source,
         })?;
-        bound.push((port.clone(), listener));
+        // Host port 0 (`-p 80`, `-P`): the kernel's choice is the real one.
+        let mut port = port.clone();
+        if let Ok(local) = listener.local_addr() {
+            port.host_port = local.port();
+        }
+        bound.push((port, listener));
     }
     Ok(bound)
 }
@@ -334,7 +341,14 @@ mod tests {
         assert_eq!(p.display(), "0.0.0.0:8080->80/tcp");
         let p = PortBinding::parse("127.0.0.1:18080:8080/tcp").expect("parse");
         assert_eq!(p.host_ip, IpAddr::V4(Ipv4Addr::LOCALHOST));
-        assert!(PortBinding::parse("80").is_err());
+        assert_eq!(
+            PortBinding::parse("80").expect("parse").host_port,
+            0,
+            "random host port"
+        );
+        let bound =
+            bind_ports(&[PortBinding::parse("127.0.0.1::80").expect("parse")]).expect("bind");
+        assert_ne!(bound[0].0.host_port, 0, "the kernel's port is recorded");
         assert!(PortBinding::parse("8080:80/udp").is_err());
         assert!(PortBinding::parse("x:80").is_err());
         assert!(PortBinding::parse("1.2.3:80:80").is_err());

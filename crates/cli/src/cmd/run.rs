@@ -115,6 +115,9 @@ pub struct RunArgs {
     /// Publish a container's port to the host ([IP:]HOST_PORT:CONTAINER_PORT[/tcp])
     #[arg(short, long = "publish")]
     publish: Vec<String>,
+    /// Publish all exposed ports to random host ports
+    #[arg(short = 'P', long)]
+    publish_all: bool,
     /// Container host name
     #[arg(long)]
     hostname: Option<String>,
@@ -335,6 +338,7 @@ fn run_container(root: &Path, args: RunArgs) -> ExitCode {
             .map(|v| kiln_run::config::VolumeMount::parse(v))
             .collect::<Result<_, _>>()?;
         options.read_only = args.read_only;
+        options.publish_all = args.publish_all;
         options.init = args.init;
         options.workdir = args.workdir.clone();
         options.user = args.user.clone();
@@ -546,8 +550,14 @@ fn ps(root: &Path, args: PsArgs) -> Result<ExitCode> {
             ellipsis(&command, 20)
         };
         let ports = if running {
-            config
-                .ports
+            // As bound by the monitor (random host ports resolved).
+            let bound = container.state().map(|s| s.ports).unwrap_or_default();
+            let shown = if bound.is_empty() {
+                &config.ports
+            } else {
+                &bound
+            };
+            shown
                 .iter()
                 .map(PortBinding::display)
                 .collect::<Vec<_>>()
