@@ -214,12 +214,7 @@ fn start_and_pump(
     state.error = None;
     state.ports = listeners.iter().map(|(port, _)| port.clone()).collect();
     container.write_state(&state)?;
-    if let Some(report) = started.take() {
-        report(Ok(()));
-    }
-    if let Some(ns) = &netns {
-        start_proxies(Arc::clone(ns), listeners);
-    }
+    // Health is "starting" before anyone is told the container runs.
     let stop_health = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let _ = fs::remove_file(container.dir.join("health.json"));
     if let Some(check) = config.health.clone() {
@@ -232,6 +227,12 @@ fn start_and_pump(
             config.working_dir.clone(),
             Arc::clone(&stop_health),
         );
+    }
+    if let Some(report) = started.take() {
+        report(Ok(()));
+    }
+    if let Some(ns) = &netns {
+        start_proxies(Arc::clone(ns), listeners);
     }
 
     let mut log = LogWriter::create(&container.log_path())
