@@ -5,8 +5,11 @@
 #
 #   scripts/demo.sh
 #
-# Today kiln reads Dockerfiles (parse trees, stage graphs, --target pruning);
-# building and running the seed Go app arrive with the build and run engines.
+# It builds a two-stage example with kiln (examples/hello-busybox: busybox only,
+# since no registry is reachable here), runs it with -p 8080:8080, prints its
+# answer and the size multi-stage saved, then shows the seed Dockerfiles'
+# stage graphs. Building the seed Go app itself needs local Debian/Go base
+# images (issue 8), which come next.
 set -euo pipefail
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo_root"
@@ -14,6 +17,29 @@ source scripts/setup.sh
 
 cargo build --release -p kiln
 kiln="$repo_root/target/release/kiln"
+
+export KILN_ROOT="${KILN_ROOT:-/var/lib/kiln}"
+echo
+echo "== A base image from busybox-static (no registry needed)"
+KILN="$kiln" scripts/make-busybox-image.sh busybox:demo
+echo
+echo "== kiln build -t hello examples/hello-busybox"
+"$kiln" build --progress plain -t hello examples/hello-busybox
+echo
+echo "== kiln run -d -p 8080:8080 hello"
+"$kiln" rm -f kiln-demo >/dev/null 2>&1 || true
+"$kiln" run -d --name kiln-demo -p 8080:8080 hello
+answer=""
+for _ in $(seq 50); do
+  answer=$(curl -fsS http://localhost:8080/ 2>/dev/null) && break
+  sleep 0.1
+done
+echo "curl http://localhost:8080/ -> $answer"
+"$kiln" ps
+"$kiln" stop kiln-demo >/dev/null
+"$kiln" rm kiln-demo >/dev/null
+echo "(container stopped and removed)"
+[ -n "$answer" ] || { echo "demo: no answer from the container" >&2; exit 1; }
 
 seeds=crates/dockerfile/tests/seeds
 echo
