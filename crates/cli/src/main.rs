@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "kiln", version, about = "Build and run container images from Dockerfiles, without a daemon")]
+#[command(
+    name = "kiln",
+    version,
+    about = "Build and run container images from Dockerfiles, without a daemon"
+)]
 struct Cli {
     /// Store root (default: $KILN_ROOT, else /var/lib/kiln as root, else $XDG_DATA_HOME/kiln)
     #[arg(long, global = true, value_name = "DIR")]

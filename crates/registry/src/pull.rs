@@ -13,8 +13,8 @@ use kiln_image::manifest::media_types;
 use kiln_image::{
     Manifest, ManifestDoc, Platform, Reference, parse_config, parse_manifest, sha256_digest,
 };
-use kiln_store::image_ops::{layer_content_size, to_store_digest};
-use kiln_store::{LayerRecord, Lease, NewImage, Store, StoreError};
+use kiln_store::image_ops::{layer_content_size, record_image_with_sizes, to_store_digest};
+use kiln_store::{Lease, Store, StoreError};
 
 use crate::client::{Body, RegistryClient, Request, error_body, repository_scope};
 use crate::error::{RegistryError, Result};
@@ -149,7 +149,9 @@ pub fn pull(
     let config_bytes = store.read_blob(&config_digest)?;
     let config = parse_config(&config_bytes)?;
     store.put_blob(&lease, &image_doc.bytes)?;
-    let manifest_digest = record_image(store, &lease, &image_doc, &config, &fetched.content_sizes)?;
+    // The layer sizes measured during the download spare a second decompression.
+    let manifest_digest =
+        record_image_with_sizes(store, &lease, &image_doc, &config, &fetched.content_sizes)?;
     let resolved = to_store_digest(&resolved_digest)?;
     let name = reference.to_string();
     let previous = store.resolve_ref(&name)?;
@@ -369,56 +371,6 @@ fn download_all(
             .into_inner()
             .unwrap_or_else(|p| p.into_inner()),
     })
-}
-
-/// Records the image (all its blobs are in the store and leased) with the
-/// layer sizes measured during the download.
-fn record_image(
-    store: &Store,
-    lease: &Lease<'_>,
-    manifest: &ManifestDoc,
-    config: &kiln_image::ConfigDoc,
-    content_sizes: &HashMap<kiln_store::Digest, u64>,
-) -> Result<kiln_store::Digest> {
-    let manifest_digest = to_store_digest(&manifest.digest)?;
-    let diff_ids = config.diff_ids()?;
-    if diff_ids.len() != manifest.layers.len() {
-        return Err(RegistryError::Image(
-            kiln_image::ImageError::InvalidConfig {
-                what: config.digest.to_string(),
-                why: format!(
-                    "{} diff_ids for {} layers in manifest {}",
-                    diff_ids.len(),
-                    manifest.layers.len(),
-                    manifest.digest
-                ),
-            },
-        ));
-    }
-    let mut layers = Vec::with_capacity(diff_ids.len());
-    for (layer, diff_id) in manifest.layers.iter().zip(&diff_ids) {
-        let blob = to_store_digest(layer.descriptor.digest())?;
-        let size = match content_sizes.get(&blob) {
-            Some(size) => *size,
-            None => layer_content_size(store, &blob)?,
-        };
-        layers.push(LayerRecord {
-            blob,
-            media_type: layer.descriptor.media_type().to_string(),
-            compressed_size: layer.descriptor.size(),
-            diff_id: to_store_digest(diff_id)?,
-            size,
-        });
-    }
-    lease.add_image(&manifest_digest)?;
-    store.put_image(&NewImage {
-        manifest: manifest_digest.clone(),
-        manifest_media_type: manifest.media_type().to_string(),
-        config: to_store_digest(&config.digest)?,
-        created: config.config.created().clone(),
-        layers,
-    })?;
-    Ok(manifest_digest)
 }
 
 /// Counts bytes written and reports them.

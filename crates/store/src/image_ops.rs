@@ -2,6 +2,7 @@
 //! importing a rootfs tarball as a one-layer image, recording images read from
 //! archives, and giving archive writers and readers access to the store's blobs.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 
@@ -211,6 +212,19 @@ pub fn record_loaded_image<'s>(
     manifest: &kiln_image::ManifestDoc,
     config: &kiln_image::ConfigDoc,
 ) -> Result<Digest, OpsError> {
+    record_image_with_sizes(store, lease, manifest, config, &HashMap::new())
+}
+
+/// As [`record_loaded_image`], for a caller that already measured some layers'
+/// uncompressed sizes while the blobs streamed in (a registry pull): those
+/// layers are not decompressed again to count them.
+pub fn record_image_with_sizes<'s>(
+    store: &'s Store,
+    lease: &Lease<'s>,
+    manifest: &kiln_image::ManifestDoc,
+    config: &kiln_image::ConfigDoc,
+    known_sizes: &HashMap<Digest, u64>,
+) -> Result<Digest, OpsError> {
     let manifest_digest = to_store_digest(&manifest.digest)?;
     let diff_ids = config.diff_ids()?;
     if diff_ids.len() != manifest.layers.len() {
@@ -238,7 +252,10 @@ pub fn record_loaded_image<'s>(
                 ),
             });
         }
-        let size = layer_content_size(store, &blob)?;
+        let size = match known_sizes.get(&blob) {
+            Some(size) => *size,
+            None => layer_content_size(store, &blob)?,
+        };
         layers.push(LayerRecord {
             blob,
             media_type: layer.descriptor.media_type().to_string(),
