@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 
 use crate::context::{Context, ContextError, EntryKind};
 use crate::dockerignore::{clean_path, glob_match};
-use crate::engine::BuildError;
-use crate::fsview::{LayerView, components};
+use crate::engine::{BuildError, io_error};
+use crate::fsview::{LayerView, LinkProbe, LinkWalk, components, resolve_links};
 
 /// Where COPY reads from.
 pub enum CopySource {
@@ -127,20 +127,9 @@ pub fn select_dir(root: &Path, pattern: &str) -> Result<Vec<SourceItem>, String>
         .collect())
 }
 
-fn io_err<'p>(
-    what: &'static str,
-    path: &'p Path,
-) -> impl FnOnce(std::io::Error) -> BuildError + 'p {
-    move |source| BuildError::Io {
-        what,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 fn lchown(path: &Path, uid: u32, gid: u32) -> Result<(), BuildError> {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid))
-        .map_err(io_err("changing the owner of", path))
+        .map_err(io_error("changing the owner of", path))
 }
 
 /// Sets a path's modification (and access) time without following symlinks.
@@ -220,17 +209,17 @@ impl<'a> CopyPlan<'a> {
             if fs::symlink_metadata(&staged).is_ok() {
                 continue;
             }
-            fs::create_dir(&staged).map_err(io_err("creating directory", &staged))?;
+            fs::create_dir(&staged).map_err(io_error("creating directory", &staged))?;
             match self.view.lookup(prefix) {
                 Some((_, meta)) if meta.is_dir() => {
                     fs::set_permissions(&staged, fs::Permissions::from_mode(meta.mode() & 0o7777))
-                        .map_err(io_err("setting the mode of", &staged))?;
+                        .map_err(io_error("setting the mode of", &staged))?;
                     lchown(&staged, meta.uid(), meta.gid())?;
                     set_mtime(&staged, meta.mtime(), meta.mtime_nsec());
                 }
                 _ => {
                     fs::set_permissions(&staged, fs::Permissions::from_mode(0o755))
-                        .map_err(io_err("setting the mode of", &staged))?;
+                        .map_err(io_error("setting the mode of", &staged))?;
                     let (uid, gid) = owner.unwrap_or((0, 0));
                     lchown(&staged, uid, gid)?;
                 }
@@ -323,7 +312,7 @@ impl<'a> CopyPlan<'a> {
                 if self.extract_archives && is_tar_archive(&real) {
                     self.make_dirs(&dest_parts, owner)?;
                     let into = self.staged(&dest_parts);
-                    let file = fs::File::open(&real).map_err(io_err("opening archive", &real))?;
+                    let file = fs::File::open(&real).map_err(io_error("opening archive", &real))?;
                     let options = kiln_snapshot::ApplyOptions::default();
                     kiln_snapshot::apply_layer(std::io::BufReader::new(file), &into, &options)
                         .map_err(|e| BuildError::Io {
@@ -469,41 +458,32 @@ fn follow_in_root(root: &Path, rel: &[u8]) -> Vec<u8> {
     // Component by component: each prefix checked is already free of
     // symlinks, so no host symlink is ever followed (an absolute link in a
     // stage must not reach the host's /etc).
-    let mut resolved: Vec<String> = Vec::new();
-    let mut pending: std::collections::VecDeque<String> =
-        components(&String::from_utf8_lossy(rel)).into();
     let mut links = 0;
-    while let Some(part) = pending.pop_front() {
-        resolved.push(part);
-        let path = resolved.iter().fold(root.to_path_buf(), |p, c| p.join(c));
-        let Ok(meta) = fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if !meta.file_type().is_symlink() {
-            continue;
-        }
-        links += 1;
-        let Ok(target) = fs::read_link(&path) else {
-            continue;
-        };
-        if links > 40 {
-            // A loop or an absurd chain: keep the link itself (copied as a link).
-            return rel.to_vec();
-        }
-        resolved.pop();
-        let target = target.to_string_lossy().into_owned();
-        let base = if target.starts_with('/') {
-            String::new()
-        } else {
-            resolved.join("/")
-        };
-        let mut next: std::collections::VecDeque<String> =
-            components(&format!("/{base}/{target}")).into();
-        next.extend(pending);
-        pending = next;
-        resolved.clear();
+    let walk = resolve_links(
+        components(&String::from_utf8_lossy(rel)).into(),
+        |resolved| {
+            let path = resolved.iter().fold(root.to_path_buf(), |p, c| p.join(c));
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                return LinkProbe::NotALink;
+            };
+            if !meta.file_type().is_symlink() {
+                return LinkProbe::NotALink;
+            }
+            links += 1;
+            let Ok(target) = fs::read_link(&path) else {
+                return LinkProbe::NotALink;
+            };
+            if links > 40 {
+                // A loop or an absurd chain: keep the link itself (copied as a link).
+                return LinkProbe::GiveUp;
+            }
+            LinkProbe::Link(target)
+        },
+    );
+    match walk {
+        LinkWalk::Resolved(resolved) => resolved.join("/").into_bytes(),
+        LinkWalk::GaveUp { .. } => rel.to_vec(),
     }
-    resolved.join("/").into_bytes()
 }
 
 /// Paths (relative to `dir`) of the context entries under `dir`, in walk order.
@@ -568,7 +548,7 @@ fn copy_entry(
     owner: Option<(u32, u32)>,
     chmod: Option<&Chmod>,
 ) -> Result<Option<fs::Metadata>, BuildError> {
-    let meta = fs::symlink_metadata(real).map_err(io_err("reading", real))?;
+    let meta = fs::symlink_metadata(real).map_err(io_error("reading", real))?;
     let (uid, gid) = owner.unwrap_or(if from_context {
         (0, 0)
     } else {
@@ -583,37 +563,37 @@ fn copy_entry(
         && !(existing.is_dir() && file_type.is_dir())
     {
         if existing.is_dir() {
-            fs::remove_dir_all(target).map_err(io_err("replacing", target))?;
+            fs::remove_dir_all(target).map_err(io_error("replacing", target))?;
         } else {
-            fs::remove_file(target).map_err(io_err("replacing", target))?;
+            fs::remove_file(target).map_err(io_error("replacing", target))?;
         }
     }
     if file_type.is_symlink() {
-        let link = fs::read_link(real).map_err(io_err("reading the link", real))?;
-        std::os::unix::fs::symlink(&link, target).map_err(io_err("creating the link", target))?;
+        let link = fs::read_link(real).map_err(io_error("reading the link", real))?;
+        std::os::unix::fs::symlink(&link, target).map_err(io_error("creating the link", target))?;
         lchown(target, uid, gid)?;
         set_mtime(target, meta.mtime(), meta.mtime_nsec());
         return Ok(None);
     }
     if file_type.is_dir() {
         if fs::symlink_metadata(target).is_err() {
-            fs::create_dir(target).map_err(io_err("creating directory", target))?;
+            fs::create_dir(target).map_err(io_error("creating directory", target))?;
         }
         fs::set_permissions(target, fs::Permissions::from_mode(mode))
-            .map_err(io_err("setting the mode of", target))?;
+            .map_err(io_error("setting the mode of", target))?;
         lchown(target, uid, gid)?;
         return Ok(Some(meta));
     }
     if file_type.is_file() {
-        fs::copy(real, target).map_err(io_err("copying", real))?;
+        fs::copy(real, target).map_err(io_error("copying", real))?;
     } else {
         // Sockets and devices from the context become empty files, as BuildKit copies them.
-        fs::write(target, b"").map_err(io_err("creating", target))?;
+        fs::write(target, b"").map_err(io_error("creating", target))?;
     }
     lchown(target, uid, gid)?;
     // chmod after chown: chown clears setuid/setgid bits.
     fs::set_permissions(target, fs::Permissions::from_mode(mode))
-        .map_err(io_err("setting the mode of", target))?;
+        .map_err(io_error("setting the mode of", target))?;
     set_mtime(target, meta.mtime(), meta.mtime_nsec());
     Ok(None)
 }

@@ -118,7 +118,7 @@ pub enum BuildError {
     },
 }
 
-fn io_error<'p>(
+pub(crate) fn io_error<'p>(
     what: &'static str,
     path: &'p Path,
 ) -> impl FnOnce(std::io::Error) -> BuildError + 'p {

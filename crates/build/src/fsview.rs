@@ -27,6 +27,63 @@ pub fn components(path: &str) -> Vec<String> {
     parts
 }
 
+/// What a caller of [`resolve_links`] found at one resolved prefix.
+pub(crate) enum LinkProbe {
+    /// Not a symlink (or not there, or unreadable): keep the component.
+    NotALink,
+    /// A symlink with this target: splice the target in its place.
+    Link(PathBuf),
+    /// Stop resolving (a loop or an absurd chain).
+    GiveUp,
+}
+
+/// How [`resolve_links`] ended.
+pub(crate) enum LinkWalk {
+    /// Every symlink met was replaced by its target.
+    Resolved(Vec<String>),
+    /// The probe gave up: the components resolved so far (the last one the
+    /// link it gave up on) and those not looked at yet.
+    GaveUp {
+        resolved: Vec<String>,
+        pending: std::collections::VecDeque<String>,
+    },
+}
+
+/// Resolves the symlinks in `parts` lexically inside a root, component by
+/// component: `probe` is asked about each prefix (already free of symlinks,
+/// so no host symlink is ever followed) and says whether it is a link and
+/// where to. Absolute targets start again at the root and `..` stops there.
+/// The probe decides how to look a prefix up and when to give up, so that
+/// one splicing logic serves a plain directory and a stack of layers.
+pub(crate) fn resolve_links(
+    parts: std::collections::VecDeque<String>,
+    mut probe: impl FnMut(&[String]) -> LinkProbe,
+) -> LinkWalk {
+    let mut resolved: Vec<String> = Vec::new();
+    let mut pending = parts;
+    while let Some(part) = pending.pop_front() {
+        resolved.push(part);
+        let target = match probe(&resolved) {
+            LinkProbe::NotALink => continue,
+            LinkProbe::GiveUp => return LinkWalk::GaveUp { resolved, pending },
+            LinkProbe::Link(target) => target,
+        };
+        resolved.pop();
+        let target = target.to_string_lossy().into_owned();
+        let base = if target.starts_with('/') {
+            String::new()
+        } else {
+            resolved.join("/")
+        };
+        let mut next: std::collections::VecDeque<String> =
+            components(&format!("/{base}/{target}")).into();
+        next.extend(pending);
+        pending = next;
+        resolved.clear();
+    }
+    LinkWalk::Resolved(resolved)
+}
+
 /// A stack of layer directories, top-most first, as overlayfs would merge them.
 #[derive(Debug, Clone)]
 pub struct LayerView {
@@ -103,39 +160,33 @@ impl LayerView {
     /// BuildKit resolves COPY and WORKDIR destinations: `/bin/x` on a
     /// merged-usr image is `/usr/bin/x`. Gives up after 40 links.
     pub fn resolve(&self, parts: &[String]) -> Vec<String> {
-        let mut resolved: Vec<String> = Vec::new();
-        let mut pending: std::collections::VecDeque<String> = parts.iter().cloned().collect();
         let mut links = 0;
-        while let Some(part) = pending.pop_front() {
-            resolved.push(part);
-            let Some((real, meta)) = self.lookup(&resolved) else {
-                continue;
+        let walk = resolve_links(parts.iter().cloned().collect(), |resolved| {
+            let Some((real, meta)) = self.lookup(resolved) else {
+                return LinkProbe::NotALink;
             };
             if !meta.file_type().is_symlink() {
-                continue;
+                return LinkProbe::NotALink;
             }
             links += 1;
             if links > 40 {
-                break;
+                return LinkProbe::GiveUp;
             }
-            let Ok(target) = fs::read_link(&real) else {
-                continue;
-            };
-            resolved.pop();
-            let target = target.to_string_lossy().into_owned();
-            let base = if target.starts_with('/') {
-                String::new()
-            } else {
-                resolved.join("/")
-            };
-            let mut next: std::collections::VecDeque<String> =
-                components(&format!("/{base}/{target}")).into();
-            next.extend(pending);
-            pending = next;
-            resolved.clear();
+            match fs::read_link(&real) {
+                Ok(target) => LinkProbe::Link(target),
+                Err(_) => LinkProbe::NotALink,
+            }
+        });
+        match walk {
+            LinkWalk::Resolved(resolved) => resolved,
+            LinkWalk::GaveUp {
+                mut resolved,
+                pending,
+            } => {
+                resolved.extend(pending);
+                resolved
+            }
         }
-        resolved.extend(pending);
-        resolved
     }
 
     /// The bytes of a regular file in the view (small files such as /etc/passwd).
@@ -221,6 +272,24 @@ mod tests {
         assert_eq!(components("/a/./b/../c/"), vec!["a", "c"]);
         assert_eq!(components("../../etc"), vec!["etc"]);
         assert!(components("/").is_empty());
+    }
+
+    #[test]
+    fn resolve_follows_links_across_layers_and_gives_up_on_loops() {
+        let top = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let bottom = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        fs::create_dir_all(bottom.path().join("usr/bin")).unwrap_or_default();
+        std::os::unix::fs::symlink("usr/bin", top.path().join("bin")).unwrap_or_default();
+        std::os::unix::fs::symlink("/../../usr", top.path().join("abs")).unwrap_or_default();
+        std::os::unix::fs::symlink("b", top.path().join("a")).unwrap_or_default();
+        std::os::unix::fs::symlink("a", bottom.path().join("b")).unwrap_or_default();
+        let view = LayerView {
+            lowers_top_first: vec![top.path().to_path_buf(), bottom.path().to_path_buf()],
+        };
+        assert_eq!(view.resolve(&components("/bin/x")), vec!["usr", "bin", "x"]);
+        assert_eq!(view.resolve(&components("/abs/bin")), vec!["usr", "bin"]);
+        // After 40 links the 41st (an `a`) is kept as it is, with the rest.
+        assert_eq!(view.resolve(&components("/a/f")), vec!["a", "f"]);
     }
 
     #[test]
