@@ -51,4 +51,17 @@ else
     nohup /usr/sbin/dockerd >/var/log/dockerd-kiln.log 2>&1 &
     for _ in $(seq 60); do /usr/bin/docker info >/dev/null 2>&1 && break; sleep 0.5; done
   fi
+  # The same busybox:local the oracle script imports, so differential tests
+  # compare kiln and docker on identical bases.
+  if ! /usr/bin/docker image inspect busybox:local >/dev/null 2>&1; then
+    bbroot=$(mktemp -d)
+    mkdir -p "$bbroot/bin" "$bbroot/etc" "$bbroot/tmp" "$bbroot/root"
+    cp /bin/busybox "$bbroot/bin/busybox"
+    for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$bbroot/bin/$a"; done
+    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$bbroot/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\n' > "$bbroot/etc/group"
+    chmod 1777 "$bbroot/tmp"
+    tar -C "$bbroot" -c . | /usr/bin/docker import -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' - busybox:local >/dev/null
+    rm -rf "$bbroot"
+  fi
 fi
