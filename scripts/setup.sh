@@ -46,7 +46,7 @@ oracle="${KILN_DOCKER_ORACLE:-$repo_root/../shared/tools/docker-oracle.sh}"
 if [ -f "$oracle" ]; then
   bash "$oracle"
 else
-  echo "setup: $oracle not found; starting dockerd without the oracle's busybox:local image" >&2
+  echo "setup: $oracle not found; starting dockerd and importing busybox:local here" >&2
   if ! /usr/bin/docker info >/dev/null 2>&1; then
     nohup /usr/sbin/dockerd >/var/log/dockerd-kiln.log 2>&1 &
     for _ in $(seq 60); do /usr/bin/docker info >/dev/null 2>&1 && break; sleep 0.5; done
