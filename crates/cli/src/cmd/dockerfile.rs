@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use kiln_dockerfile::Diagnostic;
+use kiln_dockerfile::{Diagnostic, Dockerfile};
 
 mod stages;
 
@@ -100,20 +100,31 @@ pub fn print_diagnostics(diagnostics: &[Diagnostic], source: &SourceFile) {
     }
 }
 
-fn parse(args: ParseArgs) -> anyhow::Result<ExitCode> {
-    let path = args
-        .path
-        .or(args.file)
-        .unwrap_or_else(|| PathBuf::from("Dockerfile"));
+/// Reads the Dockerfile named by `path` (the positional argument) or `file`
+/// (`-f`), `./Dockerfile` when neither is given, parses it and prints its
+/// parse warnings. A syntax error is printed with its location and gives
+/// `None`: the command should then exit with failure.
+pub fn read_and_parse(
+    path: Option<PathBuf>,
+    file: Option<PathBuf>,
+) -> anyhow::Result<Option<(SourceFile, Dockerfile)>> {
+    let path = path.or(file).unwrap_or_else(|| PathBuf::from("Dockerfile"));
     let source = read_dockerfile(&path)?;
     let dockerfile = match kiln_dockerfile::parse(&source.text) {
         Ok(dockerfile) => dockerfile,
         Err(error) => {
             print_diagnostics(&[error.to_diagnostic()], &source);
-            return Ok(ExitCode::FAILURE);
+            return Ok(None);
         }
     };
     print_diagnostics(&dockerfile.warnings, &source);
+    Ok(Some((source, dockerfile)))
+}
+
+fn parse(args: ParseArgs) -> anyhow::Result<ExitCode> {
+    let Some((source, dockerfile)) = read_and_parse(args.path, args.file)? else {
+        return Ok(ExitCode::FAILURE);
+    };
     let problems = kiln_dockerfile::validate(&dockerfile);
     if !problems.is_empty() {
         print_diagnostics(&problems, &source);

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use kiln_dockerfile::stages::{Base, Dependency, Graph, Reference, Stages};
 
-use super::{SourceFile, print_diagnostics, read_dockerfile};
+use super::{SourceFile, print_diagnostics, read_and_parse};
 
 /// Arguments of `kiln dockerfile stages`.
 #[derive(Args)]
@@ -38,19 +38,9 @@ enum StagesFormat {
 }
 
 pub fn stages(args: StagesArgs) -> anyhow::Result<ExitCode> {
-    let path = args
-        .path
-        .or(args.file)
-        .unwrap_or_else(|| PathBuf::from("Dockerfile"));
-    let source = read_dockerfile(&path)?;
-    let dockerfile = match kiln_dockerfile::parse(&source.text) {
-        Ok(dockerfile) => dockerfile,
-        Err(error) => {
-            print_diagnostics(&[error.to_diagnostic()], &source);
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some((source, dockerfile)) = read_and_parse(args.path, args.file)? else {
+        return Ok(ExitCode::FAILURE);
     };
-    print_diagnostics(&dockerfile.warnings, &source);
     let stages = match Stages::from_dockerfile(&dockerfile) {
         Ok(stages) => stages,
         Err(errors) => {
