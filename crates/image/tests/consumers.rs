@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 
-use common::{make_test_image, run, tool_available, tree};
+use common::{make_test_image, member_names, run, tool_available, tree};
 use kiln_image::{
     ArchiveFormat, BlobRead, Digest, MemoryBlobs, ReadOptions, WriteOptions, read_archive,
     read_oci_dir, sha256_digest, write_docker_archive, write_oci_archive, write_oci_dir,
@@ -89,18 +89,8 @@ fn docker_loads_two_images_sharing_layers_from_one_archive() {
         &WriteOptions::default(),
     )
     .unwrap();
-    let mut listing = tar::Archive::new(std::fs::File::open(&archive).unwrap());
-    let layer_members = listing
-        .entries()
-        .unwrap()
-        .map(|entry| {
-            entry
-                .unwrap()
-                .path()
-                .unwrap()
-                .to_string_lossy()
-                .into_owned()
-        })
+    let layer_members = member_names(std::fs::File::open(&archive).unwrap())
+        .into_iter()
         .filter(|name| name.starts_with("blobs/sha256/") && name.len() > "blobs/sha256/".len())
         .count();
     assert_eq!(

@@ -5,7 +5,7 @@ mod common;
 
 use std::io::Read;
 
-use common::make_test_image;
+use common::{make_test_image, member_names};
 use kiln_image::{
     ArchiveFormat, BlobRead, ImageError, MemoryBlobs, ReadOptions, WriteOptions, read_archive,
     read_oci_dir, sha256_digest, sniff_archive_file, write_docker_archive, write_oci_archive,
@@ -24,25 +24,10 @@ fn docker_archive_bytes() -> (common::TestImage, Vec<u8>) {
     (image, out)
 }
 
-fn member_names(archive: &[u8]) -> Vec<String> {
-    let mut tar = tar::Archive::new(archive);
-    tar.entries()
-        .unwrap()
-        .map(|entry| {
-            entry
-                .unwrap()
-                .path()
-                .unwrap()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect()
-}
-
 #[test]
 fn docker_archive_round_trips_with_uncompressed_layers() {
     let (image, bytes) = docker_archive_bytes();
-    let names = member_names(&bytes);
+    let names = member_names(bytes.as_slice());
     for required in ["manifest.json", "index.json", "oci-layout", "repositories"] {
         assert!(
             names.iter().any(|name| name == required),
@@ -118,7 +103,7 @@ fn members_in_any_order_are_resolved_at_the_end() {
         builder.append(&header, &content[..]).unwrap();
     }
     let reversed = builder.into_inner().unwrap();
-    let names = member_names(&reversed);
+    let names = member_names(reversed.as_slice());
     assert!(
         names.first().is_some_and(|name| name.starts_with("./")),
         "{names:?}"

@@ -241,3 +241,19 @@ pub fn make_derived_image(base: &TestImage) -> TestImage {
         greeting: DERIVED_GREETING,
     }
 }
+
+/// The member paths of a tar archive, in archive order.
+pub fn member_names(archive: impl std::io::Read) -> Vec<String> {
+    let mut tar = tar::Archive::new(archive);
+    tar.entries()
+        .unwrap()
+        .map(|entry| {
+            entry
+                .unwrap()
+                .path()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect()
+}
