@@ -17,13 +17,10 @@ use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use image_common::{is_root, kiln, tar_directory};
 use serde_json::Value;
 
-fn kiln(root: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    cmd.arg("--root").arg(root).env_remove("KILN_ROOT");
-    cmd
-}
+mod image_common;
 
 fn output_text(out: &Output) -> String {
     format!(
@@ -52,7 +49,7 @@ fn require(what: &str, probe: &mut Command) -> bool {
 }
 
 fn tools_present() -> bool {
-    let root = rustix_is_root();
+    let root = is_root();
     if !root {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("kiln build tests need root (the sandbox uses namespaces and overlayfs)");
@@ -71,16 +68,6 @@ fn docker_present() -> bool {
         "a Docker engine with busybox:local",
         Command::new("/usr/bin/docker").args(["image", "inspect", "busybox:local"]),
     )
-}
-
-fn rustix_is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc_geteuid() == 0 }
-}
-
-unsafe extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
 }
 
 /// Imports the busybox rootfs the docker oracle imports as `busybox:local`.
@@ -109,15 +96,7 @@ fn import_busybox(root: &Path, work: &Path) {
         .unwrap();
     assert!(status.success());
     let tar = work.join("busybox.tar");
-    let status = Command::new("tar")
-        .arg("-C")
-        .arg(&rootfs)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(status.success());
+    tar_directory(&rootfs, &tar);
     let out = kiln(root)
         .arg("import")
         .arg("--change")

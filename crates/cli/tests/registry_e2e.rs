@@ -450,7 +450,7 @@ fn image_copied_in_by_skopeo_is_pulled_and_runs() {
     if !have_registry_tools() {
         return;
     }
-    if !effective_uid_is_root() {
+    if !image_common::is_root() {
         eprintln!("SKIP: kiln run needs root");
         return;
     }
@@ -487,18 +487,6 @@ fn image_copied_in_by_skopeo_is_pulled_and_runs() {
         ],
     );
     assert_eq!(out.trim(), "hello from the registry");
-}
-
-fn effective_uid_is_root() -> bool {
-    // Without a libc dependency: the effective uid from /proc.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
 }
 
 /// Transient registry errors (503 on blob downloads) are retried with backoff.

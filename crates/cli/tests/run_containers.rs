@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use image_common::{busybox, is_root, kiln_ok, kiln_output, tar_directory};
+
+mod image_common;
+
 const IMAGE: &str = "kiln-test/busybox:run";
 
 fn skip_or_fail(why: &str) -> bool {
@@ -19,13 +23,6 @@ fn skip_or_fail(why: &str) -> bool {
     }
     eprintln!("SKIP: {why}");
     false
-}
-
-fn busybox() -> Option<PathBuf> {
-    ["/bin/busybox", "/usr/bin/busybox"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
 }
 
 /// A fresh store with the busybox image imported; None when the test must skip.
@@ -49,8 +46,7 @@ impl Drop for Env {
 }
 
 fn setup() -> Option<Env> {
-    // SAFETY: plain getter.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         skip_or_fail("kiln run needs root (namespaces, overlayfs)");
         return None;
     }
@@ -78,15 +74,7 @@ fn setup() -> Option<Env> {
     std::fs::write(rootfs.join("etc/group"), "root:x:0:\napp:x:1000:\n").expect("group");
     std::fs::write(rootfs.join("www/index.html"), "kiln says hello\n").expect("index");
     let tar = tmp.path().join("rootfs.tar");
-    let status = Command::new("tar")
-        .arg("-C")
-        .arg(&rootfs)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .expect("running tar");
-    assert!(status.success(), "tar failed");
+    tar_directory(&rootfs, &tar);
     let root = tmp.path().join("store");
     let env = Env { _tmp: tmp, root };
     ok(&env, &["import", tar.to_str().expect("utf8 path"), IMAGE]);
@@ -94,17 +82,11 @@ fn setup() -> Option<Env> {
 }
 
 fn kiln(env: &Env) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    cmd.arg("--root").arg(&env.root).env_remove("KILN_ROOT");
-    cmd
+    image_common::kiln(&env.root)
 }
 
 fn run(env: &Env, args: &[&str]) -> Output {
-    kiln(env)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running kiln")
+    kiln_output(&env.root, args)
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -113,16 +95,7 @@ fn text(bytes: &[u8]) -> String {
 
 /// Runs kiln, asserts success, returns stdout.
 fn ok(env: &Env, args: &[&str]) -> String {
-    let out = run(env, args);
-    assert!(
-        out.status.success(),
-        "kiln {} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        args.join(" "),
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
+    kiln_ok(&env.root, args)
 }
 
 /// Waits for a child kiln, killing it (and failing) after `timeout` so a

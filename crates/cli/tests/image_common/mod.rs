@@ -1,6 +1,8 @@
-//! Helpers shared by the `image_*` end-to-end tests: run the real `kiln`
-//! binary against a throwaway store, build a busybox rootfs, and check for
-//! external tools (skip locally, fail under CI=true).
+//! Helpers shared by the end-to-end tests of the `kiln` binary (`image_*`,
+//! `build_differential`, `run_containers`, and `registry_*` through
+//! `registry_common`): run the real `kiln` binary against a throwaway store,
+//! build and tar a busybox rootfs, check for root and external tools (skip
+//! locally, fail under CI=true).
 
 #![allow(dead_code)]
 
@@ -18,13 +20,18 @@ pub fn kiln(root: &Path) -> Command {
     cmd
 }
 
-/// Runs kiln and asserts success; returns stdout.
-pub fn kiln_ok(root: &Path, args: &[&str]) -> String {
-    let out = kiln(root)
+/// Runs kiln with `args` (stdin closed) and returns what it did.
+pub fn kiln_output(root: &Path, args: &[&str]) -> Output {
+    kiln(root)
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .expect("running kiln");
+        .expect("running kiln")
+}
+
+/// Runs kiln and asserts success; returns stdout.
+pub fn kiln_ok(root: &Path, args: &[&str]) -> String {
+    let out = kiln_output(root, args);
     assert_success(&format!("kiln {}", args.join(" ")), &out);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -62,6 +69,13 @@ pub fn have_tool(name: &str, probe: &[&str]) -> bool {
         );
     }
     ok
+}
+
+/// True when the tests run as root (kiln's sandbox needs namespaces and
+/// overlayfs).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// The static busybox binary (Debian's busybox-static).
@@ -109,16 +123,22 @@ pub fn busybox_rootfs_tar(busybox: &Path, dir: &Path, extra_bytes: usize) -> Pat
         std::fs::write(rootfs.join("etc/payload.bin"), data).unwrap();
     }
     let tar = dir.join("rootfs.tar");
+    tar_directory(&rootfs, &tar);
+    tar
+}
+
+/// Writes a tar of everything under `dir` (members named `./...`) to `tar`
+/// with the system's tar, as a rootfs tarball for `kiln import`.
+pub fn tar_directory(dir: &Path, tar: &Path) {
     let status = Command::new("tar")
         .arg("-C")
-        .arg(&rootfs)
+        .arg(dir)
         .arg("-cf")
-        .arg(&tar)
+        .arg(tar)
         .arg(".")
         .status()
         .expect("running tar");
-    assert!(status.success());
-    tar
+    assert!(status.success(), "tar of {} failed", dir.display());
 }
 
 /// A small xorshift generator: enough randomness for kill timing without a crate.
