@@ -16,7 +16,7 @@ cd "$repo_root"
 source scripts/setup.sh
 
 cargo build --release -p kiln
-kiln="$repo_root/target/release/kiln"
+kiln="${CARGO_TARGET_DIR:-$repo_root/target}/release/kiln"
 
 export KILN_ROOT="${KILN_ROOT:-/var/lib/kiln}"
 echo
