@@ -65,6 +65,9 @@ pub struct BuildOptions {
     pub labels: Vec<(String, String)>,
     /// `--network none`: RUN steps without `--network` get only loopback.
     pub network_none: bool,
+    /// `--pull`: resolve every base image's tag against its registry again,
+    /// even when the store has it (images missing from the store are always pulled).
+    pub pull: bool,
 }
 
 /// Size of one stage that was built.
@@ -288,6 +291,29 @@ fn chain(key: &blake3::Hash, parts: &[&[u8]]) -> blake3::Hash {
     hasher.finalize()
 }
 
+/// Pulls one image for the host platform into the store (registry settings
+/// and credentials from the environment, as `kiln pull` reads them).
+fn pull_image(
+    store: &Store,
+    reference: &kiln_image::Reference,
+) -> Result<(), Box<kiln_registry::RegistryError>> {
+    let client_options = kiln_registry::ClientOptions::from_env().map_err(Box::new)?;
+    let client = kiln_registry::RegistryClient::new(reference.domain(), &client_options)
+        .map_err(Box::new)?;
+    let options = kiln_registry::PullOptions {
+        platform: kiln_image::Platform::host(),
+    };
+    kiln_registry::pull(
+        store,
+        &client,
+        reference,
+        &options,
+        &kiln_registry::NoProgress,
+    )
+    .map_err(Box::new)?;
+    Ok(())
+}
+
 /// Where `COPY --from` / `FROM` points.
 enum SourceRef {
     Stage(usize),
@@ -357,6 +383,7 @@ pub fn build(
         local_layers: HashMap::new(),
         layer_dirs: TempDir::new(store, "layers")?,
         snapshot_dirs: std::cell::RefCell::new(HashMap::new()),
+        pulled: std::collections::HashSet::new(),
     };
     let mut final_state = engine.build_stage(target, &mut Vec::new())?;
     if !options.labels.is_empty() {
@@ -414,6 +441,9 @@ struct Engine<'a, 's> {
     /// Store snapshots already ensured (and leased) in this build, by chain id:
     /// asking the store again costs two database writes per layer per step.
     snapshot_dirs: std::cell::RefCell<HashMap<String, PathBuf>>,
+    /// Image references already pulled by this build, so `--pull` and a base
+    /// used by several steps fetch each one once.
+    pulled: std::collections::HashSet<String>,
 }
 
 /// Where a step is, for progress labels and errors.
@@ -473,13 +503,50 @@ impl<'s> Engine<'_, 's> {
         }
     }
 
-    /// Loads a stored image as a starting state.
-    fn image_state(&self, name: &str, step: &StepInfo) -> Result<StageState, BuildError> {
+    /// Pulls `name` from its registry when the store lacks it (or, with
+    /// `--pull`, always, once per build), showing an `[internal] pulling` step.
+    /// A name that is not a valid reference is left to `image_state` to report.
+    fn ensure_image(&mut self, name: &str, step: &StepInfo) -> Result<(), BuildError> {
+        let Ok(reference) = kiln_image::Reference::parse(name) else {
+            return Ok(());
+        };
+        let key = reference.to_string();
+        if self.pulled.contains(&key) {
+            return Ok(());
+        }
+        if !self.options.pull && self.store.resolve_ref(&key)?.is_some() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let id = self.progress.start(&format!("[internal] pulling {key}"));
+        match pull_image(self.store, &reference) {
+            Ok(()) => {
+                self.progress.done(id, started.elapsed());
+                self.pulled.insert(key);
+                Ok(())
+            }
+            Err(error) => {
+                self.progress.error(id, "pull failed");
+                Err(self.step_error(
+                    step,
+                    format!(
+                        "image {name:?} is not in kiln's store and pulling {key} failed: {error}; pull it with `kiln pull {key}`, or create it with `kiln import ROOTFS.tar {name}` or `kiln load -i IMAGE.tar`"
+                    ),
+                    None,
+                    &[],
+                ))
+            }
+        }
+    }
+
+    /// Loads an image as a starting state, pulling it first when needed.
+    fn image_state(&mut self, name: &str, step: &StepInfo) -> Result<StageState, BuildError> {
+        self.ensure_image(name, step)?;
         let not_found = || {
             self.step_error(
                 step,
                 format!(
-                    "image {name:?} is not in kiln's store; create it with `kiln import ROOTFS.tar {name}` or `kiln load -i IMAGE.tar` (pulling from registries is not supported yet)"
+                    "image {name:?} is not in kiln's store; create it with `kiln import ROOTFS.tar {name}` or `kiln load -i IMAGE.tar`"
                 ),
                 None,
                 &[],
@@ -590,6 +657,10 @@ impl<'s> Engine<'_, 's> {
             span: stage.from.span,
             stage_name: stage_name.clone(),
         };
+        if let Base::Image(name) = &node.base {
+            // Pull before the FROM step starts, so the pull shows as its own step.
+            self.ensure_image(name, &from_step)?;
+        }
         let started = Instant::now();
         let id = self.progress.start(&from_step.label);
         let mut state = match &node.base {

@@ -57,7 +57,7 @@ pub struct BuildArgs {
     /// Target platform; only the machine's own is supported yet
     #[arg(long, value_name = "PLATFORM")]
     platform: Option<String>,
-    /// Always try to pull newer base images (no registry support yet: stored images are used)
+    /// Always pull base images again from their registries (missing ones are pulled anyway)
     #[arg(long)]
     pull: bool,
     /// Output: `type=image` (the store, default), `type=local,dest=DIR` (the
@@ -199,7 +199,6 @@ pub fn run(root: &Path, mut args: BuildArgs) -> Result<ExitCode> {
             bail!("--platform {platform}: only this machine's platform ({host}) is supported yet");
         }
     }
-    let _ = args.pull;
     let output = match &args.output {
         Some(spec) => parse_output(spec)?,
         None => OutputSpec::Image,
@@ -227,6 +226,7 @@ pub fn run(root: &Path, mut args: BuildArgs) -> Result<ExitCode> {
         tags,
         labels,
         network_none,
+        pull: args.pull,
     };
     let quiet = args.quiet || args.progress == ProgressMode::Quiet;
     let mut plain;
