@@ -49,8 +49,8 @@ fn prerequisites() -> bool {
     true
 }
 
-/// FROM and COPY --from name an image only the registry has: an empty store
-/// pulls it, builds, and the result runs.
+/// FROM, COPY --from and RUN --mount from= name images only the registry
+/// has: an empty store pulls them, builds, and the result runs.
 #[test]
 fn build_pulls_missing_from_and_copy_from_images() {
     if !prerequisites() {
@@ -63,12 +63,19 @@ fn build_pulls_missing_from_and_copy_from_images() {
         return;
     }
     env.ok(&["push", &base]);
+    // Used only by RUN --mount, so that path pulls on its own.
+    let mounted = format!("{}/mnt/busybox:1", registry.host());
+    env.ok(&["tag", &base, &mounted]);
+    env.ok(&["push", &mounted]);
 
     let empty = env.fresh_root("store-b");
     let context = context_with(
         &env,
         "ctx",
-        &format!("FROM {base}\nRUN echo built > /built\nCOPY --from={base} /bin/busybox /bb\n"),
+        &format!(
+            "FROM {base}\nRUN echo built > /built\nCOPY --from={base} /bin/busybox /bb\n\
+             RUN --mount=type=bind,from={mounted},target=/m cat /m/etc/hostname > /hostname\n"
+        ),
     );
     let (ok, stderr) = build_in(&env, &empty, &context, &["-t", "built:1"]);
     assert!(ok, "build failed:\n{stderr}");
@@ -76,10 +83,14 @@ fn build_pulls_missing_from_and_copy_from_images() {
         stderr.contains(&format!("[internal] pulling {base}")),
         "no pull step shown:\n{stderr}"
     );
-    // Pulled once, though both FROM and COPY --from use it.
+    assert!(
+        stderr.contains(&format!("[internal] pulling {mounted}")),
+        "no pull step for the mount:\n{stderr}"
+    );
+    // Each image pulled once, though FROM and COPY --from share one.
     assert_eq!(
         stderr.matches("[internal] pulling").count(),
-        1,
+        2,
         "pulled more than once:\n{stderr}"
     );
 
@@ -113,6 +124,19 @@ fn build_pulls_missing_from_and_copy_from_images() {
         ],
     );
     assert!(size.contains("/bb"), "{size}");
+    let hostname = env.ok_in(
+        &empty,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "built:1",
+            "cat",
+            "/hostname",
+        ],
+    );
+    assert_eq!(hostname.trim(), "kiln-test");
 
     // A second build finds the image in the store: no pull.
     let (ok, stderr) = build_in(&env, &empty, &context, &["-t", "built:1"]);
