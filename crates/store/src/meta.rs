@@ -237,13 +237,7 @@ impl Store {
     pub fn set_ref(&self, name: &str, manifest: &Digest) -> Result<Option<Digest>> {
         let mut db = self.db();
         let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let previous: Option<String> = tx
-            .query_row(
-                "SELECT manifest_digest FROM refs WHERE name = ?1",
-                [name],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let previous = stored_ref(&tx, name)?;
         tx.execute(
             "INSERT INTO refs(name, manifest_digest, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT(name) DO UPDATE SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at",
@@ -258,13 +252,7 @@ impl Store {
     pub fn remove_ref(&self, name: &str) -> Result<Option<Digest>> {
         let mut db = self.db();
         let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let previous: Option<String> = tx
-            .query_row(
-                "SELECT manifest_digest FROM refs WHERE name = ?1",
-                [name],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let previous = stored_ref(&tx, name)?;
         tx.execute("DELETE FROM refs WHERE name = ?1", [name])?;
         tx.commit()?;
         previous.map(|p| Digest::parse(&p)).transpose()
@@ -273,13 +261,7 @@ impl Store {
     /// The image a name points at.
     pub fn resolve_ref(&self, name: &str) -> Result<Option<Digest>> {
         let db = self.db();
-        let found: Option<String> = db
-            .query_row(
-                "SELECT manifest_digest FROM refs WHERE name = ?1",
-                [name],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let found = stored_ref(&db, name)?;
         found.map(|p| Digest::parse(&p)).transpose()
     }
 
@@ -537,4 +519,15 @@ pub(crate) fn dir_size(dir: &std::path::Path) -> u64 {
         }
     }
     total
+}
+
+/// The manifest digest text stored for `name`, unparsed (callers decide when a
+/// malformed row is an error).
+fn stored_ref(conn: &Connection, name: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT manifest_digest FROM refs WHERE name = ?1",
+        [name],
+        |r| r.get(0),
+    )
+    .optional()
 }
