@@ -735,20 +735,8 @@ impl<'s> Engine<'_, 's> {
                 Command::Arg { args: decls, .. } => {
                     for decl in decls {
                         let name = decl.name.value.clone();
-                        let provided = self
-                            .options
-                            .build_args
-                            .iter()
-                            .rev()
-                            .find(|(k, _)| *k == name)
-                            .map(|(_, v)| v.clone());
-                        let inherited = self
-                            .graph
-                            .meta_env
-                            .iter()
-                            .rev()
-                            .find(|(k, _)| *k == name)
-                            .map(|(_, v)| v.clone());
+                        let provided = last_value(&self.options.build_args, &name);
+                        let inherited = last_value(&self.graph.meta_env, &name);
                         let value = provided
                             .or_else(|| decl.default.as_ref().map(|d| d.value.clone()))
                             .or(inherited);
@@ -1990,4 +1978,14 @@ pub fn export_filesystem(store: &Store, manifest: &Digest, dest: &Path) -> Resul
         })?;
     }
     Ok(())
+}
+
+/// The value of the last `name` in a list of pairs (later entries override
+/// earlier ones, as repeated `--build-arg`s and ARG lines do).
+fn last_value(pairs: &[(String, String)], name: &str) -> Option<String> {
+    pairs
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
 }
