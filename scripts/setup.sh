@@ -17,7 +17,7 @@ packages=(build-essential pkg-config curl ca-certificates git jq
           busybox-static debootstrap pigz hyperfine
           docker.io skopeo umoci runc crun docker-registry apache2-utils
           libseccomp-dev iproute2 iptables
-          golang-go golang-github-moby-patternmatcher-dev openssl bc python3 tar gzip util-linux slirp4netns)
+          golang-go golang-github-moby-patternmatcher-dev openssl bc python3 tar gzip bzip2 xz-utils zstd util-linux slirp4netns)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

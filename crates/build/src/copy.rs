@@ -157,7 +157,7 @@ fn set_mtime(path: &Path, seconds: i64, nanos: i64) {
 pub struct CopyPlan<'a> {
     view: &'a LayerView,
     staging: &'a Path,
-    /// ADD: local tar archives (plain, gzip, zstd) are unpacked into DEST.
+    /// ADD: local tar archives (plain, gzip, bzip2, xz, zstd) are unpacked into DEST.
     extract_archives: bool,
     /// `--exclude` patterns (.dockerignore syntax), matched against paths
     /// relative to each source (a file source: its name).
@@ -226,6 +226,34 @@ impl<'a> CopyPlan<'a> {
             }
         }
         Ok(())
+    }
+
+    /// ADD of a local archive: its entries go under `dest_parts`; the
+    /// directories they live in that already exist in the image keep the
+    /// image's metadata in the layer (unless the archive has entries for them).
+    fn unpack_archive(
+        &self,
+        archive: &Path,
+        dest_parts: &[String],
+        owner: Option<(u32, u32)>,
+    ) -> Result<(), BuildError> {
+        let dest_text = format!("/{}", dest_parts.join("/"));
+        let archive_error = |e: crate::archive::ArchiveError| BuildError::Io {
+            what: "unpacking ADD archive",
+            path: archive.to_path_buf(),
+            source: std::io::Error::other(e),
+        };
+        self.make_dirs(dest_parts, owner)?;
+        let entries = crate::archive::entry_paths(archive).map_err(archive_error)?;
+        for parent in crate::archive::parents_of(&entries) {
+            let mut parts = dest_parts.to_vec();
+            parts.extend(parent);
+            if self.view.lookup(&parts).is_some_and(|(_, m)| m.is_dir()) {
+                self.make_dirs(&parts, None)?;
+            }
+        }
+        let into = self.staged(dest_parts);
+        crate::archive::unpack(archive, &into, &dest_text).map_err(archive_error)
     }
 
     /// Copies every item to `dest` (an absolute path in the image).
@@ -309,17 +337,8 @@ impl<'a> CopyPlan<'a> {
                     .unwrap_or(&[]);
                 self.make_dirs(parent, owner)?;
                 let real = root.join(OsStr::from_bytes(&resolved));
-                if self.extract_archives && is_tar_archive(&real) {
-                    self.make_dirs(&dest_parts, owner)?;
-                    let into = self.staged(&dest_parts);
-                    let file = fs::File::open(&real).map_err(io_error("opening archive", &real))?;
-                    let options = kiln_snapshot::ApplyOptions::default();
-                    kiln_snapshot::apply_layer(std::io::BufReader::new(file), &into, &options)
-                        .map_err(|e| BuildError::Io {
-                            what: "unpacking ADD archive",
-                            path: real.clone(),
-                            source: std::io::Error::other(e),
-                        })?;
+                if self.extract_archives && crate::archive::is_archive(&real) {
+                    self.unpack_archive(&real, &dest_parts, owner)?;
                     continue;
                 }
                 let target = self.staged(&target_parts);
@@ -401,7 +420,10 @@ impl Chmod {
     /// The new permission bits for a file whose current bits are `mode`.
     pub fn apply(&self, mode: u32, is_dir: bool) -> u32 {
         match self {
-            Chmod::Octal(bits) => *bits,
+            // BuildKit hands the octal value to Go's os.Chmod as a FileMode,
+            // where 0o7000 are not the setuid/setgid/sticky flags: only the
+            // permission bits apply (checked against it: 4755 gives 755).
+            Chmod::Octal(bits) => *bits & 0o777,
             Chmod::Symbolic(clauses) => {
                 let mut mode = mode;
                 for clause in clauses {
@@ -428,27 +450,6 @@ impl Chmod {
             }
         }
     }
-}
-
-/// Whether `path` is a tar archive, plain or compressed with gzip or zstd
-/// (what ADD unpacks; bzip2 and xz are not supported yet).
-fn is_tar_archive(path: &Path) -> bool {
-    let Ok(file) = fs::File::open(path) else {
-        return false;
-    };
-    let Ok(mut reader) = kiln_snapshot::decompress(std::io::BufReader::new(file)) else {
-        return false;
-    };
-    let mut header = [0u8; 512];
-    let mut filled = 0;
-    while filled < header.len() {
-        match std::io::Read::read(&mut reader, header.get_mut(filled..).unwrap_or_default()) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => filled += n,
-        }
-    }
-    // POSIX ustar and GNU tar both put "ustar" at offset 257.
-    filled == header.len() && header.get(257..262) == Some(b"ustar".as_slice())
 }
 
 /// Resolves symlinks in `rel` (relative to `root`) lexically inside `root`:

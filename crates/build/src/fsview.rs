@@ -245,6 +245,8 @@ pub fn resolve_chown(spec: &str, view: &LayerView) -> Result<(u32, u32), ChownEr
     // A user name brings its primary group from /etc/passwd (checked against
     // BuildKit); a bare uid has gid = uid, as the Dockerfile reference says.
     let (uid, primary_gid) = match user.parse::<u32>() {
+        // `--chown=:group`: root with that group (checked against BuildKit).
+        Err(_) if user.is_empty() => (0, 0),
         Ok(uid) => (uid, uid),
         Err(_) => lookup_user(passwd.as_deref(), user)
             .ok_or_else(|| ChownError::UnknownUser(user.to_string()))?,
@@ -318,6 +320,7 @@ mod tests {
         assert_eq!(resolve_chown("7:8", &view).ok(), Some((7, 8)));
         assert_eq!(resolve_chown("web", &view).ok(), Some((1002, 50)));
         assert_eq!(resolve_chown("1002", &view).ok(), Some((1002, 1002)));
+        assert_eq!(resolve_chown(":staff", &view).ok(), Some((0, 50)));
         assert!(matches!(
             resolve_chown("nobody", &view),
             Err(ChownError::UnknownUser(_))

@@ -17,10 +17,12 @@
 //! It does not parse Dockerfiles itself (that is `kiln-dockerfile`), and uses
 //! the sandbox and the store only through their public APIs.
 
+pub mod archive;
 pub mod context;
 pub mod copy;
 pub mod dockerignore;
 pub mod engine;
+pub mod fetch;
 pub mod fsview;
 pub mod progress;
 
