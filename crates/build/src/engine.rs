@@ -1515,23 +1515,17 @@ impl<'s> Engine<'_, 's> {
         };
         let mut patterns = Vec::new();
         let mut heredocs: Vec<kiln_dockerfile::ast::Heredoc> = Vec::new();
+        let mut urls: Vec<String> = Vec::new();
         for source in sources {
             match source {
-                Source::Path(path) => {
+                Source::Path(path)
                     if keyword == "ADD"
-                        && (path.value.starts_with("http://")
-                            || path.value.starts_with("https://")
-                            || path.value.starts_with("git@"))
-                    {
-                        return Err(self.step_error(
-                            step,
-                            "ADD from a URL or git repository is not supported by kiln yet".into(),
-                            None,
-                            &[],
-                        ));
-                    }
-                    patterns.push(path.value.clone());
+                        && (crate::fetch::is_http_url(&path.value)
+                            || crate::fetch::is_git_url(&path.value)) =>
+                {
+                    urls.push(path.value.clone());
                 }
+                Source::Path(path) => patterns.push(path.value.clone()),
                 Source::Heredoc(heredoc) => heredocs.push(heredoc.clone()),
             }
         }
@@ -1570,11 +1564,33 @@ impl<'s> Engine<'_, 's> {
             }
             Some(dir)
         };
+        // ADD <url>: downloaded (fetch.rs) and copied from a temp dir; the
+        // content digests join the key. Never unpacked.
+        let (checksum, unpack) = match kind {
+            CopyKind::Add(add) => (add.checksum.as_ref().map(|c| c.value.clone()), add.unpack),
+            CopyKind::Copy(_) => (None, None),
+        };
+        let url_dir = if urls.is_empty() && checksum.is_none() {
+            None
+        } else {
+            let dir = TempDir::new(self.store, "http")?;
+            let others = !patterns.is_empty() || heredoc_dir.is_some();
+            let fetched = crate::fetch::fetch_sources(&urls, checksum.as_deref(), others, &dir.0)
+                .map_err(|e| self.step_error(step, e.to_string(), None, &[]))?;
+            for file in fetched {
+                key_parts.push(file.digest.into_bytes());
+                patterns.push(file.name);
+            }
+            Some(dir)
+        };
+        let unpack = keyword == "ADD" && url_dir.is_none() && unpack != Some(false);
         let source = match from.map(|f| self.resolve_from(&f.value)) {
-            None if heredoc_dir.is_some() => match &heredoc_dir {
-                Some(dir) => CopySource::Dir(dir.0.clone()),
-                None => CopySource::Context,
-            },
+            None if heredoc_dir.is_some() || url_dir.is_some() => {
+                match heredoc_dir.as_ref().or(url_dir.as_ref()) {
+                    Some(dir) => CopySource::Dir(dir.0.clone()),
+                    None => CopySource::Context,
+                }
+            }
             None => {
                 let context = self.context()?;
                 for pattern in &patterns {
@@ -1669,7 +1685,7 @@ impl<'s> Engine<'_, 's> {
             }
             let staging = TempDir::new(engine.store, "copy")?;
             let plan = CopyPlan::new(&view, &staging.0)
-                .with_archive_extraction(keyword == "ADD")
+                .with_archive_extraction(unpack)
                 .with_exclude(exclude.clone());
             let context_root = engine.options.context_dir.clone();
             let context = match &source {
