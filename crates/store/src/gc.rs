@@ -58,6 +58,7 @@ impl Store {
         }
         let mut reaped = Vec::new();
         for holder in holders {
+            // A '/' marks an owned hold (`Store::hold_image`): no process backs it.
             if holder == self.holder || holder.contains('/') || holder.starts_with('.') {
                 continue;
             }

@@ -83,3 +83,56 @@ impl Drop for Lease<'_> {
             .execute("DELETE FROM leases WHERE lease_id = ?1", [&self.id]);
     }
 }
+
+/// The holder prefix of owned holds: rows whose holder contains a `/` are
+/// never reaped by [`Store::reap_dead_holders`] (no process lock backs them).
+const OWNER_PREFIX: &str = "owner/";
+
+impl Store {
+    /// Protects an image for an owner that outlives any process (a container
+    /// record, `"container/<id>"`): prune and `rmi` without `-f` keep it, and
+    /// its blobs and snapshots stay, until [`Store::release_holds`] for that
+    /// owner. Idempotent.
+    pub fn hold_image(&self, owner: &str, manifest: &Digest) -> Result<()> {
+        let holder = format!("{OWNER_PREFIX}{owner}");
+        let target = manifest.to_string();
+        let db = self.db();
+        let exists: i64 = db.query_row(
+            "SELECT COUNT(*) FROM leases WHERE holder = ?1 AND kind = 'image' AND target = ?2",
+            params![holder, target],
+            |r| r.get(0),
+        )?;
+        if exists == 0 {
+            db.execute(
+                "INSERT INTO leases(lease_id, holder, kind, target, created_at) VALUES (?1, ?1, ?2, ?3, ?4)",
+                params![holder, LeaseKind::Image.as_str(), target, now_unix()],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Drops every hold of `owner` (see [`Store::hold_image`]).
+    pub fn release_holds(&self, owner: &str) -> Result<()> {
+        self.db().execute(
+            "DELETE FROM leases WHERE holder = ?1",
+            [format!("{OWNER_PREFIX}{owner}")],
+        )?;
+        Ok(())
+    }
+
+    /// The owners holding `manifest` (see [`Store::hold_image`]), sorted.
+    pub fn image_owners(&self, manifest: &Digest) -> Result<Vec<String>> {
+        let db = self.db();
+        let mut stmt = db.prepare(
+            "SELECT DISTINCT holder FROM leases WHERE kind = 'image' AND target = ?1 AND holder LIKE 'owner/%' ORDER BY holder",
+        )?;
+        let rows = stmt.query_map([manifest.to_string()], |r| r.get::<_, String>(0))?;
+        let mut owners = Vec::new();
+        for holder in rows {
+            if let Some(owner) = holder?.strip_prefix(OWNER_PREFIX) {
+                owners.push(owner.to_string());
+            }
+        }
+        Ok(owners)
+    }
+}

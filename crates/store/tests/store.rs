@@ -301,3 +301,29 @@ fn check_verifies_snapshot_chain_ids_and_directories() {
     assert!(!store.snapshot_path(&wrong).exists());
     assert!(store.check(false).unwrap().problems.is_empty());
 }
+
+#[test]
+fn owned_holds_outlive_their_process_until_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = {
+        // The store that took the hold is gone (as `kiln run` exits while its
+        // stopped container stays).
+        let store = Store::open(dir.path()).unwrap();
+        let image = put_test_image(&store, b"held by a container", None);
+        store.hold_image("container/abc", &image).unwrap();
+        store.hold_image("container/abc", &image).unwrap();
+        image
+    };
+    let other = Store::open(dir.path()).unwrap();
+    other.reap_dead_holders().unwrap();
+    assert!(other.image_in_use(&image).unwrap());
+    assert_eq!(other.image_owners(&image).unwrap(), ["container/abc"]);
+    assert!(other.prune_images(true).unwrap().is_empty());
+    other.gc().unwrap();
+    assert!(other.image(&image).unwrap().is_some());
+
+    other.release_holds("container/abc").unwrap();
+    assert!(other.image_owners(&image).unwrap().is_empty());
+    assert!(!other.image_in_use(&image).unwrap());
+    assert_eq!(other.prune_images(true).unwrap().len(), 1);
+}
