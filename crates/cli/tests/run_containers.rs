@@ -783,6 +783,17 @@ fn openpty() -> (OwnedFd, OwnedFd) {
 /// terminal), types `input`, and returns its exit status and what the
 /// terminal showed.
 fn on_a_terminal(env: &Env, args: &[&str], input: &[u8]) -> (std::process::ExitStatus, String) {
+    on_a_terminal_after(env, args, "", input)
+}
+
+/// As `on_a_terminal`, but types `input` only once the terminal has shown
+/// `marker` (so a key like Ctrl-C arrives after the program is ready for it).
+fn on_a_terminal_after(
+    env: &Env,
+    args: &[&str],
+    marker: &str,
+    input: &[u8],
+) -> (std::process::ExitStatus, String) {
     let (master, slave) = openpty();
     let mut cmd = kiln(env);
     cmd.args(args)
@@ -800,7 +811,7 @@ fn on_a_terminal(env: &Env, args: &[&str], input: &[u8]) -> (std::process::ExitS
     let mut child = cmd.spawn().expect("spawn kiln on a terminal");
     drop(cmd);
     let mut terminal = std::fs::File::from(master);
-    terminal.write_all(input).expect("type");
+    let mut keyboard = terminal.try_clone().expect("dup master");
     // Read until the child exits (EIO once every slave fd is closed).
     let (chunks, received) = std::sync::mpsc::channel::<Vec<u8>>();
     std::thread::spawn(move || {
@@ -811,10 +822,22 @@ fn on_a_terminal(env: &Env, args: &[&str], input: &[u8]) -> (std::process::ExitS
             }
         }
     });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !text(&seen).contains(marker) {
+        match received.recv_timeout(Duration::from_millis(100)) {
+            Ok(chunk) => seen.extend_from_slice(&chunk),
+            Err(_) if Instant::now() > deadline => {
+                let _ = child.kill();
+                panic!("the terminal never showed {marker:?}: {}", text(&seen));
+            }
+            Err(_) => {}
+        }
+    }
+    keyboard.write_all(input).expect("type");
     let status = wait_child(&mut child, Duration::from_secs(60));
     // Collect what the terminal showed; never block on a terminal someone
     // else still holds open.
-    let mut seen = Vec::new();
     while let Ok(chunk) = received.recv_timeout(Duration::from_secs(2)) {
         seen.extend_from_slice(&chunk);
     }
@@ -831,6 +854,25 @@ fn interactive_tty_gives_a_working_shell() {
     );
     assert_eq!(status.code(), Some(5), "{seen}");
     assert!(seen.contains("tty=/dev/pts/0 sum=42"), "{seen}");
+
+    // Ctrl-C typed on kiln's terminal reaches the container's foreground
+    // process as SIGINT (through the container's own terminal).
+    let (status, seen) = on_a_terminal_after(
+        &env,
+        &[
+            "run",
+            "-it",
+            "--rm",
+            IMAGE,
+            "sh",
+            "-c",
+            "trap 'echo caught INT; exit 7' INT; echo ready; while true; do sleep 0.1; done",
+        ],
+        "ready",
+        b"\x03",
+    );
+    assert_eq!(status.code(), Some(7), "{seen}");
+    assert!(seen.contains("caught INT"), "{seen}");
 
     // exec -it into a running container.
     let id = ok(&env, &["run", "-d", IMAGE, "sleep", "1000"]);
@@ -940,4 +982,226 @@ fn killed_monitor_means_exited_and_nothing_leaks_over_cycles() {
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .collect();
     assert!(left.is_empty(), "container dirs left: {left:?}");
+}
+
+#[test]
+fn inspect_overrides_and_containers_keep_their_image() {
+    let Some(env) = setup() else { return };
+    // An image with a HEALTHCHECK and an ENTRYPOINT of its own, built by kiln.
+    let context = env.root.parent().expect("tmp").join("ctx-health");
+    std::fs::create_dir_all(&context).expect("mkdir");
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM {IMAGE}\nHEALTHCHECK --interval=200ms CMD true\nEXPOSE 8080\nSTOPSIGNAL SIGUSR2\nENTRYPOINT [\"echo\", \"from-entrypoint\"]\n"
+        ),
+    )
+    .expect("Dockerfile");
+    let derived = "kiln-test/health:run";
+    ok(
+        &env,
+        &[
+            "build",
+            "-q",
+            "-t",
+            derived,
+            context.to_str().expect("utf8"),
+        ],
+    );
+    assert_eq!(
+        ok(&env, &["run", "--rm", derived, "x"]),
+        "from-entrypoint x\n"
+    );
+    // --entrypoint replaces the image's Entrypoint and drops its Cmd.
+    assert_eq!(
+        ok(
+            &env,
+            &[
+                "run",
+                "--rm",
+                "--entrypoint",
+                "sh",
+                derived,
+                "-c",
+                "echo over"
+            ]
+        ),
+        "over\n"
+    );
+
+    // --stop-signal overrides the image's STOPSIGNAL; the trap's code is the exit code.
+    let script =
+        "trap 'exit 42' USR1; trap 'exit 43' USR2; echo armed; while true; do sleep 0.1; done";
+    let id = ok(
+        &env,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "probe",
+            "-p",
+            "127.0.0.1::8080",
+            "--stop-signal",
+            "USR1",
+            "--entrypoint",
+            "sh",
+            derived,
+            "-c",
+            script,
+        ],
+    );
+    let id = id.trim().to_string();
+    let inspect = |env: &Env, what: &str| -> serde_json::Value {
+        let all: serde_json::Value =
+            serde_json::from_str(&ok(env, &["inspect", what])).expect("inspect JSON");
+        assert_eq!(all.as_array().map(Vec::len), Some(1), "{all}");
+        all[0].clone()
+    };
+    wait_for("healthy", Duration::from_secs(30), || {
+        inspect(&env, "probe")["State"]["Health"]["Status"] == "healthy"
+    });
+    wait_for("the trap", Duration::from_secs(10), || {
+        ok(&env, &["logs", "probe"]).contains("armed")
+    });
+    let running = inspect(&env, &id[..8]);
+    assert_eq!(running["Id"], id.as_str());
+    assert_eq!(running["Name"], "/probe");
+    assert_eq!(running["State"]["Status"], "running");
+    assert_eq!(running["State"]["Running"], true);
+    assert!(
+        running["State"]["Pid"].as_i64().is_some_and(|p| p > 0),
+        "{running}"
+    );
+    assert_ne!(running["State"]["StartedAt"], "0001-01-01T00:00:00Z");
+    assert_eq!(running["State"]["FinishedAt"], "0001-01-01T00:00:00Z");
+    assert_eq!(running["State"]["Health"]["FailingStreak"], 0);
+    assert_eq!(running["State"]["Health"]["Log"][0]["ExitCode"], 0);
+    assert_eq!(running["Config"]["Entrypoint"], serde_json::json!(["sh"]));
+    assert_eq!(running["Config"]["Cmd"], serde_json::json!(["-c", script]));
+    assert_eq!(running["Config"]["StopSignal"], "USR1");
+    assert_eq!(
+        running["Config"]["Healthcheck"]["Test"],
+        serde_json::json!(["CMD-SHELL", "true"])
+    );
+    assert_eq!(running["Config"]["Healthcheck"]["Interval"], 200_000_000);
+    assert!(
+        running["Config"]["ExposedPorts"]["8080/tcp"].is_object(),
+        "{running}"
+    );
+    assert_eq!(
+        running["HostConfig"]["PortBindings"]["8080/tcp"][0]["HostPort"],
+        ""
+    );
+    let host_port = running["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
+        .as_str()
+        .expect("a bound host port")
+        .to_string();
+    assert!(
+        ok(&env, &["ps"]).contains(&format!("127.0.0.1:{host_port}->8080/tcp")),
+        "inspect and ps agree on the bound port"
+    );
+    // `kiln inspect` still means the image for an image name.
+    assert!(inspect(&env, derived)["RepoTags"].is_array());
+    let out = run(&env, &["inspect", "no-such-thing"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("No such object: no-such-thing"));
+
+    // A container keeps its image: rmi refuses as docker, naming the container.
+    let image_id = inspect(&env, derived)["Id"]
+        .as_str()
+        .expect("image id")
+        .trim_start_matches("sha256:")[..12]
+        .to_string();
+    let short = &id[..12];
+    let out = run(&env, &["rmi", "-f", &image_id]);
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "(cannot be forced) - image is being used by running container {short}"
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+
+    ok(&env, &["stop", "probe"]);
+    let stopped = inspect(&env, "probe");
+    assert_eq!(stopped["State"]["Status"], "exited");
+    assert_eq!(stopped["State"]["Running"], false);
+    assert_eq!(
+        stopped["State"]["ExitCode"], 42,
+        "the --stop-signal was sent"
+    );
+    assert_ne!(stopped["State"]["FinishedAt"], "0001-01-01T00:00:00Z");
+    assert_eq!(
+        stopped["State"]["Health"]["Status"], "unhealthy",
+        "docker marks a stopped container's health unhealthy"
+    );
+    assert_eq!(stopped["NetworkSettings"]["Ports"], serde_json::json!({}));
+
+    let out = run(&env, &["rmi", derived]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "unable to remove repository reference \"{derived}\" (must force) - container {short} is using its referenced image {image_id}"
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&env, &["rmi", &image_id]);
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "unable to delete {image_id} (must be forced) - image is being used by stopped container {short}"
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+    // Prune never takes a container's image (nor the snapshots it runs on).
+    ok(&env, &["image", "prune", "-a", "-f"]);
+    ok(&env, &["system", "prune", "-a", "-f"]);
+    assert!(ok(&env, &["images"]).contains("kiln-test/health"));
+    ok(&env, &["start", "probe"]);
+    wait_for(
+        "the restarted container's output",
+        Duration::from_secs(10),
+        || ok(&env, &["logs", "probe"]).matches("armed").count() == 2,
+    );
+    // docker's STOPSIGNAL from the image when no --stop-signal is given.
+    ok(&env, &["rm", "-f", "probe"]);
+    let id2 = ok(
+        &env,
+        &["run", "-d", "--entrypoint", "sh", derived, "-c", script],
+    );
+    wait_for("the trap", Duration::from_secs(10), || {
+        ok(&env, &["logs", id2.trim()]).contains("armed")
+    });
+    ok(&env, &["stop", id2.trim()]);
+    assert_eq!(
+        ok(&env, &["wait", id2.trim()]),
+        "43\n",
+        "the image's STOPSIGNAL"
+    );
+    ok(&env, &["rm", id2.trim()]);
+
+    // --no-healthcheck drops the image's HEALTHCHECK.
+    let id3 = ok(
+        &env,
+        &[
+            "run",
+            "-d",
+            "--no-healthcheck",
+            "--entrypoint",
+            "sleep",
+            derived,
+            "1000",
+        ],
+    );
+    let unchecked = inspect(&env, id3.trim());
+    assert!(unchecked["Config"]["Healthcheck"].is_null(), "{unchecked}");
+    assert!(unchecked["State"]["Health"].is_null(), "{unchecked}");
+    let ps = ok(&env, &["ps"]);
+    assert!(!ps.contains("(health") && !ps.contains("healthy)"), "{ps}");
+    ok(&env, &["rm", "-f", id3.trim()]);
+
+    // With no container left, the image goes.
+    let out = ok(&env, &["rmi", derived]);
+    assert!(out.contains("Untagged: kiln-test/health:run"), "{out}");
 }

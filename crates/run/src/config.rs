@@ -223,7 +223,7 @@ pub fn container_config(
     } else {
         options.cmd.clone()
     };
-    let argv: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    let argv: Vec<String> = entrypoint.iter().chain(&cmd).cloned().collect();
     if argv.is_empty() {
         return Err(RunError::InvalidArgument(format!(
             "no command specified: image {} has no Cmd or Entrypoint; give one after the image name",
@@ -278,9 +278,11 @@ pub fn container_config(
         ports: if options.network == NetworkMode::Default {
             let mut ports = options.ports.clone();
             if options.publish_all {
-                for exposed in exposed_tcp_ports(config) {
-                    if !ports.iter().any(|b| b.container_port == exposed)
-                        && let Ok(binding) = PortBinding::parse(&exposed.to_string())
+                for (exposed, proto) in exposed_ports(config) {
+                    if !ports
+                        .iter()
+                        .any(|b| b.container_port == exposed && b.protocol == proto)
+                        && let Ok(binding) = PortBinding::parse(&format!("{exposed}/{proto}"))
                     {
                         ports.push(binding);
                     }
@@ -303,19 +305,30 @@ pub fn container_config(
         volumes: options.volumes.clone(),
         read_only: options.read_only,
         init: options.init,
+        entrypoint,
+        cmd,
+        exposed_ports: exposed_ports(config)
+            .into_iter()
+            .map(|(port, proto)| format!("{port}/{proto}"))
+            .collect(),
     })
 }
 
-/// The image's `ExposedPorts` that are TCP (`"8080/tcp": {}` or `"8080": {}`).
-fn exposed_tcp_ports(config: &Value) -> Vec<u16> {
-    let mut ports: Vec<u16> = config
+/// The image's `ExposedPorts` that kiln can publish (`"8080/tcp": {}`,
+/// `"53/udp": {}` or `"8080": {}` for tcp), as (port, protocol), sorted.
+fn exposed_ports(config: &Value) -> Vec<(u16, String)> {
+    let mut ports: Vec<(u16, String)> = config
         .get("ExposedPorts")
         .and_then(Value::as_object)
         .map(|map| {
             map.keys()
                 .filter_map(|key| {
                     let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
-                    (proto == "tcp").then(|| port.parse().ok()).flatten()
+                    let proto = proto.to_ascii_lowercase();
+                    if proto != "tcp" && proto != "udp" {
+                        return None;
+                    }
+                    Some((port.parse().ok()?, proto))
                 })
                 .collect()
         })
@@ -381,18 +394,19 @@ mod tests {
     }
 
     #[test]
-    fn publish_all_uses_exposed_tcp_ports() {
+    fn publish_all_uses_exposed_tcp_and_udp_ports() {
         let image = json!({"config": {"Cmd": ["x"], "ExposedPorts": {"8080/tcp": {}, "53/udp": {}, "9000": {}}}});
         let mut options = RunOptions::new("img");
         options.publish_all = true;
         options.ports = vec![PortBinding::parse("1234:9000").expect("parse")];
         let cfg = container_config(ID, "i", "m", &image, &options).expect("config");
-        let got: Vec<(u16, u16)> = cfg
+        let got: Vec<(u16, u16, &str)> = cfg
             .ports
             .iter()
-            .map(|p| (p.host_port, p.container_port))
+            .map(|p| (p.host_port, p.container_port, p.protocol.as_str()))
             .collect();
-        assert_eq!(got, [(1234, 9000), (0, 8080)]);
+        assert_eq!(got, [(1234, 9000, "tcp"), (0, 53, "udp"), (0, 8080, "tcp")]);
+        assert_eq!(cfg.exposed_ports, ["53/udp", "8080/tcp", "9000/tcp"]);
     }
 
     #[test]

@@ -66,6 +66,15 @@ pub struct ContainerConfig {
     /// `--init`.
     #[serde(default)]
     pub init: bool,
+    /// Entrypoint and Cmd as docker's `Config` shows them (after the flags),
+    /// for `inspect`; `argv` is what runs.
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
+    #[serde(default)]
+    pub cmd: Vec<String>,
+    /// The image's `ExposedPorts` keys (`8080/tcp`), for `inspect`.
+    #[serde(default)]
+    pub exposed_ports: Vec<String>,
 }
 
 /// The lifecycle state as the monitor records it.
@@ -125,6 +134,10 @@ pub enum Observed {
 /// Exit code reported for a container whose monitor disappeared: it was
 /// killed with it (SIGKILL through PDEATHSIG), as 128 + 9.
 pub const MONITOR_LOST_EXIT_CODE: i32 = 137;
+
+/// Prefix of the store owner names of containers' image holds
+/// (`container/<id>`).
+pub const CONTAINER_OWNER_PREFIX: &str = "container/";
 
 /// The containers of one store root.
 #[derive(Debug, Clone)]
@@ -412,8 +425,25 @@ impl Container {
         Ok(())
     }
 
-    /// Deletes the container's directory (upper dir, logs and all).
+    /// The store's owner name for this container's hold on its image
+    /// (`kiln_store::Store::hold_image`).
+    pub fn image_owner(&self) -> String {
+        format!("{CONTAINER_OWNER_PREFIX}{}", self.id)
+    }
+
+    /// The store root this container belongs to (`<root>/containers/<id>`).
+    fn store_root(&self) -> Option<&Path> {
+        self.dir.parent()?.parent()
+    }
+
+    /// Deletes the container's directory (upper dir, logs and all) after
+    /// releasing its hold on its image.
     pub fn remove_files(&self) -> Result<()> {
+        if let Some(root) = self.store_root()
+            && root.join("kiln.db").exists()
+        {
+            kiln_store::Store::open(root)?.release_holds(&self.image_owner())?;
+        }
         match fs::remove_dir_all(&self.dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -470,6 +500,9 @@ mod tests {
             volumes: vec![],
             read_only: false,
             init: false,
+            entrypoint: vec![],
+            cmd: vec!["sh".into()],
+            exposed_ports: vec![],
         }
     }
 

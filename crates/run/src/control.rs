@@ -68,7 +68,26 @@ pub fn create(store: &Store, containers: &Containers, options: &RunOptions) -> R
         &image_config,
         options,
     )?;
-    containers.create(config)
+    // A host port in use fails here, before any record exists (the monitor
+    // binds the ports again for real; losing that race leaves a `created`
+    // record with the error, as docker does).
+    crate::net::check_ports_free(&config.ports)?;
+    let container = containers.create(config)?;
+    // The container keeps its image, running or stopped, until it is removed
+    // (docker's "image is being used by stopped container"). A prune that
+    // removed the image between the resolve and the hold is caught here.
+    let held = store
+        .hold_image(&container.image_owner(), &image.manifest)
+        .map_err(RunError::from)
+        .and_then(|()| match store.image(&image.manifest)? {
+            Some(_) => Ok(()),
+            None => Err(RunError::NoSuchImage(options.image.clone())),
+        });
+    if let Err(err) = held {
+        let _ = container.remove_files();
+        return Err(err);
+    }
+    Ok(container)
 }
 
 /// A pidfd for the container's PID 1 if it is running, else `None`.

@@ -33,6 +33,10 @@ pub struct HealthCheck {
     pub timeout_ms: u64,
     pub start_period_ms: u64,
     pub retries: u32,
+    /// The check as docker's `Config.Healthcheck.Test` shows it
+    /// (`["CMD-SHELL", "..."]` or `["CMD", ...]`), for `inspect`.
+    #[serde(default)]
+    pub test: Vec<String>,
 }
 
 /// `--health-*` flags; `None` fields keep the image's values.
@@ -98,6 +102,7 @@ pub fn resolve(image_config: &Value, flags: &HealthFlags) -> Option<HealthCheck>
     };
     Some(HealthCheck {
         argv,
+        test,
         interval_ms: ms(flags.interval, "Interval", DEFAULT_INTERVAL_MS),
         timeout_ms: ms(flags.timeout, "Timeout", DEFAULT_TIMEOUT_MS),
         start_period_ms: ms(flags.start_period, "StartPeriod", 0),

@@ -16,22 +16,28 @@
 //! exit fd closes), so nothing can be left behind.
 //!
 //! The proxy listens on the host port before the container starts (a port in
-//! use fails the start, nothing half-started). Each accepted connection gets a
-//! thread that `setns`es into the container's namespace, connects to
-//! 127.0.0.1:<container port> there, and copies bytes both ways.
+//! use fails the start, nothing half-started). Each accepted TCP connection
+//! gets a thread that `setns`es into the container's namespace, connects to
+//! 127.0.0.1:<container port> there, and copies bytes both ways. UDP is
+//! proxied per client address as docker-proxy does: the first datagram from
+//! a client makes a socket inside the namespace connected to the container
+//! port; replies on it go back to that client from the host port, and the
+//! flow is forgotten after 90 s without a reply (docker's UDP timeout).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::{Result, RunError};
 
-/// One `-p [IP:]HOST:CONTAINER[/tcp]`.
+/// One `-p [IP:]HOST:CONTAINER[/tcp|udp]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortBinding {
     pub host_ip: IpAddr,
@@ -41,19 +47,21 @@ pub struct PortBinding {
 }
 
 impl PortBinding {
-    /// Parses docker's `-p` syntax (TCP only for now).
+    /// Parses docker's `-p` syntax (`tcp` or `udp`; sctp is refused).
     pub fn parse(text: &str) -> Result<PortBinding> {
         let bad = |why: &str| {
             RunError::InvalidArgument(format!(
-                "invalid port publication {text:?}: {why} (expected [IP:]HOST_PORT:CONTAINER_PORT[/tcp])"
+                "invalid port publication {text:?}: {why} (expected [IP:]HOST_PORT:CONTAINER_PORT[/tcp|/udp])"
             ))
         };
         let (spec, protocol) = match text.rsplit_once('/') {
             Some((spec, proto)) => (spec, proto.to_ascii_lowercase()),
             None => (text, "tcp".to_string()),
         };
-        if protocol != "tcp" {
-            return Err(bad("only tcp ports can be published by kiln so far"));
+        if protocol != "tcp" && protocol != "udp" {
+            return Err(bad(&format!(
+                "protocol {protocol:?} cannot be published by kiln (tcp and udp can)"
+            )));
         }
         let parts: Vec<&str> = spec.rsplitn(3, ':').collect();
         let port = |p: &str| -> Result<u16> {
@@ -253,43 +261,176 @@ impl Drop for Slirp {
     }
 }
 
+/// A host socket bound for one published port.
+#[derive(Debug)]
+pub enum Listener {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
+impl Listener {
+    fn local_port(&self) -> Option<u16> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().ok().map(|a| a.port()),
+            Listener::Udp(s) => s.local_addr().ok().map(|a| a.port()),
+        }
+    }
+}
+
 /// Binds every published port on the host; fails (closing the ones already
 /// bound) if any is in use.
-pub fn bind_ports(ports: &[PortBinding]) -> Result<Vec<(PortBinding, TcpListener)>> {
+pub fn bind_ports(ports: &[PortBinding]) -> Result<Vec<(PortBinding, Listener)>> {
     let mut bound = Vec::with_capacity(ports.len());
     for port in ports {
         let addr = SocketAddr::new(port.host_ip, port.host_port);
-        let listener = TcpListener::bind(addr).map_err(|source| RunError::PortInUse {
-            addr: addr.to_string(),
+        let in_use = |source| RunError::PortInUse {
+            addr: format!("{addr}/{}", port.protocol),
             source,
-        })?;
+        };
+        let listener = if port.protocol == "udp" {
+            Listener::Udp(UdpSocket::bind(addr).map_err(in_use)?)
+        } else {
+            Listener::Tcp(TcpListener::bind(addr).map_err(in_use)?)
+        };
         // Host port 0 (`-p 80`, `-P`): the kernel's choice is the real one.
         let mut port = port.clone();
-        if let Ok(local) = listener.local_addr() {
-            port.host_port = local.port();
+        if let Some(local) = listener.local_port() {
+            port.host_port = local;
         }
         bound.push((port, listener));
     }
     Ok(bound)
 }
 
-/// Serves the published ports: one accept thread per port, one thread per
-/// connection direction. Threads end with the process (the monitor exits when
-/// the container does).
-pub fn start_proxies(netns: Arc<NetNs>, listeners: Vec<(PortBinding, TcpListener)>) {
+/// Checks that every published port with a fixed host port can be bound now
+/// (binding and releasing it), so `kiln run` can refuse a port in use before
+/// it creates anything. The monitor binds them again for real.
+pub fn check_ports_free(ports: &[PortBinding]) -> Result<()> {
+    let fixed: Vec<PortBinding> = ports.iter().filter(|p| p.host_port != 0).cloned().collect();
+    bind_ports(&fixed).map(drop)
+}
+
+/// Serves the published ports: one thread per TCP port accepting, one thread
+/// per connection direction; one thread per UDP port and one per UDP client.
+/// Threads end with the process (the monitor exits when the container does).
+pub fn start_proxies(netns: Arc<NetNs>, listeners: Vec<(PortBinding, Listener)>) {
     for (port, listener) in listeners {
         let netns = Arc::clone(&netns);
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                let netns = Arc::clone(&netns);
-                let target = port.container_port;
+        let target = port.container_port;
+        match listener {
+            Listener::Tcp(listener) => {
                 std::thread::spawn(move || {
-                    let _ = proxy_connection(&netns, client, target);
+                    for client in listener.incoming() {
+                        let Ok(client) = client else { continue };
+                        let netns = Arc::clone(&netns);
+                        std::thread::spawn(move || {
+                            let _ = proxy_connection(&netns, client, target);
+                        });
+                    }
                 });
             }
-        });
+            Listener::Udp(socket) => {
+                std::thread::spawn(move || serve_udp(&netns, socket, target));
+            }
+        }
     }
+}
+
+/// How long a UDP flow lives without a reply from the container (docker-proxy's
+/// `UDPConnTrackTimeout`).
+const UDP_FLOW_TIMEOUT: Duration = Duration::from_secs(90);
+
+type UdpFlows = Arc<Mutex<HashMap<SocketAddr, UdpSocket>>>;
+
+fn serve_udp(netns: &Arc<NetNs>, host: UdpSocket, port: u16) {
+    let flows: UdpFlows = Arc::default();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, client) = match host.recv_from(&mut buf) {
+            Ok(got) => got,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // ICMP errors from earlier replies surface here; keep serving.
+            Err(_) => continue,
+        };
+        let known = flows
+            .lock()
+            .ok()
+            .and_then(|f| f.get(&client).and_then(|s| s.try_clone().ok()));
+        let upstream = match known {
+            Some(s) => s,
+            None => match start_udp_flow(netns, &host, client, port, &flows) {
+                Ok(s) => s,
+                Err(_) => continue,
+            },
+        };
+        // Nothing listening in the container: the datagram is dropped, as a
+        // real network would.
+        let _ = upstream.send(&buf[..n]);
+    }
+}
+
+/// A socket inside the container's namespace connected to its `port`, whose
+/// replies a new thread sends back to `client` from the host socket.
+fn start_udp_flow(
+    netns: &Arc<NetNs>,
+    host: &UdpSocket,
+    client: SocketAddr,
+    port: u16,
+    flows: &UdpFlows,
+) -> io::Result<UdpSocket> {
+    let host = host.try_clone()?;
+    let netns = Arc::clone(netns);
+    let flows_for_thread = Arc::clone(flows);
+    let (tx, rx) = std::sync::mpsc::channel::<io::Result<UdpSocket>>();
+    std::thread::spawn(move || {
+        // This thread lives in the container's namespace from here on; it
+        // only ever serves this one flow.
+        let made = netns.enter_current_thread().and_then(|()| {
+            let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+            socket.connect((Ipv4Addr::LOCALHOST, port))?;
+            socket.set_read_timeout(Some(UDP_FLOW_TIMEOUT))?;
+            Ok(socket)
+        });
+        let socket = match made {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        if socket.try_clone().map(|c| tx.send(Ok(c))).is_err() {
+            return;
+        }
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match socket.recv(&mut buf) {
+                Ok(n) => {
+                    let _ = host.send_to(&buf[..n], client);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break;
+                }
+                // ECONNREFUSED: nothing listened when a datagram arrived; a
+                // later one may find a listener.
+                Err(_) => continue,
+            }
+        }
+        if let Ok(mut f) = flows_for_thread.lock() {
+            f.remove(&client);
+        }
+    });
+    let socket = rx
+        .recv()
+        .map_err(|_| io::Error::other("the UDP flow thread ended"))??;
+    if let Ok(mut f) = flows.lock() {
+        f.insert(client, socket.try_clone()?);
+    }
+    Ok(socket)
 }
 
 fn proxy_connection(netns: &NetNs, client: TcpStream, port: u16) -> io::Result<()> {
@@ -349,7 +490,10 @@ mod tests {
         let bound =
             bind_ports(&[PortBinding::parse("127.0.0.1::80").expect("parse")]).expect("bind");
         assert_ne!(bound[0].0.host_port, 0, "the kernel's port is recorded");
-        assert!(PortBinding::parse("8080:80/udp").is_err());
+        let udp = PortBinding::parse("5353:53/udp").expect("udp");
+        assert_eq!(udp.protocol, "udp");
+        assert_eq!(udp.display(), "0.0.0.0:5353->53/udp");
+        assert!(PortBinding::parse("8080:80/sctp").is_err());
         assert!(PortBinding::parse("x:80").is_err());
         assert!(PortBinding::parse("1.2.3:80:80").is_err());
     }

@@ -1014,10 +1014,22 @@ fn rmi_one(store: &Store, text: &str, force: bool) -> Result<Vec<String>> {
     let resolved = resolve(store, text)?;
     let image = resolved.image;
     let in_use = store.image_in_use(&image.manifest)?;
+    // Containers, running or stopped, hold their image: docker's conflicts name them.
+    let users = super::run::containers_using(store, &image.manifest);
+    let running_user = users.iter().find(|(_, running)| *running).map(|(id, _)| id);
+    let any_user = users.first().map(|(id, _)| id);
     let mut lines = Vec::new();
     match resolved.name {
-        Some(name) if image.refs.len() > 1 || (in_use && !force) => {
-            if image.refs.len() <= 1 {
+        Some(name)
+            if image.refs.len() > 1 || (in_use && !force) || (running_user.is_some() && force) =>
+        {
+            if image.refs.len() <= 1 && !force {
+                if let Some(user) = any_user {
+                    bail!(
+                        "conflict: unable to remove repository reference {text:?} (must force) - container {user} is using its referenced image {}",
+                        image.config.short()
+                    );
+                }
                 bail!(
                     "conflict: unable to remove repository reference {text:?} (must force) - image {} is in use by a running kiln process",
                     image.config.short()
@@ -1033,7 +1045,19 @@ fn rmi_one(store: &Store, text: &str, force: bool) -> Result<Vec<String>> {
                     image.config.short()
                 );
             }
+            if let Some(user) = running_user {
+                bail!(
+                    "conflict: unable to delete {} (cannot be forced) - image is being used by running container {user}",
+                    image.config.short()
+                );
+            }
             if in_use && !force {
+                if let Some(user) = any_user {
+                    bail!(
+                        "conflict: unable to delete {} (must be forced) - image is being used by stopped container {user}",
+                        image.config.short()
+                    );
+                }
                 bail!(
                     "conflict: unable to delete {} (must be forced) - image is in use by a running kiln process",
                     image.config.short()

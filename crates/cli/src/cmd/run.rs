@@ -687,6 +687,35 @@ fn logs(root: &Path, args: LogsArgs) -> Result<ExitCode> {
     }
 }
 
+/// docker's `{"8080/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}` map.
+fn port_map(
+    ports: &[PortBinding],
+    exposed: &[String],
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut map = serde_json::Map::new();
+    // Exposed but not published: listed with null, as docker does.
+    for key in exposed {
+        map.insert(key.clone(), serde_json::Value::Null);
+    }
+    for port in ports {
+        let key = format!("{}/{}", port.container_port, port.protocol);
+        let host_port = if port.host_port == 0 {
+            String::new()
+        } else {
+            port.host_port.to_string()
+        };
+        let binding =
+            serde_json::json!({"HostIp": port.host_ip.to_string(), "HostPort": host_port});
+        match map.get_mut(&key).and_then(serde_json::Value::as_array_mut) {
+            Some(list) => list.push(binding),
+            None => {
+                map.insert(key, serde_json::json!([binding]));
+            }
+        }
+    }
+    map
+}
+
 /// docker-inspect-shaped JSON of one container.
 fn inspect_one(container: &Container) -> Result<serde_json::Value, RunError> {
     let config = container.config()?;
@@ -698,20 +727,80 @@ fn inspect_one(container: &Container) -> Result<serde_json::Value, RunError> {
         Observed::Exited { code, .. } => ("exited", false, 0, *code),
     };
     let zero_time = "0001-01-01T00:00:00Z".to_string();
-    let mut ports = serde_json::Map::new();
-    for port in &config.ports {
-        let key = format!("{}/{}", port.container_port, port.protocol);
-        let binding = serde_json::json!({"HostIp": port.host_ip.to_string(), "HostPort": port.host_port.to_string()});
-        match ports
-            .get_mut(&key)
-            .and_then(serde_json::Value::as_array_mut)
-        {
-            Some(list) => list.push(binding),
-            None => {
-                ports.insert(key, serde_json::json!([binding]));
-            }
+    // Docker keeps the last health after the container stops, its status
+    // set to "unhealthy" ("unhealthy when the monitor has stopped").
+    let health = kiln_run::health::read(container).map(|mut h| {
+        if !running {
+            h.status = "unhealthy".into();
         }
-    }
+        h
+    });
+    let healthcheck = config.health.as_ref().map(|h| {
+        let nanos = |ms: u64| ms * 1_000_000;
+        serde_json::json!({
+            "Test": if h.test.is_empty() {
+                std::iter::once("CMD".to_string()).chain(h.argv.iter().cloned()).collect()
+            } else {
+                h.test.clone()
+            },
+            "Interval": nanos(h.interval_ms),
+            "Timeout": nanos(h.timeout_ms),
+            "StartPeriod": nanos(h.start_period_ms),
+            "Retries": h.retries,
+        })
+    });
+    // Published ports as bound while running (random host ports resolved).
+    let network_ports = if running {
+        port_map(&state.ports, &config.exposed_ports)
+    } else {
+        serde_json::Map::new()
+    };
+    let exposed: serde_json::Map<String, serde_json::Value> = config
+        .exposed_ports
+        .iter()
+        .chain(
+            config
+                .ports
+                .iter()
+                .map(|p| format!("{}/{}", p.container_port, p.protocol))
+                .collect::<Vec<_>>()
+                .iter(),
+        )
+        .map(|k| (k.clone(), serde_json::json!({})))
+        .collect();
+    let nullable = |v: &Vec<String>| {
+        if v.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::json!(v)
+        }
+    };
+    let binds: Vec<String> = config
+        .volumes
+        .iter()
+        .map(|v| {
+            format!(
+                "{}:{}{}",
+                v.source.display(),
+                v.target,
+                if v.readonly { ":ro" } else { "" }
+            )
+        })
+        .collect();
+    let mounts: Vec<serde_json::Value> = config
+        .volumes
+        .iter()
+        .map(|v| {
+            serde_json::json!({
+                "Type": "bind",
+                "Source": v.source,
+                "Destination": v.target,
+                "Mode": if v.readonly { "ro" } else { "" },
+                "RW": !v.readonly,
+                "Propagation": "rprivate",
+            })
+        })
+        .collect();
     Ok(serde_json::json!({
         "Id": config.id,
         "Created": config.created,
@@ -729,28 +818,88 @@ fn inspect_one(container: &Container) -> Result<serde_json::Value, RunError> {
             "Error": state.error.clone().unwrap_or_default(),
             "StartedAt": state.started_at.clone().unwrap_or_else(|| zero_time.clone()),
             "FinishedAt": state.finished_at.clone().unwrap_or(zero_time),
-            "Health": kiln_run::health::read(container).filter(|_| running),
+            "Health": health,
         },
         "Image": config.image_id,
         "LogPath": container.log_path(),
         "Name": format!("/{}", config.name),
+        "Driver": "overlay2",
+        "Mounts": mounts,
         "HostConfig": {
+            "Binds": if binds.is_empty() { serde_json::Value::Null } else { serde_json::json!(binds) },
             "NetworkMode": config.network.as_str(),
-            "PortBindings": ports,
+            "PortBindings": port_map(&config.ports, &[]),
+            "PublishAllPorts": false,
             "AutoRemove": config.auto_remove,
+            "ReadonlyRootfs": config.read_only,
+            "Init": config.init,
+            "LogConfig": {"Type": "json-file", "Config": {}},
         },
         "Config": {
             "Hostname": config.hostname,
+            "Domainname": "",
             "User": config.user,
+            "AttachStdin": false,
+            "AttachStdout": false,
+            "AttachStderr": false,
+            "ExposedPorts": if exposed.is_empty() { serde_json::Value::Null } else { serde_json::Value::Object(exposed) },
             "Tty": config.tty,
             "OpenStdin": config.open_stdin,
             "Env": config.env,
-            "Cmd": config.argv,
+            "Cmd": nullable(&config.cmd),
+            "Healthcheck": healthcheck,
             "Image": config.image,
             "WorkingDir": config.working_dir,
+            "Entrypoint": nullable(&config.entrypoint),
             "StopSignal": config.stop_signal,
         },
+        "NetworkSettings": {
+            "Ports": network_ports,
+        },
     }))
+}
+
+/// The containers holding an image (see `kiln_store::Store::hold_image`), as
+/// (short ID, running), running first: what `kiln rmi` names in docker's
+/// conflicts. A hold whose container record is gone is released here.
+pub fn containers_using(
+    store: &kiln_store::Store,
+    manifest: &kiln_store::Digest,
+) -> Vec<(String, bool)> {
+    let Ok(owners) = store.image_owners(manifest) else {
+        return Vec::new();
+    };
+    let Ok(containers) = Containers::open(store.root()) else {
+        return Vec::new();
+    };
+    let mut users = Vec::new();
+    for owner in owners {
+        let Some(id) = owner.strip_prefix(kiln_run::container::CONTAINER_OWNER_PREFIX) else {
+            continue;
+        };
+        let dir = containers.dir().join(id);
+        if !dir.join("config.json").exists() {
+            let _ = store.release_holds(&owner);
+            continue;
+        }
+        let container = Container {
+            id: id.to_string(),
+            dir,
+        };
+        let running = matches!(container.observe(), Ok(Observed::Running { .. }));
+        users.push((container.short_id().to_string(), running));
+    }
+    users.sort_by_key(|(_, running)| !running);
+    users
+}
+
+/// `kiln inspect NAME` when NAME is no image: the container's JSON, or
+/// `None` when there is no such container either.
+pub fn inspect_container(root: &Path, name: &str) -> Option<serde_json::Value> {
+    let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+    let containers = Containers::open(&root).ok()?;
+    let container = containers.find(name).ok()?;
+    inspect_one(&container).ok()
 }
 
 fn inspect(root: &Path, args: InspectArgs) -> Result<ExitCode> {
