@@ -844,14 +844,28 @@ fn print_json_docker<T: Serialize>(value: &T) -> Result<()> {
     Ok(())
 }
 
+/// One `kiln inspect` result: an image, or (when no image has that name) a container.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Inspected {
+    Image(Box<DockerInspect>),
+    Container(Value),
+}
+
 fn inspect(root: &Path, args: InspectArgs) -> Result<ExitCode> {
     let store = open_store(root)?;
     let mut found = Vec::new();
     let mut missing = Vec::new();
     for text in &args.images {
         match resolve(&store, text) {
-            Ok(resolved) => found.push(inspect_one(&store, &resolved.image)?),
-            Err(_) => missing.push(text.clone()),
+            Ok(resolved) => found.push(Inspected::Image(Box::new(inspect_one(
+                &store,
+                &resolved.image,
+            )?))),
+            Err(_) => match super::run::inspect_container(root, text) {
+                Some(container) => found.push(Inspected::Container(container)),
+                None => missing.push(text.clone()),
+            },
         }
     }
     print_json_docker(&found)?;
