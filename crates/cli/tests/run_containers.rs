@@ -1205,3 +1205,177 @@ fn inspect_overrides_and_containers_keep_their_image() {
     let out = ok(&env, &["rmi", derived]);
     assert!(out.contains("Untagged: kiln-test/health:run"), "{out}");
 }
+
+/// A static UDP echo server (`udp-echo PORT`: answers each datagram with
+/// `echo:` + it), compiled for the test image: busybox has no UDP server.
+const UDP_ECHO_SOURCE: &str = r#"
+use std::net::UdpSocket;
+fn main() {
+    let port: u16 = std::env::args().nth(1).and_then(|p| p.parse().ok()).unwrap_or(9999);
+    let socket = UdpSocket::bind(("0.0.0.0", port)).expect("bind");
+    println!("listening on {port}/udp");
+    let mut buf = [0u8; 2048];
+    loop {
+        let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
+        let mut reply = b"echo:".to_vec();
+        reply.extend_from_slice(&buf[..n]);
+        let _ = socket.send_to(&reply, from);
+    }
+}
+"#;
+
+/// Builds `udp-echo` with the rustc that builds these tests, statically linked.
+fn build_udp_echo(dir: &Path) -> Option<PathBuf> {
+    let source = dir.join("udp_echo.rs");
+    std::fs::write(&source, UDP_ECHO_SOURCE).expect("write source");
+    let binary = dir.join("udp-echo");
+    let rustc = std::env::var_os("RUSTC")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let cargo = PathBuf::from(std::env::var_os("CARGO")?);
+            let sibling = cargo.with_file_name("rustc");
+            sibling.is_file().then_some(sibling)
+        })
+        .unwrap_or_else(|| PathBuf::from("rustc"));
+    let out = Command::new(&rustc)
+        .args([
+            "--edition",
+            "2021",
+            "-C",
+            "target-feature=+crt-static",
+            "-o",
+        ])
+        .arg(&binary)
+        .arg(&source)
+        .output();
+    match out {
+        Ok(out) if out.status.success() => Some(binary),
+        Ok(out) => {
+            skip_or_fail(&format!(
+                "cannot build a static UDP echo server with {}: {}",
+                rustc.display(),
+                text(&out.stderr)
+            ));
+            None
+        }
+        Err(e) => {
+            skip_or_fail(&format!("cannot run {}: {e}", rustc.display()));
+            None
+        }
+    }
+}
+
+#[test]
+fn udp_port_is_published_and_a_port_in_use_starts_nothing() {
+    let Some(env) = setup() else { return };
+    let work = env.root.parent().expect("tmp").join("udp");
+    std::fs::create_dir_all(work.join("rootfs/bin")).expect("mkdir");
+    let Some(echo) = build_udp_echo(&work) else {
+        return;
+    };
+    std::fs::copy(&echo, work.join("rootfs/bin/udp-echo")).expect("copy");
+    let tar = work.join("udp.tar");
+    tar_directory(&work.join("rootfs"), &tar);
+    let image = "kiln-test/udp-echo:run";
+    ok(&env, &["import", tar.to_str().expect("utf8"), image]);
+
+    let id = ok(
+        &env,
+        &[
+            "run",
+            "-d",
+            "-p",
+            "127.0.0.1::9999/udp",
+            image,
+            "/bin/udp-echo",
+            "9999",
+        ],
+    );
+    let id = id.trim().to_string();
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(&env, &["inspect", &id])).expect("inspect JSON");
+    let port: u16 = inspect[0]["NetworkSettings"]["Ports"]["9999/udp"][0]["HostPort"]
+        .as_str()
+        .and_then(|p| p.parse().ok())
+        .expect("a bound udp host port");
+    assert!(
+        ok(&env, &["ps"]).contains(&format!("127.0.0.1:{port}->9999/udp")),
+        "{}",
+        ok(&env, &["ps"])
+    );
+    // Two clients, each answered on its own address through the proxy.
+    for round in 0..2 {
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("client");
+        client
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let message = format!("ping {round}");
+        let mut answer = String::new();
+        wait_for(
+            "a UDP answer through the proxy",
+            Duration::from_secs(20),
+            || {
+                let _ = client.send_to(message.as_bytes(), ("127.0.0.1", port));
+                let mut buf = [0u8; 256];
+                match client.recv(&mut buf) {
+                    Ok(n) => {
+                        answer = text(&buf[..n]);
+                        true
+                    }
+                    Err(_) => false,
+                }
+            },
+        );
+        assert_eq!(answer, format!("echo:{message}"));
+    }
+    ok(&env, &["rm", "-f", &id]);
+
+    // A host port in use (udp, then tcp): docker's clear error, exit 125, and
+    // nothing started: no record, no monitor, no process of this store.
+    let root = env.root.to_string_lossy().into_owned();
+    let our_processes = || {
+        std::fs::read_dir("/proc")
+            .expect("proc")
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .filter(|c| String::from_utf8_lossy(c).contains(root.as_str()))
+            .count()
+    };
+    let taken_udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    let taken_tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+    for (spec, shown) in [
+        (
+            format!(
+                "127.0.0.1:{}:9999/udp",
+                taken_udp.local_addr().expect("addr").port()
+            ),
+            format!(
+                "cannot publish 127.0.0.1:{}/udp",
+                taken_udp.local_addr().expect("addr").port()
+            ),
+        ),
+        (
+            format!(
+                "127.0.0.1:{}:80",
+                taken_tcp.local_addr().expect("addr").port()
+            ),
+            format!(
+                "cannot publish 127.0.0.1:{}/tcp",
+                taken_tcp.local_addr().expect("addr").port()
+            ),
+        ),
+    ] {
+        for detach in [true, false] {
+            let mut args = vec!["run"];
+            if detach {
+                args.push("-d");
+            }
+            args.extend(["--name", "never", "-p", &spec, image, "/bin/udp-echo"]);
+            let out = run(&env, &args);
+            assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+            assert!(text(&out.stderr).contains(&shown), "{}", text(&out.stderr));
+            assert_eq!(ok(&env, &["ps", "-a", "-q"]), "", "no container record");
+            assert_eq!(our_processes(), 0, "no process left");
+        }
+    }
+}
