@@ -13,7 +13,9 @@
 pub mod challenge;
 pub mod client;
 pub mod credentials;
+mod download;
 pub mod error;
+mod gunzip;
 mod parallel;
 pub mod progress;
 pub mod pull;

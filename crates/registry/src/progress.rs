@@ -19,6 +19,12 @@ pub enum ProgressEvent<'a> {
     BlobBytes { digest: &'a str, done: u64 },
     /// The blob is verified and stored (pull) or uploaded (push).
     BlobDone { digest: &'a str },
+    /// A transfer was cut short after `done` bytes and is tried again from there.
+    BlobRetry {
+        digest: &'a str,
+        done: u64,
+        why: &'a str,
+    },
     /// The blob was mounted from another repository of the same registry.
     BlobMounted { digest: &'a str, from: &'a str },
 }

@@ -5,7 +5,7 @@
 //! downloaded again, so an interrupted pull resumes where it stopped.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -14,9 +14,10 @@ use kiln_image::{
     Manifest, ManifestDoc, Platform, Reference, parse_config, parse_manifest, sha256_digest,
 };
 use kiln_store::image_ops::{layer_content_size, record_image_with_sizes, to_store_digest};
-use kiln_store::{Lease, Store, StoreError};
+use kiln_store::{Lease, Store};
 
-use crate::client::{Body, RegistryClient, Request, error_body, repository_scope};
+use crate::client::{RegistryClient, Request, error_body, repository_scope};
+use crate::download::{BlobRequest, download_blob};
 use crate::error::{RegistryError, Result};
 use crate::progress::{Progress, ProgressEvent};
 use crate::sources::remember_source;
@@ -24,7 +25,7 @@ use crate::sources::remember_source;
 /// Manifests larger than this are refused (the distribution spec's limit is 4 MiB).
 const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 /// Parallel blob downloads.
-const DOWNLOAD_WORKERS: usize = 4;
+const DOWNLOAD_WORKERS: usize = 6;
 
 /// The `Accept` header for manifests: every kind kiln reads.
 pub const MANIFEST_ACCEPT: &str = concat!(
@@ -323,8 +324,9 @@ struct Fetched {
 }
 
 /// Downloads the blobs the store lacks, `DOWNLOAD_WORKERS` at a time (the
-/// first error stops the others), and measures each layer's content in the
-/// same worker, so that this pass overlaps the other downloads.
+/// first error stops the others). Layers are measured while they stream in
+/// (see [`crate::download`]); layers the store already had are measured from
+/// the store.
 #[allow(clippy::too_many_arguments)]
 fn download_all(
     store: &Store,
@@ -340,23 +342,26 @@ fn download_all(
     let bytes = AtomicU64::new(0);
     let content_sizes = Mutex::new(HashMap::new());
     crate::parallel::for_each(blobs, DOWNLOAD_WORKERS, |blob| {
-        if let Some(n) = fetch_blob(
+        let digest = to_store_digest(&blob.digest)?;
+        let measured = match fetch_blob(
             store,
             lease,
             client,
             repository,
             source_name,
-            &blob.digest,
-            blob.size,
+            blob,
             scopes,
             progress,
         )? {
-            downloaded.fetch_add(1, Ordering::Relaxed);
-            bytes.fetch_add(n, Ordering::Relaxed);
-        }
-        if blob.is_layer {
-            let digest = to_store_digest(&blob.digest)?;
-            let size = layer_content_size(store, &digest)?;
+            Some(measured) => {
+                downloaded.fetch_add(1, Ordering::Relaxed);
+                bytes.fetch_add(blob.size, Ordering::Relaxed);
+                measured
+            }
+            None if blob.is_layer => Some(layer_content_size(store, &digest)?),
+            None => None,
+        };
+        if let Some(size) = measured {
             content_sizes
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -373,32 +378,8 @@ fn download_all(
     })
 }
 
-/// Counts bytes written and reports them.
-struct Counting<'a, W> {
-    inner: W,
-    count: u64,
-    digest: &'a str,
-    progress: &'a dyn Progress,
-}
-
-impl<W: Write> Write for Counting<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.count += n as u64;
-        self.progress.event(ProgressEvent::BlobBytes {
-            digest: self.digest,
-            done: self.count,
-        });
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// Downloads one blob into the store unless present. Returns the bytes
-/// downloaded, None when the store had it. Transport failures are retried
-/// (3 attempts with backoff); a digest or size mismatch is not.
+/// Downloads one blob into the store unless present. Returns None when the
+/// store had it, else Some(the layer's content size, for layers).
 #[allow(clippy::too_many_arguments)]
 fn fetch_blob(
     store: &Store,
@@ -406,13 +387,12 @@ fn fetch_blob(
     client: &RegistryClient,
     repository: &str,
     source_name: &str,
-    digest: &kiln_image::Digest,
-    size: u64,
+    blob: &BlobToFetch,
     scopes: &[String],
     progress: &dyn Progress,
-) -> Result<Option<u64>> {
-    let store_digest = to_store_digest(digest)?;
-    let digest_text = digest.to_string();
+) -> Result<Option<Option<u64>>> {
+    let store_digest = to_store_digest(&blob.digest)?;
+    let digest_text = blob.digest.to_string();
     if store.has_blob(&store_digest) {
         // Lease first, then check again: a concurrent gc may have removed it.
         lease.add_blob(&store_digest)?;
@@ -425,110 +405,20 @@ fn fetch_blob(
     }
     progress.event(ProgressEvent::BlobStart {
         digest: &digest_text,
-        size,
+        size: blob.size,
     });
-    let path = format!("/v2/{repository}/blobs/{digest}");
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match download_once(
-            store,
-            lease,
-            client,
-            &path,
-            source_name,
-            digest,
-            &store_digest,
-            size,
-            scopes,
-            progress,
-        ) {
-            Ok(()) => {
-                progress.event(ProgressEvent::BlobDone {
-                    digest: &digest_text,
-                });
-                return Ok(Some(size));
-            }
-            Err(RegistryError::Transport { url, why }) if attempt < 3 => {
-                tracing::debug!("retrying {url}: {why}");
-                std::thread::sleep(std::time::Duration::from_millis(500 * attempt));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn download_once(
-    store: &Store,
-    lease: &Lease<'_>,
-    client: &RegistryClient,
-    path: &str,
-    source_name: &str,
-    digest: &kiln_image::Digest,
-    store_digest: &kiln_store::Digest,
-    size: u64,
-    scopes: &[String],
-    progress: &dyn Progress,
-) -> Result<()> {
-    let response = client.send(&Request::new("GET", path, scopes.to_vec()).body(Body::Empty))?;
-    let url = response.get_url().to_string();
-    match response.status() {
-        200 => {}
-        404 => {
-            return Err(RegistryError::NotFound {
-                what: format!("blob {digest}"),
-                url,
-            });
-        }
-        status => {
-            return Err(RegistryError::Status {
-                url,
-                status,
-                what: format!("fetching blob {digest}"),
-                body: error_body(response),
-            });
-        }
-    }
-    let digest_text = digest.to_string();
-    let writer = store.blob_writer()?;
-    let mut counting = Counting {
-        inner: writer,
-        count: 0,
-        digest: &digest_text,
-        progress,
+    let path = format!("/v2/{repository}/blobs/{}", blob.digest);
+    let request = BlobRequest {
+        path: &path,
+        source_name,
+        digest: &blob.digest,
+        size: blob.size,
+        scopes,
+        is_layer: blob.is_layer,
     };
-    // One byte more than declared, to notice a registry sending too much.
-    let mut body = response.into_reader().take(size.saturating_add(1));
-    std::io::copy(&mut body, &mut counting).map_err(|e| RegistryError::Transport {
-        url: url.clone(),
-        why: format!("downloading blob {digest}: {e}"),
-    })?;
-    let received = counting.count;
-    let writer = counting.inner;
-    if received != size {
-        // Dropping the writer removes its temp file: nothing unverified stays.
-        drop(writer);
-        return Err(RegistryError::SizeMismatch {
-            source_name: source_name.to_string(),
-            digest: digest_text,
-            expected: size,
-            actual: received,
-            more: if received > size { " or more" } else { "" },
-        });
-    }
-    match writer.commit(lease, Some(store_digest)) {
-        Ok(_) => Ok(()),
-        Err(StoreError::DigestMismatch {
-            expected,
-            actual,
-            size,
-        }) => Err(RegistryError::DigestMismatch {
-            source_name: source_name.to_string(),
-            expected: expected.to_string(),
-            actual: actual.to_string(),
-            size,
-        }),
-        Err(e) => Err(e.into()),
-    }
+    let measured = download_blob(store, lease, client, &request, progress)?;
+    progress.event(ProgressEvent::BlobDone {
+        digest: &digest_text,
+    });
+    Ok(Some(measured))
 }

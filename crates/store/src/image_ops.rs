@@ -344,6 +344,18 @@ pub fn layer_content_size(store: &Store, blob: &Digest) -> Result<u64, OpsError>
     }
 }
 
+/// [`layer_content_size`] of a layer read as a stream (plain, gzip or zstd),
+/// for callers that measure a blob while it arrives (a registry pull).
+pub fn layer_stream_content_size(reader: impl Read + Send) -> io::Result<u64> {
+    let mut archive = tar::Archive::new(kiln_snapshot::decompress(reader)?);
+    tar_content_size(&mut archive)
+}
+
+/// [`layer_content_size`] of an uncompressed layer tar read as a stream.
+pub fn tar_stream_content_size(tar: impl Read) -> io::Result<u64> {
+    tar_content_size(&mut tar::Archive::new(tar))
+}
+
 fn tar_content_size<R: Read>(archive: &mut tar::Archive<R>) -> io::Result<u64> {
     let mut size = 0;
     for entry in archive.entries()? {

@@ -203,7 +203,7 @@ impl Progress for LineProgress {
                 }
                 self.draw(&mut state);
             }
-            ProgressEvent::PlatformSelected { .. } => {}
+            ProgressEvent::PlatformSelected { .. } | ProgressEvent::BlobRetry { .. } => {}
         }
     }
 }
