@@ -12,7 +12,7 @@
 //! reuse the previous step's timestamp, so a no-op rebuild yields the very
 //! same image config and ID.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs;
 use std::io::BufReader;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -23,7 +23,7 @@ use std::time::Instant;
 use kiln_dockerfile::instructions::{
     Add, Command, CommandLine, Copy, Expanded, Healthcheck, Source, exposed_ports,
 };
-use kiln_dockerfile::stages::{Base, Graph, Stages};
+use kiln_dockerfile::stages::{Base, Graph, StageScope, Stages};
 use kiln_dockerfile::{Diagnostic, ast::Span};
 use kiln_sandbox::{InjectedFile, Network, RootFs, SandboxSpec, Stream};
 use kiln_store::image_ops::{self, OCI_CONFIG, OCI_LAYER_TAR, OCI_MANIFEST};
@@ -179,6 +179,9 @@ struct StageState {
     key: blake3::Hash,
     /// Timestamp of the last history entry, reused by config-only steps.
     created: String,
+    /// The variables in scope (BuildKit's ARG/ENV rules); a child stage
+    /// starts from its parent's.
+    scope: StageScope,
 }
 
 impl StageState {
@@ -272,6 +275,25 @@ impl StageState {
 
     fn size(&self) -> u64 {
         self.layers.iter().map(|l| l.size).sum()
+    }
+
+    /// Gives an image (or scratch) its default PATH when it has none, as
+    /// BuildKit does, and a fresh scope holding its ENV.
+    fn reset_scope(&mut self, graph: &Graph, build_args: &[(String, String)]) {
+        if !self.env().iter().any(|e| e.starts_with("PATH=")) {
+            let mut env = self.env();
+            env.insert(0, DEFAULT_PATH.to_string());
+            self.config().insert("Env".into(), json!(env));
+        }
+        let pairs: Vec<(String, String)> = self
+            .env()
+            .iter()
+            .map(|e| match e.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (e.clone(), String::new()),
+            })
+            .collect();
+        self.scope = StageScope::new(&graph.meta_env, build_args, &pairs);
     }
 }
 
@@ -587,26 +609,32 @@ impl<'s> Engine<'_, 's> {
             })
             .collect();
         self.lease.add_image(&manifest)?;
-        Ok(StageState {
+        let mut state = StageState {
             layers,
             image,
             key: chain(&blake3::hash(b"image"), &[manifest.to_string().as_bytes()]),
             created,
-        })
+            scope: StageScope::default(),
+        };
+        state.reset_scope(self.graph, &self.options.build_args);
+        Ok(state)
     }
 
-    fn scratch_state() -> StageState {
+    fn scratch_state(&self) -> StageState {
         let mut image = Map::new();
         image.insert("architecture".into(), json!(image_ops::go_arch()));
         image.insert("os".into(), json!("linux"));
         // BuildKit gives scratch stages `/` as their working directory.
         image.insert("config".into(), json!({"WorkingDir": "/"}));
-        StageState {
+        let mut state = StageState {
             layers: Vec::new(),
             image,
             key: blake3::hash(b"scratch"),
             created: "1970-01-01T00:00:00Z".into(),
-        }
+            scope: StageScope::default(),
+        };
+        state.reset_scope(self.graph, &self.options.build_args);
+        state
     }
 
     fn build_stage(
@@ -664,7 +692,7 @@ impl<'s> Engine<'_, 's> {
         let started = Instant::now();
         let id = self.progress.start(&from_step.label);
         let mut state = match &node.base {
-            Base::Scratch => Self::scratch_state(),
+            Base::Scratch => self.scratch_state(),
             Base::Image(name) => match self.image_state(name, &from_step) {
                 Ok(state) => state,
                 Err(e) => {
@@ -673,20 +701,19 @@ impl<'s> Engine<'_, 's> {
                 }
             },
             Base::Stage(base) => {
-                self.results
-                    .get(base)
-                    .cloned()
-                    .ok_or_else(|| BuildError::Dockerfile {
-                        rendered: format!("stage {base} was not built before {stage_name}"),
-                    })?
+                let mut state =
+                    self.results
+                        .get(base)
+                        .cloned()
+                        .ok_or_else(|| BuildError::Dockerfile {
+                            rendered: format!("stage {base} was not built before {stage_name}"),
+                        })?;
+                // A child stage inherits its parent's ARGs, then its ENV again.
+                state.scope = state.scope.child();
+                state
             }
         };
         self.progress.done(id, started.elapsed());
-        if !state.env().iter().any(|e| e.starts_with("PATH=")) {
-            let mut env = state.env();
-            env.insert(0, DEFAULT_PATH.to_string());
-            state.config().insert("Env".into(), json!(env));
-        }
 
         // ARG values in scope in this stage (declared here), in order.
         let mut args: Vec<(String, String)> = Vec::new();
@@ -718,21 +745,21 @@ impl<'s> Engine<'_, 's> {
                     }
                 }
             };
-            let mut scope: BTreeMap<String, String> = args.iter().cloned().collect();
-            for entry in state.env() {
-                if let Some((k, v)) = entry.split_once('=') {
-                    scope.insert(k.to_string(), v.to_string());
-                }
-            }
+            // Expands the instruction with the variables in scope and applies
+            // ARG/ENV to the scope, with BuildKit's rules.
             let Expanded { command, .. } =
-                command
-                    .expand(&lexer, &scope)
+                state
+                    .scope
+                    .dispatch(&lexer, command)
                     .map_err(|d| BuildError::Dockerfile {
                         rendered: d.render(&self.file_name, &self.options.dockerfile_text),
                     })?;
             let canonical = canonical(&command);
             match &command {
                 Command::Arg { args: decls, .. } => {
+                    // An ARG changes no cache key by itself: the steps that
+                    // use its value (RUN's environment, expanded words) do.
+                    let mut shown = Vec::new();
                     for decl in decls {
                         let name = decl.name.value.clone();
                         let provided = last_value(&self.options.build_args, &name);
@@ -740,13 +767,17 @@ impl<'s> Engine<'_, 's> {
                         let value = provided
                             .or_else(|| decl.default.as_ref().map(|d| d.value.clone()))
                             .or(inherited);
+                        shown.push(match &decl.default {
+                            Some(default) => format!("{name}={}", default.value),
+                            None => name.clone(),
+                        });
                         args.retain(|(k, _)| *k != name);
                         if let Some(value) = value {
-                            state.key =
-                                chain(&state.key, &[b"arg", name.as_bytes(), value.as_bytes()]);
                             args.push((name, value));
                         }
                     }
+                    let created = state.created.clone();
+                    state.add_history(format!("ARG {}", shown.join(" ")), true, &created);
                 }
                 Command::Env { pairs, .. } => {
                     for pair in pairs {
@@ -934,15 +965,14 @@ impl<'s> Engine<'_, 's> {
                         }
                         None => command_argv(&run.command, &state.shell()),
                     };
-                    let mut env = state.env();
-                    for (k, v) in &args {
-                        if !env
-                            .iter()
-                            .any(|e| e.split_once('=').map(|(ek, _)| ek) == Some(k.as_str()))
-                        {
-                            env.push(format!("{k}={v}"));
-                        }
-                    }
+                    // Every variable in scope, ARGs included (BuildKit's
+                    // exec environment); so they are all in the cache key.
+                    let env: Vec<String> = state
+                        .scope
+                        .run_env()
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
                     let user = state.config_str("User").unwrap_or_default();
                     let cwd = state.workdir();
                     let mut key_parts: Vec<Vec<u8>> = vec![
@@ -1584,6 +1614,10 @@ impl<'s> Engine<'_, 's> {
             Some(dir)
         };
         let unpack = keyword == "ADD" && url_dir.is_none() && unpack != Some(false);
+        let (link, parents) = match kind {
+            CopyKind::Copy(copy) => (copy.link, copy.parents),
+            CopyKind::Add(add) => (add.link, false),
+        };
         let source = match from.map(|f| self.resolve_from(&f.value)) {
             None if heredoc_dir.is_some() || url_dir.is_some() => {
                 match heredoc_dir.as_ref().or(url_dir.as_ref()) {
@@ -1686,7 +1720,9 @@ impl<'s> Engine<'_, 's> {
             let staging = TempDir::new(engine.store, "copy")?;
             let plan = CopyPlan::new(&view, &staging.0)
                 .with_archive_extraction(unpack)
-                .with_exclude(exclude.clone());
+                .with_exclude(exclude.clone())
+                .with_link(link)
+                .with_parents(parents);
             let context_root = engine.options.context_dir.clone();
             let context = match &source {
                 CopySource::Context => Some(engine.context()?),

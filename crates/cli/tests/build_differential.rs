@@ -341,7 +341,80 @@ fn cases() -> Vec<Case> {
         target: Some("second"),
         mount_stubs: vec![],
     });
+    cases.extend(scoping_cases());
     cases
+}
+
+/// ARG/ENV scoping as BuildKit does it: ARG and ENV set the same variables
+/// (the later one wins in RUN and expansion, only ENV reaches the image),
+/// child stages inherit their parent's ARGs, build args nothing declares are
+/// invisible, automatic platform ARGs exist only once declared.
+fn scoping_cases() -> Vec<Case> {
+    vec![
+        case(
+            "arg-after-env-wins-in-run",
+            "FROM busybox:local\nENV A=env\nARG A=arg\nRUN echo \"run=$A\" > /a && env | sort > /env\nENV B=$A\n",
+            vec![],
+        ),
+        case(
+            "arg-after-env-with-build-arg",
+            "FROM busybox:local\nENV A=env\nARG A=arg\nRUN echo \"run=$A\" > /a && env | sort > /env\nENV B=$A\n",
+            vec![],
+        )
+        .args(&["A=given"]),
+        case(
+            "env-after-arg-wins",
+            "FROM busybox:local\nARG A=arg\nENV A=env\nRUN echo \"run=$A\" > /a && env | sort > /env\nARG A\nRUN echo \"again=$A\" > /b\n",
+            vec![],
+        )
+        .args(&["A=given"]),
+        case(
+            "child-stage-inherits-args",
+            "FROM busybox:local AS parent\nARG P=parent\nENV E=env\nARG E=arg-over-env\nRUN echo \"parent E=$E\" > /pe\nFROM parent AS child\nRUN echo \"P=$P E=$E\" > /p && env | sort > /env\nENV FROM_P=$P\nFROM child\nRUN echo \"[$P]\" > /grandchild\n",
+            vec![],
+        ),
+        case(
+            "child-stage-build-arg-and-redeclare",
+            "FROM busybox:local AS parent\nARG P=parent\nFROM parent\nARG P\nARG Q=q-default\nRUN echo \"$P $Q\" > /pq && env | sort > /env\n",
+            vec![],
+        )
+        .args(&["P=given", "UNDECLARED=x"]),
+        case(
+            "arg-defaults-see-env-and-args",
+            "FROM busybox:local\nENV V=1\nARG W=$V-x\nARG X=${W}-y Y=${NOPE:-fallback}\nRUN echo \"$W $X $Y\" > /w\nENV SAVED=\"$W|$X|$Y\"\n",
+            vec![],
+        )
+        .args(&["X=${W}-literal"]),
+        case(
+            "undeclared-build-args-are-invisible",
+            "FROM busybox:local\nRUN echo \"[$NOTDECL]\" > /x && env | sort > /env\nENV SEEN=\"[$NOTDECL]\"\n",
+            vec![],
+        )
+        .args(&["NOTDECL=x"]),
+        case(
+            "platform-args-in-stage",
+            "FROM busybox:local\nRUN echo \"[$TARGETARCH][$BUILDPLATFORM]\" > /undeclared\nARG TARGETPLATFORM TARGETOS TARGETARCH TARGETVARIANT\nARG BUILDPLATFORM BUILDOS BUILDARCH BUILDVARIANT\nRUN echo \"$TARGETPLATFORM $TARGETOS $TARGETARCH [$TARGETVARIANT] $BUILDPLATFORM $BUILDOS $BUILDARCH [$BUILDVARIANT]\" > /plat && env | sort > /env\nENV PLAT=$TARGETPLATFORM\n",
+            vec![],
+        ),
+        case(
+            "platform-args-in-global-scope",
+            "ARG BASE=busybox:local\nARG SUFFIX=$BUILDOS-$TARGETARCH\nFROM --platform=$BUILDPLATFORM $BASE\nARG SUFFIX\nARG TARGETARCH=ignored-default\nRUN echo \"$SUFFIX $TARGETARCH\" > /s\n",
+            vec![],
+        ),
+        case(
+            "onbuild-arg-and-env-triggers",
+            "FROM busybox:local AS base\nONBUILD ARG OB=onbuild-default\nONBUILD ENV OE=$OB\nONBUILD RUN echo \"$OB $OE\" > /ob\nFROM base AS user\nRUN echo \"after $OB\" > /after\n",
+            vec![],
+        )
+        .args(&["OB=given"]),
+    ]
+}
+
+impl Case {
+    fn args(mut self, args: &[&'static str]) -> Case {
+        self.args.extend_from_slice(args);
+        self
+    }
 }
 
 fn docker_build(case: &Case, context: &Path, tag: &str) -> Result<(), String> {
@@ -391,7 +464,11 @@ fn kiln_build_matches_buildkit() {
     let mut failures = Vec::new();
     let mut compared = 0;
     for case in cases() {
-        if only.as_deref().is_some_and(|o| o != case.name) {
+        // KILN_DIFF_CASE: comma-separated case names or name prefixes.
+        if only
+            .as_deref()
+            .is_some_and(|o| !o.split(',').any(|n| case.name.starts_with(n)))
+        {
             continue;
         }
         let context = work.path().join("contexts").join(case.name);
@@ -923,4 +1000,50 @@ fn copy_exclude_patterns() {
             "t/a.txt"
         ]
     );
+}
+
+/// A build arg's value is part of the cache key of the steps that use it
+/// (RUN sees every ARG in scope in its environment, as in BuildKit), not of
+/// the others; build args no ARG declares change nothing.
+#[test]
+fn build_args_only_invalidate_steps_that_use_them() {
+    if !tools_present() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    import_busybox(&root, work.path());
+    let context = work.path().join("ctx");
+    fs::create_dir_all(&context).unwrap();
+    fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox:local\nARG V=1\nCOPY f /f\nRUN echo $V > /v\nENV E=$V\n",
+    )
+    .unwrap();
+    fs::write(context.join("f"), "f\n").unwrap();
+    let build = |args: &[&str]| {
+        let mut cmd = kiln(&root);
+        cmd.args(["build", "--progress=plain"]);
+        for arg in args {
+            cmd.args(["--build-arg", arg]);
+        }
+        let out = cmd.arg(&context).output().unwrap();
+        assert!(out.status.success(), "{}", output_text(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let step_cached = |stderr: &str, step: &str| {
+        let lines: Vec<&str> = stderr.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.contains(step))
+            .unwrap_or_else(|| panic!("no {step} in:\n{stderr}"));
+        lines.get(at + 1).is_some_and(|l| l.ends_with("CACHED"))
+    };
+    build(&["V=1"]);
+    let changed = build(&["V=2"]);
+    assert!(step_cached(&changed, "COPY f /f"), "{changed}");
+    assert!(!step_cached(&changed, "RUN echo $V"), "{changed}");
+    let undeclared = build(&["V=2", "NOT_DECLARED=x"]);
+    assert!(step_cached(&undeclared, "COPY f /f"), "{undeclared}");
+    assert!(step_cached(&undeclared, "RUN echo $V"), "{undeclared}");
 }

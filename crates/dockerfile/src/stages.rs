@@ -694,9 +694,15 @@ impl StageScope {
     }
 
     /// The scope a stage built `FROM` this one starts with: BuildKit passes
-    /// the parent stage's ARGs on to its children, with its ENV.
+    /// the parent stage's ARGs on to its children, with its ENV; the image's
+    /// ENV is applied again on top, so a parent's `ENV A=1` then `ARG A=2`
+    /// gives the child `A=1` (checked against `docker build`).
     pub fn child(&self) -> StageScope {
-        self.clone()
+        let mut child = self.clone();
+        for (key, value) in &self.image_env {
+            set_var(&mut child.vars, key, value);
+        }
+        child
     }
 
     /// Expands `command` in this scope and applies it: the one call the build
