@@ -36,6 +36,19 @@ pub enum CopySource {
 pub struct SourceItem {
     pub rel: Vec<u8>,
     pub is_dir: bool,
+    /// How many leading components of `rel` `COPY --parents` drops: those
+    /// before a `/./` pivot in the source pattern (0 without one).
+    pub pivot: usize,
+}
+
+/// The number of path components before the last `/./` of a source pattern
+/// (`COPY --parents`' pivot; a leading `./` is not one).
+pub fn pivot_of(pattern: &str) -> usize {
+    let trimmed = pattern.trim_start_matches("./");
+    match trimmed.rfind("/./") {
+        Some(at) => crate::fsview::components(trimmed.get(..at).unwrap_or_default()).len(),
+        None => 0,
+    }
 }
 
 /// Entries of the context a source pattern selects.
@@ -46,14 +59,17 @@ pub fn select_context(context: &Context, pattern: &str) -> Result<Vec<SourceItem
         return Ok(vec![SourceItem {
             rel: Vec::new(),
             is_dir: true,
+            pivot: 0,
         }]);
     }
+    let pivot = pivot_of(pattern);
     Ok(context
         .select(pattern.as_bytes())?
         .into_iter()
         .map(|e| SourceItem {
             rel: e.path.clone(),
             is_dir: e.kind == EntryKind::Dir,
+            pivot,
         })
         .collect())
 }
@@ -122,6 +138,7 @@ pub fn select_dir(root: &Path, pattern: &str) -> Result<Vec<SourceItem>, String>
             Some(SourceItem {
                 rel,
                 is_dir: meta.is_dir(),
+                pivot: pivot_of(pattern),
             })
         })
         .collect())
@@ -162,7 +179,18 @@ pub struct CopyPlan<'a> {
     /// `--exclude` patterns (.dockerignore syntax), matched against paths
     /// relative to each source (a file source: its name).
     exclude: Option<crate::dockerignore::PatternMatcher>,
+    /// `--link`: the copy is made on an empty filesystem (BuildKit's linked
+    /// layer): the destination is not resolved through the image's
+    /// symlinks and created directories get default metadata.
+    link: bool,
+    /// `--parents`: each source keeps its path (after its pivot) under DEST.
+    parents: bool,
 }
+
+/// What a `--link` copy sees of the image: nothing.
+static EMPTY_VIEW: LayerView = LayerView {
+    lowers_top_first: Vec::new(),
+};
 
 impl<'a> CopyPlan<'a> {
     pub fn new(view: &'a LayerView, staging: &'a Path) -> Self {
@@ -171,7 +199,26 @@ impl<'a> CopyPlan<'a> {
             staging,
             extract_archives: false,
             exclude: None,
+            link: false,
+            parents: false,
         }
+    }
+
+    /// `COPY --link` / `ADD --link`.
+    pub fn with_link(mut self, link: bool) -> Self {
+        self.link = link;
+        self
+    }
+
+    /// `COPY --parents`.
+    pub fn with_parents(mut self, parents: bool) -> Self {
+        self.parents = parents;
+        self
+    }
+
+    /// The image as this copy sees it.
+    fn view(&self) -> &LayerView {
+        if self.link { &EMPTY_VIEW } else { self.view }
     }
 
     /// `COPY --exclude=PATTERN...`.
@@ -210,7 +257,7 @@ impl<'a> CopyPlan<'a> {
                 continue;
             }
             fs::create_dir(&staged).map_err(io_error("creating directory", &staged))?;
-            match self.view.lookup(prefix) {
+            match self.view().lookup(prefix) {
                 Some((_, meta)) if meta.is_dir() => {
                     fs::set_permissions(&staged, fs::Permissions::from_mode(meta.mode() & 0o7777))
                         .map_err(io_error("setting the mode of", &staged))?;
@@ -248,7 +295,7 @@ impl<'a> CopyPlan<'a> {
         for parent in crate::archive::parents_of(&entries) {
             let mut parts = dest_parts.to_vec();
             parts.extend(parent);
-            if self.view.lookup(&parts).is_some_and(|(_, m)| m.is_dir()) {
+            if self.view().lookup(&parts).is_some_and(|(_, m)| m.is_dir()) {
                 self.make_dirs(&parts, None)?;
             }
         }
@@ -274,12 +321,21 @@ impl<'a> CopyPlan<'a> {
             CopySource::Dir(dir) => dir.clone(),
         };
         let from_context = matches!(source, CopySource::Context);
-        let dest_parts = self.view.resolve(&components(dest));
+        let dest_parts = self.view().resolve(&components(dest));
         let dest_exists_as_dir = self
-            .view
+            .view()
             .lookup(&dest_parts)
             .is_some_and(|(_, meta)| meta.is_dir());
         for item in items {
+            // --parents: the source's own path (after the pivot) under DEST.
+            let kept: Vec<String> = if self.parents {
+                components(&String::from_utf8_lossy(&item.rel))
+                    .into_iter()
+                    .skip(item.pivot)
+                    .collect()
+            } else {
+                Vec::new()
+            };
             // A source path that is itself a symlink is followed (inside the
             // source root), as BuildKit does; links inside directories are kept.
             let resolved = follow_in_root(&root, &item.rel);
@@ -295,8 +351,11 @@ impl<'a> CopyPlan<'a> {
                     item.rel.clone()
                 },
                 is_dir,
+                pivot: item.pivot,
             };
             if item.is_dir {
+                let mut dest_parts = dest_parts.clone();
+                dest_parts.extend(kept.iter().cloned());
                 self.make_dirs(&dest_parts, owner)?;
                 let children = match (context, from_context) {
                     (Some(context), true) => context_children(context, &item.rel),
@@ -329,7 +388,9 @@ impl<'a> CopyPlan<'a> {
                     continue;
                 }
                 let mut target_parts = dest_parts.clone();
-                if dest_is_dir_syntax || dest_exists_as_dir || dest_parts.is_empty() {
+                if self.parents && !kept.is_empty() {
+                    target_parts.extend(kept.iter().cloned());
+                } else if dest_is_dir_syntax || dest_exists_as_dir || dest_parts.is_empty() {
                     target_parts.push(String::from_utf8_lossy(name).into_owned());
                 }
                 let parent = target_parts
@@ -640,6 +701,14 @@ mod tests {
     }
 
     #[test]
+    fn parents_pivot_is_the_last_dot_component() {
+        assert_eq!(pivot_of("a/b/c.txt"), 0);
+        assert_eq!(pivot_of("./a/b/c.txt"), 0);
+        assert_eq!(pivot_of("./src/./pkg/*.go"), 1);
+        assert_eq!(pivot_of("x/y/./z"), 2);
+    }
+
+    #[test]
     fn chmod_octal_and_symbolic() {
         assert_eq!(Chmod::parse("0755"), Some(Chmod::Octal(0o755)));
         assert_eq!(
@@ -688,7 +757,8 @@ mod tests {
             dirs,
             vec![SourceItem {
                 rel: b"a".to_vec(),
-                is_dir: true
+                is_dir: true,
+                pivot: 0,
             }]
         );
         let children = dir_children(root.path(), b"");

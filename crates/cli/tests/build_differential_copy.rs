@@ -736,3 +736,225 @@ fn kiln_local(
         Err(output_text(&out))
     }
 }
+
+/// The entries of a local tree under `under`, as `local_tree` renders them,
+/// for assertions that print what was found.
+fn tree_lines(dir: &Path, under: &str) -> String {
+    local_tree(dir, under)
+        .into_iter()
+        .map(|(path, text)| format!("{path} {text}\n"))
+        .collect()
+}
+
+/// Features Docker 20.10's frontend lacks (`--parents`, `--link`, symbolic
+/// `--chmod`, multiple heredocs with `--chmod`, zstd archives) and errors it
+/// does not raise but BuildKit >= 0.11 does (several sources into a
+/// destination without `/`, an unknown `--chown` user): checked against the
+/// Dockerfile reference's documented results.
+#[test]
+fn documented_copy_features_newer_than_the_reference() {
+    if !tools_present() || !image_common::have_tool("zstd", &["--version"]) {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    import_busybox(&root, work.path());
+    use Item::*;
+
+    // --parents keeps each source's path, after a `/./` pivot when there is one.
+    let out = kiln_local(
+        work.path(),
+        &root,
+        "parents",
+        "FROM scratch\nCOPY --parents src/*/*.go top.txt /p/\nCOPY --parents ./src/./b/y.go /pivot/\nCOPY --parents src/a /dirs/\n",
+        &[
+            ("src/a/x.go", File("x\n", 0o644)),
+            ("src/b/y.go", File("y\n", 0o644)),
+            ("src/b/y.txt", File("t\n", 0o644)),
+            ("top.txt", File("top\n", 0o644)),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    for path in [
+        "p/src/a/x.go",
+        "p/src/b/y.go",
+        "p/top.txt",
+        "pivot/b/y.go",
+        "dirs/src/a/x.go",
+    ] {
+        assert!(
+            out.join(path).is_file(),
+            "{path} missing:\n{}{}{}",
+            tree_lines(&out, "p"),
+            tree_lines(&out, "pivot"),
+            tree_lines(&out, "dirs")
+        );
+    }
+    assert!(!out.join("p/src/b/y.txt").exists());
+    assert!(!out.join("pivot/src").exists());
+
+    // --link gives the same files; symbolic --chmod like chmod(1);
+    // heredocs named after their delimiters; zstd archives unpacked.
+    let zstd_tar = compress_with(
+        "zstd",
+        &tar_bytes(&[Member::File("z/inside", "zst\n", 0o640)]),
+    );
+    let out = kiln_local(
+        work.path(),
+        &root,
+        "link-chmod-heredoc-zstd",
+        "FROM busybox:local\nCOPY --link f /linked/\nCOPY --link --chmod=600 d /linkeddir\nCOPY --chmod=u+x,g-r f /sym1\nCOPY --chmod=a=rX d /sym2\nCOPY --chmod=755 <<A <<B /h/\nfirst\nA\nsecond\nB\nADD a.tar.zst /unz/\n",
+        &[
+            ("f", File("f\n", 0o644)),
+            ("d/x", File("x\n", 0o644)),
+            ("d/run", File("r\n", 0o755)),
+            ("a.tar.zst", Bytes(zstd_tar, 0o644)),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let tree = |under: &str| local_tree(&out, under);
+    assert_eq!(
+        tree("linked").get("linked/f").map(String::as_str),
+        Some("f 644 0:0 \"f\\n\"")
+    );
+    assert_eq!(
+        tree("linkeddir").get("linkeddir/run").map(String::as_str),
+        Some("f 600 0:0 \"r\\n\"")
+    );
+    assert_eq!(
+        tree("sym1").get("sym1").map(String::as_str),
+        Some("f 704 0:0 \"f\\n\"")
+    );
+    let sym2 = tree("sym2");
+    assert_eq!(
+        sym2.get("sym2/x").map(String::as_str),
+        Some("f 444 0:0 \"x\\n\"")
+    );
+    assert_eq!(
+        sym2.get("sym2/run").map(String::as_str),
+        Some("f 555 0:0 \"r\\n\"")
+    );
+    let heredocs = tree("h");
+    assert_eq!(
+        heredocs.get("h/A").map(String::as_str),
+        Some("f 755 0:0 \"first\\n\"")
+    );
+    assert_eq!(
+        heredocs.get("h/B").map(String::as_str),
+        Some("f 755 0:0 \"second\\n\"")
+    );
+    assert_eq!(
+        tree("unz").get("unz/z/inside").map(String::as_str),
+        Some("f 640 3:4 \"zst\\n\""),
+        "{}",
+        tree_lines(&out, "unz")
+    );
+
+    // Errors that say what and what to do.
+    let url = start_http_server();
+    let hello_digest = "sha256:25d5fcb9d5a4e7c5aa7d2d1a20ca3fd8e4a1d2c8d9bd1ff7b1fd7d6b0a0b0c0d";
+    let failures: Vec<(&str, String, Vec<(&'static str, Item)>, &str)> = vec![
+        (
+            "several-sources-no-slash",
+            "FROM busybox:local\nCOPY a b /notadir\n".into(),
+            vec![("a", File("a\n", 0o644)), ("b", File("b\n", 0o644))],
+            "the destination must be a directory and end with a /",
+        ),
+        (
+            "wildcard-no-slash",
+            "FROM busybox:local\nCOPY *.txt /notadir\n".into(),
+            vec![("a.txt", File("a\n", 0o644)), ("b.txt", File("b\n", 0o644))],
+            "the destination must be a directory and end with a /",
+        ),
+        (
+            "unknown-user",
+            "FROM busybox:local\nCOPY --chown=nosuchuser a /a\n".into(),
+            vec![("a", File("a\n", 0o644))],
+            "unable to find user nosuchuser",
+        ),
+        (
+            "checksum-mismatch",
+            format!("FROM busybox:local\nADD --checksum={hello_digest} {url}/files/hello.txt /\n"),
+            vec![],
+            "--checksum wants sha256:25d5fcb9",
+        ),
+        (
+            "checksum-malformed",
+            format!("FROM busybox:local\nADD --checksum=md5:abc {url}/files/hello.txt /\n"),
+            vec![],
+            "use sha256:<64 hex digits>",
+        ),
+        (
+            "checksum-on-a-local-file",
+            format!(
+                "FROM busybox:local\nADD --checksum=sha256:{} a /a\n",
+                "0".repeat(64)
+            ),
+            vec![("a", File("a\n", 0o644))],
+            "--checksum is only supported for an ADD of one http(s) URL",
+        ),
+        (
+            "git-source",
+            "FROM busybox:local\nADD git@github.com:moby/buildkit.git /src\n".into(),
+            vec![],
+            "not supported by kiln yet",
+        ),
+        (
+            "hostile-archive",
+            "FROM busybox:local\nADD evil.tar /x/\n".into(),
+            vec![("evil.tar", Bytes(climbing_tar(), 0o644))],
+            "climbs out of the target directory",
+        ),
+    ];
+    for (name, dockerfile, files, expected) in failures {
+        match kiln_local(work.path(), &root, name, &dockerfile, &files) {
+            Ok(_) => panic!("[{name}] kiln build succeeded"),
+            Err(e) => assert!(
+                e.contains(expected),
+                "[{name}] wanted {expected:?} in:\n{e}"
+            ),
+        }
+    }
+    assert!(!work.path().join("out/escaped").exists());
+
+    // The right checksum passes; the digest of the download is in the message above.
+    let body = served_files()["/files/hello.txt"].0.clone();
+    let digest = sha256_hex(&body);
+    let out = kiln_local(
+        work.path(),
+        &root,
+        "checksum-ok",
+        &format!("FROM busybox:local\nADD --checksum=sha256:{digest} {url}/files/hello.txt /ok/\n"),
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(fs::read(out.join("ok/hello.txt")).unwrap(), body);
+}
+
+/// A tar whose only member is `../escaped` (the tar crate refuses to write
+/// such a name, so the header is patched by hand).
+fn climbing_tar() -> Vec<u8> {
+    let mut tar = tar_bytes(&[Member::File("escaped-name", "x\n", 0o644)]);
+    let name = b"../escaped";
+    tar[..100].fill(0);
+    tar[..name.len()].copy_from_slice(name);
+    tar[148..156].fill(b' ');
+    let sum: u32 = tar[..512].iter().map(|&b| u32::from(b)).sum();
+    tar[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    tar
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
