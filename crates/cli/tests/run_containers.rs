@@ -890,7 +890,7 @@ fn interactive_tty_gives_a_working_shell() {
 }
 
 #[test]
-fn killed_monitor_means_exited_and_nothing_leaks_over_cycles() {
+fn killed_monitor_means_exited_and_nothing_leaks() {
     let Some(env) = setup() else { return };
     let root = env.root.to_string_lossy().into_owned();
     let ours = |needle: &str| -> usize {
@@ -909,6 +909,7 @@ fn killed_monitor_means_exited_and_nothing_leaks_over_cycles() {
             .count()
     };
 
+    let slirps_before = count_processes("slirp4netns");
     // Monitor killed: ps reports the container exited, promptly.
     let id = ok(&env, &["run", "-d", IMAGE, "sleep", "1000"]);
     let id = id.trim().to_string();
@@ -939,41 +940,19 @@ fn killed_monitor_means_exited_and_nothing_leaks_over_cycles() {
     assert_eq!(ok(&env, &["ps", "-q"]), "");
     ok(&env, &["rm", &id]);
 
-    // 100 run/stop/rm cycles (as issue 6 asks), with the default network and a published port.
-    let slirps_before = count_processes("slirp4netns");
-    for i in 0..100 {
-        let id = ok(
-            &env,
-            &[
-                "run",
-                "-d",
-                "-p",
-                "127.0.0.1:18181:80",
-                IMAGE,
-                "sh",
-                "-c",
-                "trap 'exit 0' TERM; while true; do sleep 0.1; done",
-            ],
-        );
-        let id = id.trim();
-        if i == 0 {
-            assert!(
-                ours(&root) > 0 || our_processes() > 0,
-                "a running container is visible"
-            );
-        }
-        ok(&env, &["stop", id]);
-        ok(&env, &["rm", id]);
-    }
+    // (The 100 run/stop/rm cycles of issue 6 are tests/run_leaks.rs, alone in
+    // their binary so the host's totals can be compared.)
     wait_for(
         "no kiln process of this store",
         Duration::from_secs(5),
         || our_processes() == 0,
     );
     assert_eq!(ours(&root), 0, "mounts left behind");
-    assert!(
-        count_processes("slirp4netns") <= slirps_before,
-        "slirp4netns left behind"
+    // slirp4netns dies of its PDEATHSIG when the monitor does, soon after.
+    wait_for(
+        "slirp4netns to die with the killed monitor",
+        Duration::from_secs(10),
+        || count_processes("slirp4netns") <= slirps_before,
     );
     assert_eq!(ok(&env, &["ps", "-a", "-q"]), "");
     let left: Vec<_> = std::fs::read_dir(env.root.join("containers"))
