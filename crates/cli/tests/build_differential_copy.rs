@@ -211,6 +211,11 @@ fn served_files() -> BTreeMap<&'static str, (Vec<u8>, &'static str)> {
     files
 }
 
+/// Where `/disk/NAME` URLs of the test server are read from.
+fn changing_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("kiln-copy-diff-http-{}", std::process::id()))
+}
+
 /// Serves [`served_files`] on 127.0.0.1 (one request per connection) until
 /// the test process ends; returns the base URL.
 fn start_http_server() -> String {
@@ -240,7 +245,13 @@ fn start_http_server() -> String {
             let mut words = request.split_whitespace();
             let method = words.next().unwrap_or_default().to_string();
             let path = words.next().unwrap_or_default().to_string();
-            let response = match files.get(path.as_str()) {
+            // `/disk/NAME`: the current content of NAME in the test's
+            // changing-files directory (for cache tests).
+            let from_disk = path
+                .strip_prefix("/disk/")
+                .and_then(|name| fs::read(changing_dir().join(name)).ok())
+                .map(|body| (body, ""));
+            let response = match from_disk.as_ref().or(files.get(path.as_str())) {
                 Some((body, modified)) => {
                     let mut head = format!(
                         "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nETag: \"{:x}\"\r\nConnection: close\r\n",
@@ -957,4 +968,51 @@ fn sha256_hex(data: &[u8]) -> String {
         .next()
         .unwrap()
         .to_string()
+}
+
+/// ADD <url>'s cache key follows the content at the URL: an unchanged file
+/// hits the cache, a changed one runs the step again (BuildKit checks the
+/// URL on every build too).
+#[test]
+fn add_url_cache_follows_the_content() {
+    if !tools_present() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    import_busybox(&root, work.path());
+    let url = start_http_server();
+    fs::create_dir_all(changing_dir()).unwrap();
+    let served = changing_dir().join("data.txt");
+    let context = work.path().join("ctx");
+    write_context(
+        &context,
+        &format!("FROM busybox:local\nADD {url}/disk/data.txt /data.txt\n"),
+        &[],
+    );
+    let build = || {
+        let out = kiln(&root)
+            .args(["build", "--progress=plain", "-t", "kiln-copy-url-cache"])
+            .arg(&context)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", output_text(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    fs::write(&served, "one\n").unwrap();
+    let first = build();
+    assert!(!first.contains("CACHED"), "{first}");
+    let again = build();
+    assert!(
+        again.contains("CACHED"),
+        "unchanged URL content must hit the cache:\n{again}"
+    );
+    fs::write(&served, "two\n").unwrap();
+    let changed = build();
+    let _ = fs::remove_dir_all(changing_dir());
+    assert!(
+        !changed.contains("CACHED"),
+        "changed URL content must run the ADD again:\n{changed}"
+    );
 }
