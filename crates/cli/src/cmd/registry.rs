@@ -6,10 +6,10 @@ use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kiln_image::{Platform, Reference};
 use kiln_registry::{
     ClientOptions, Credentials, DockerConfig, Progress, ProgressEvent, PullOptions, RegistryClient,
@@ -88,100 +88,127 @@ pub fn run(root: &Path, verb: RegistryVerb) -> Result<ExitCode> {
     }
 }
 
-/// Prints docker-like lines per blob (never twice for one blob) and, on a
-/// terminal, one status line of bytes transferred that updates in place.
-struct LineProgress {
+/// Renders pull and push progress like docker: on a terminal one bar per blob
+/// (`abc123def456: Downloading [=====>    ] 12.1MB/40.2MB`, then `Pull
+/// complete`), otherwise plain lines per state change, nothing with `-q`.
+/// Public so `kiln build --push` renders its push the same way.
+pub struct TransferProgress {
     pushing: bool,
-    quiet: bool,
-    terminal: bool,
-    state: Mutex<ProgressState>,
+    mode: Mode,
+    /// (digest, state) pairs already printed as lines: never the same line twice.
+    printed: Mutex<HashSet<(String, &'static str)>>,
 }
 
-#[derive(Default)]
-struct ProgressState {
-    reported: HashSet<String>,
-    /// Per blob in transfer: (done, size).
-    transfers: HashMap<String, (u64, u64)>,
-    last_draw: Option<Instant>,
-    status_shown: bool,
+enum Mode {
+    Quiet,
+    Lines,
+    Bars {
+        multi: MultiProgress,
+        bars: Mutex<HashMap<String, ProgressBar>>,
+    },
 }
 
-impl LineProgress {
-    fn new(pushing: bool, quiet: bool) -> Self {
-        LineProgress {
-            pushing,
-            quiet,
-            terminal: io::stderr().is_terminal(),
-            state: Mutex::new(ProgressState::default()),
-        }
-    }
+fn short_digest(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    hex.get(..12).unwrap_or(hex)
+}
 
-    fn state(&self) -> std::sync::MutexGuard<'_, ProgressState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
+fn megabytes(bytes: u64) -> String {
+    indicatif::DecimalBytes(bytes).to_string()
+}
 
-    fn line(&self, digest: &str, text: &str) {
-        if self.quiet {
-            return;
-        }
-        let mut state = self.state();
-        state.transfers.remove(digest);
-        if state.reported.insert(digest.to_string()) {
-            if state.status_shown {
-                // Clear the status line before printing above it.
-                eprint!("\r\x1b[2K");
-                state.status_shown = false;
+impl TransferProgress {
+    /// Bars when stdout is a terminal, lines otherwise, nothing when `quiet`.
+    pub fn new(pushing: bool, quiet: bool) -> Self {
+        let mode = if quiet {
+            Mode::Quiet
+        } else if io::stdout().is_terminal() {
+            Mode::Bars {
+                multi: MultiProgress::with_draw_target(ProgressDrawTarget::stdout_with_hz(10)),
+                bars: Mutex::new(HashMap::new()),
             }
-            let short = digest.strip_prefix("sha256:").unwrap_or(digest);
-            let short = short.get(..12).unwrap_or(short);
-            say!("{short}: {text}");
+        } else {
+            Mode::Lines
+        };
+        TransferProgress {
+            pushing,
+            mode,
+            printed: Mutex::new(HashSet::new()),
         }
     }
 
-    fn draw(&self, state: &mut ProgressState) {
-        if self.quiet || !self.terminal || state.transfers.is_empty() {
-            return;
+    fn active_style() -> ProgressStyle {
+        ProgressStyle::with_template(
+            "{prefix}: {msg} [{bar:50}] {decimal_bytes}/{decimal_total_bytes}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+    }
+
+    fn final_style() -> ProgressStyle {
+        ProgressStyle::with_template("{prefix}: {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+    }
+
+    /// A plain line, once per (blob, state).
+    fn line(&self, digest: &str, state: &'static str, text: &str) {
+        let mut printed = self.printed.lock().unwrap_or_else(|p| p.into_inner());
+        if printed.insert((digest.to_string(), state)) {
+            say!("{}: {text}", short_digest(digest));
         }
-        let now = Instant::now();
-        if state
-            .last_draw
-            .is_some_and(|last| now.duration_since(last) < Duration::from_millis(100))
-        {
-            return;
+    }
+
+    /// The bar of `digest`, made (at the end of the list) when new.
+    fn bar(
+        multi: &MultiProgress,
+        bars: &Mutex<HashMap<String, ProgressBar>>,
+        digest: &str,
+    ) -> ProgressBar {
+        let mut bars = bars.lock().unwrap_or_else(|p| p.into_inner());
+        bars.entry(digest.to_string())
+            .or_insert_with(|| {
+                let bar = multi.add(ProgressBar::new(0));
+                bar.set_style(Self::final_style());
+                bar.set_prefix(short_digest(digest).to_string());
+                bar
+            })
+            .clone()
+    }
+
+    /// The blob reached a final state: its bar shows `text` and stays.
+    fn finish(&self, digest: &str, state: &'static str, text: &str) {
+        match &self.mode {
+            Mode::Quiet => {}
+            Mode::Lines => self.line(digest, state, text),
+            Mode::Bars { multi, bars } => {
+                let bar = Self::bar(multi, bars, digest);
+                bar.set_style(Self::final_style());
+                bar.finish_with_message(text.to_string());
+            }
         }
-        state.last_draw = Some(now);
-        let (done, total) = state
-            .transfers
-            .values()
-            .fold((0, 0), |(d, t), (done, size)| (d + done, t + size));
+    }
+}
+
+impl Progress for TransferProgress {
+    fn event(&self, event: ProgressEvent<'_>) {
         let verb = if self.pushing {
             "Pushing"
         } else {
             "Downloading"
         };
-        eprint!(
-            "\r\x1b[2K{verb} {} blob(s): {:.1} / {:.1} MB",
-            state.transfers.len(),
-            done as f64 / 1e6,
-            total as f64 / 1e6
-        );
-        state.status_shown = true;
-    }
-}
-
-impl Progress for LineProgress {
-    fn event(&self, event: ProgressEvent<'_>) {
         match event {
-            ProgressEvent::BlobExists { digest } => self.line(
+            ProgressEvent::BlobExists { digest } => self.finish(
                 digest,
+                "final",
                 if self.pushing {
                     "Layer already exists"
                 } else {
                     "Already exists"
                 },
             ),
-            ProgressEvent::BlobDone { digest } => self.line(
+            ProgressEvent::BlobDone { digest } => self.finish(
                 digest,
+                "final",
                 if self.pushing {
                     "Pushed"
                 } else {
@@ -189,29 +216,37 @@ impl Progress for LineProgress {
                 },
             ),
             ProgressEvent::BlobMounted { digest, from } => {
-                self.line(digest, &format!("Mounted from {from}"))
+                self.finish(digest, "final", &format!("Mounted from {from}"))
             }
-            ProgressEvent::BlobStart { digest, size } => {
-                let mut state = self.state();
-                state.transfers.insert(digest.to_string(), (0, size));
-                self.draw(&mut state);
-            }
-            ProgressEvent::BlobBytes { digest, done } => {
-                let mut state = self.state();
-                if let Some(entry) = state.transfers.get_mut(digest) {
-                    entry.0 = done;
+            ProgressEvent::BlobStart { digest, size } => match &self.mode {
+                Mode::Quiet => {}
+                Mode::Lines => self.line(digest, "start", &format!("{verb} {}", megabytes(size))),
+                Mode::Bars { multi, bars } => {
+                    let bar = Self::bar(multi, bars, digest);
+                    bar.set_length(size);
+                    bar.set_style(Self::active_style());
+                    bar.set_message(verb);
                 }
-                self.draw(&mut state);
+            },
+            ProgressEvent::BlobBytes { digest, done } => {
+                if let Mode::Bars { multi, bars } = &self.mode {
+                    Self::bar(multi, bars, digest).set_position(done);
+                }
             }
-            ProgressEvent::PlatformSelected { .. } | ProgressEvent::BlobRetry { .. } => {}
-        }
-    }
-}
-
-impl Drop for LineProgress {
-    fn drop(&mut self) {
-        if self.state().status_shown {
-            eprint!("\r\x1b[2K");
+            ProgressEvent::BlobRetry { digest, done, why } => match &self.mode {
+                Mode::Quiet => {}
+                Mode::Lines => {
+                    say!(
+                        "{}: Retrying from {} ({why})",
+                        short_digest(digest),
+                        megabytes(done)
+                    );
+                }
+                Mode::Bars { multi, bars } => {
+                    Self::bar(multi, bars, digest).set_message(format!("Retrying ({why})"));
+                }
+            },
+            ProgressEvent::PlatformSelected { .. } => {}
         }
     }
 }
@@ -251,7 +286,7 @@ fn pull(root: &Path, args: PullArgs) -> Result<ExitCode> {
             reference.repository().familiar_name()
         );
     }
-    let progress = LineProgress::new(false, args.quiet);
+    let progress = TransferProgress::new(false, args.quiet);
     let outcome = kiln_registry::pull(
         &store,
         &client,
@@ -287,7 +322,7 @@ fn push(root: &Path, args: PushArgs) -> Result<ExitCode> {
             reference.repository().familiar_name()
         );
     }
-    let progress = LineProgress::new(true, args.quiet);
+    let progress = TransferProgress::new(true, args.quiet);
     let outcome = kiln_registry::push(&store, &client, &reference, &progress)
         .with_context(|| format!("pushing {}", reference.familiar()))?;
     if args.quiet {

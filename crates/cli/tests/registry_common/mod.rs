@@ -608,3 +608,133 @@ fn serve_token(
     )?;
     Ok(())
 }
+
+/// What a [`start_faulty_proxy`] does to blob downloads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Pass everything through (only log).
+    None,
+    /// Send the first `after` body bytes of a blob GET, then close the connection.
+    Cut { after: usize },
+    /// Send the first `after` body bytes of a blob GET, then hold the connection open.
+    Stall { after: usize },
+}
+
+/// One blob GET a faulty proxy saw.
+#[derive(Clone, Debug)]
+pub struct BlobGet {
+    /// `sha256:...` of the blob.
+    pub digest: String,
+    /// The request's `Range` header, if any.
+    pub range: Option<String>,
+    /// The response status code.
+    pub status: u16,
+    /// Body bytes passed on to the client.
+    pub body_sent: usize,
+}
+
+/// A logging proxy in front of a plain HTTP registry that applies `fault`
+/// to the first `faults` blob GETs whose body is longer than the fault's
+/// byte count. Returns the port and the log of blob GETs.
+pub fn start_faulty_proxy(
+    target_port: u16,
+    fault: Fault,
+    faults: usize,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<BlobGet>>>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let shared_log = log.clone();
+    let remaining = Arc::new(AtomicUsize::new(faults));
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let log = shared_log.clone();
+            let remaining = remaining.clone();
+            std::thread::spawn(move || {
+                let _ = faulty_one(client, target_port, fault, &remaining, &log);
+            });
+        }
+    });
+    fn faulty_one(
+        mut client: TcpStream,
+        target_port: u16,
+        fault: Fault,
+        remaining: &AtomicUsize,
+        log: &Mutex<Vec<BlobGet>>,
+    ) -> std::io::Result<()> {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if client.read(&mut byte)? == 0 {
+                return Ok(());
+            }
+            if head.is_empty() && !byte[0].is_ascii_uppercase() {
+                return Ok(());
+            }
+            head.push(byte[0]);
+        }
+        let text = String::from_utf8_lossy(&head).into_owned();
+        let request_line = text.lines().next().unwrap_or_default().to_string();
+        let range = text
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("range:"))
+            .map(|l| l[6..].trim().to_string());
+        let mut upstream = TcpStream::connect(("127.0.0.1", target_port))?;
+        upstream.write_all(with_connection_close(&text).as_bytes())?;
+        let mut response = Vec::new();
+        upstream.read_to_end(&mut response)?;
+        let head_end = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|p| p + 4)
+            .unwrap_or(response.len());
+        let head_text = String::from_utf8_lossy(&response[..head_end]).into_owned();
+        let status = head_text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = &response[head_end..];
+        let blob_get = request_line.starts_with("GET ") && request_line.contains("/blobs/sha256:");
+        let limit = match fault {
+            Fault::Cut { after } | Fault::Stall { after } => Some(after),
+            Fault::None => None,
+        };
+        let faulted = blob_get
+            && limit.is_some_and(|after| body.len() > after)
+            && remaining
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        let sent = if faulted {
+            limit.unwrap_or(0)
+        } else {
+            body.len()
+        };
+        if blob_get {
+            let digest = request_line
+                .split("/blobs/")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap_or_default()
+                .to_string();
+            log.lock().unwrap().push(BlobGet {
+                digest,
+                range,
+                status,
+                body_sent: sent,
+            });
+        }
+        client.write_all(with_connection_close(&head_text).as_bytes())?;
+        client.write_all(&body[..sent])?;
+        client.flush()?;
+        if faulted && matches!(fault, Fault::Stall { .. }) {
+            // Hold the connection until the client goes away.
+            let mut sink = [0u8; 64];
+            while client.read(&mut sink).map(|n| n > 0).unwrap_or(false) {}
+        }
+        Ok(())
+    }
+    (port, log)
+}
