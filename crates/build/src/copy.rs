@@ -300,7 +300,28 @@ impl<'a> CopyPlan<'a> {
             }
         }
         let into = self.staged(dest_parts);
-        crate::archive::unpack(archive, &into, &dest_text).map_err(archive_error)
+        crate::archive::unpack(archive, &into, &dest_text).map_err(archive_error)?;
+        // BuildKit writes an archive's `.wh.*` members as plain files, which
+        // the layer then carries as whiteouts (hiding what the image had
+        // there); kiln-snapshot's apply honoured them instead: put them back.
+        for entry in &entries {
+            if !entry.last().is_some_and(|name| name.starts_with(".wh.")) {
+                continue;
+            }
+            let mut path = into.clone();
+            let mut safe = true;
+            for (i, part) in entry.iter().enumerate() {
+                path.push(part);
+                if i + 1 < entry.len() && !fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                    safe = false;
+                    break;
+                }
+            }
+            if safe && fs::symlink_metadata(&path).is_err() {
+                fs::write(&path, b"").map_err(io_error("creating", &path))?;
+            }
+        }
+        Ok(())
     }
 
     /// Copies every item to `dest` (an absolute path in the image).

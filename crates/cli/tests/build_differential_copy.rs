@@ -42,6 +42,8 @@ enum Item {
     Bytes(Vec<u8>, u32),
     Dir(u32),
     Link(&'static str),
+    /// A hard link to an earlier entry of the context.
+    HardLink(&'static str),
     /// A tar archive (members as [`Member`]), piped through this compressor
     /// command (`gzip`, `bzip2`, `xz`, `zstd`) unless it is empty.
     Archive(Vec<Member>, &'static str),
@@ -52,6 +54,7 @@ enum Member {
     File(&'static str, &'static str, u32),
     Dir(&'static str, u32),
     Link(&'static str, &'static str),
+    HardLink(&'static str, &'static str),
 }
 
 /// What the two builders must agree on.
@@ -125,6 +128,12 @@ fn tar_bytes(members: &[Member]) -> Vec<u8> {
                 header.set_size(0);
                 builder.append_link(&mut header, path, target).unwrap();
             }
+            Member::HardLink(path, target) => {
+                header.set_entry_type(tar::EntryType::Link);
+                header.set_mode(0o644);
+                header.set_size(0);
+                builder.append_link(&mut header, path, target).unwrap();
+            }
         }
     }
     builder.into_inner().unwrap()
@@ -168,6 +177,7 @@ fn write_context(dir: &Path, dockerfile: &str, files: &[(&'static str, Item)]) {
                 set_mode(&full, *mode);
             }
             Item::Link(target) => std::os::unix::fs::symlink(target, &full).unwrap(),
+            Item::HardLink(target) => fs::hard_link(dir.join(target), &full).unwrap(),
             Item::Archive(members, compressor) => {
                 let tar = tar_bytes(members);
                 let bytes = if compressor.is_empty() {
@@ -523,6 +533,102 @@ fn cases() -> Vec<Case> {
                     Archive(vec![Member::File("from-tar", "t\n", 0o644)], "gzip"),
                 ),
             ],
+        ),
+        case(
+            "context-modes-hardlinks-and-special-bits",
+            "FROM busybox:local\nCOPY m /m/\n",
+            vec![
+                ("m/setuid", File("s\n", 0o4755)),
+                ("m/setgid", File("g\n", 0o2750)),
+                ("m/sticky", Dir(0o1777)),
+                ("m/ro", File("r\n", 0o400)),
+                ("m/orig", File("h\n", 0o644)),
+                ("m/hard", HardLink("m/orig")),
+            ],
+        ),
+        case(
+            "chown-creates-owned-parents",
+            "FROM busybox:local\nCOPY --chown=nobody:nogroup f /a/b/c/\nCOPY --chown=1:2 d /x/y\nCOPY --chown=3 f /tmp/owned\n",
+            vec![("f", File("f\n", 0o644)), ("d/e/g", File("g\n", 0o644))],
+        ),
+        case(
+            "from-stage-with-chmod-chown-and-links",
+            "FROM busybox:local AS s\nRUN mkdir -p /d/sub && echo a > /d/a && chmod 4711 /d/a && ln -s sub /d/lsub && ln -s /d/a /d/abs && chown -R 9:9 /d\nFROM busybox:local\nCOPY --from=s --chmod=640 /d /c1\nCOPY --from=s --chown=nobody /d/ /c2/\nCOPY --from=s /d/lsub /c3\nCOPY --from=s /d/abs /c4\n",
+            vec![],
+        ),
+        case(
+            "file-onto-existing-names",
+            "FROM busybox:local\nRUN mkdir /dir && echo x > /file && ln -s /file /flink && ln -s /dir /dlink\nCOPY f /dir\nCOPY f /file\nCOPY f /flink\nCOPY f /dlink\n",
+            vec![("f", File("new\n", 0o600))],
+        ),
+        case(
+            "add-archive-overwrites-and-hardlinks",
+            "FROM busybox:local\nRUN mkdir -p /real && ln -s /real /lnk && echo old > /real/over\nADD a.tar /lnk/\nADD b.tar.gz /\n",
+            vec![
+                (
+                    "a.tar",
+                    Archive(
+                        vec![
+                            Member::File("over", "new\n", 0o600),
+                            Member::File("orig", "o\n", 0o644),
+                            Member::HardLink("hard", "orig"),
+                        ],
+                        "",
+                    ),
+                ),
+                (
+                    "b.tar.gz",
+                    Archive(
+                        vec![
+                            Member::Dir("etc/", 0o700),
+                            Member::File("etc/extra", "e\n", 0o644),
+                        ],
+                        "gzip",
+                    ),
+                ),
+            ],
+        ),
+        case(
+            "add-wildcard-archives-and-dest-without-slash",
+            "FROM busybox:local\nADD *.tar /many/\nADD one.tgz /single\n",
+            vec![
+                ("x.tar", Archive(vec![Member::File("x", "x\n", 0o644)], "")),
+                ("y.tar", Archive(vec![Member::File("y", "y\n", 0o644)], "")),
+                (
+                    "one.tgz",
+                    Archive(vec![Member::File("z/one", "1\n", 0o644)], "gzip"),
+                ),
+            ],
+        ),
+        case(
+            "add-archive-with-whiteout-names",
+            "FROM busybox:local\nRUN mkdir -p /w && echo keep > /w/victim\nADD wh.tar /w/\n",
+            vec![(
+                "wh.tar",
+                Archive(vec![Member::File(".wh.victim", "", 0o644)], ""),
+            )],
+        ),
+        case(
+            "source-paths-with-dots-and-slashes",
+            "FROM busybox:local\nCOPY ./d/../f /a\nCOPY d/./x /b\nCOPY /f /c\nCOPY d//x /dd/\n",
+            vec![("f", File("f\n", 0o644)), ("d/x", File("x\n", 0o644))],
+        ),
+        case(
+            "workdir-dot-and-trailing-slash-dot",
+            "FROM busybox:local\nWORKDIR /w\nCOPY f .\nCOPY d ./\nCOPY f /t/.\nCOPY d /u/.\n",
+            vec![("f", File("f\n", 0o644)), ("d/x", File("x\n", 0o644))],
+        ),
+        failing(
+            "from-stage-missing-path",
+            "FROM busybox:local AS s\nFROM busybox:local\nCOPY --from=s /nope /x\n",
+            vec![],
+            "not found",
+        ),
+        failing(
+            "from-unknown-stage-index",
+            "FROM busybox:local\nCOPY --from=5 /etc/passwd /x\n",
+            vec![],
+            "",
         ),
         case(
             "env-and-arg-in-sources-and-destinations",
