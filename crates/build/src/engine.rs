@@ -1656,8 +1656,9 @@ impl<'s> Engine<'_, 's> {
         let key = chain(&state.key, &parts);
         let dest_text = dest.value.clone();
         let dest_path = join_in_image(&state.workdir(), &dest_text);
-        let dest_is_dir_syntax =
-            dest_text.ends_with('/') || dest_text.ends_with("/.") || dest_text == ".";
+        // BuildKit: only `.` or a trailing `/` make DEST a directory; `/t/.`
+        // names the file `/t` (checked against it).
+        let dest_is_dir_syntax = dest_text.ends_with('/') || dest_text == ".";
         let chown = chown.as_ref().map(|c| c.value.clone());
         let chmod_text = chmod.as_ref().map(|c| c.value.clone());
         // BuildKit's history shows sources and destination, not the flags.
