@@ -25,6 +25,9 @@ pub const INSECURE_ENV: &str = "KILN_INSECURE_REGISTRIES";
 /// Environment variable: directory of per-registry CA certificates
 /// (default `/etc/docker/certs.d`, laid out as docker's: `HOST[:PORT]/*.crt`).
 pub const CERTS_DIR_ENV: &str = "KILN_CERTS_DIR";
+/// Environment variable: a docker `daemon.json` whose `insecure-registries`
+/// kiln honours too (default `/etc/docker/daemon.json`; empty: none).
+pub const DAEMON_JSON_ENV: &str = "KILN_DOCKER_DAEMON_JSON";
 /// Environment variable: upload blobs larger than this many bytes in PATCH
 /// chunks of this size (default 64 MiB); smaller ones in one PUT.
 pub const CHUNK_SIZE_ENV: &str = "KILN_PUSH_CHUNK_SIZE";
@@ -52,12 +55,18 @@ impl ClientOptions {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/etc/docker/certs.d"));
-        let insecure = std::env::var(INSECURE_ENV)
+        let mut insecure: Vec<String> = std::env::var(INSECURE_ENV)
             .unwrap_or_default()
             .split([',', ' '])
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect();
+        let daemon_json = std::env::var_os(DAEMON_JSON_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/etc/docker/daemon.json"));
+        if !daemon_json.as_os_str().is_empty() {
+            insecure.extend(daemon_insecure_registries(&daemon_json)?);
+        }
         let chunk_size = std::env::var(CHUNK_SIZE_ENV)
             .ok()
             .and_then(|v| v.trim().parse::<u64>().ok())
@@ -72,6 +81,34 @@ impl ClientOptions {
     }
 }
 
+/// The `insecure-registries` of a docker `daemon.json` (none when the file
+/// does not exist).
+pub fn daemon_insecure_registries(path: &Path) -> Result<Vec<String>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(RegistryError::Io {
+                action: "reading docker daemon config",
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    #[derive(serde::Deserialize)]
+    struct Daemon {
+        #[serde(default, rename = "insecure-registries")]
+        insecure_registries: Vec<String>,
+    }
+    let daemon: Daemon = serde_json::from_str(&text).map_err(|e| RegistryError::Config {
+        path: path.to_path_buf(),
+        why: format!(
+            "not a docker daemon.json ({e}); fix it or point {DAEMON_JSON_ENV} elsewhere (empty: ignore it)"
+        ),
+    })?;
+    Ok(daemon.insecure_registries)
+}
+
 /// The API host behind a reference's domain (Docker Hub's names differ).
 pub fn api_host(registry: &str) -> &str {
     match registry {
@@ -83,24 +120,46 @@ pub fn api_host(registry: &str) -> &str {
 /// Whether `registry` may be used over plain HTTP: localhost, 127.0.0.0/8,
 /// ::1, or listed in `insecure`.
 pub fn allows_plain_http(registry: &str, insecure: &[String]) -> bool {
-    if insecure.iter().any(|entry| entry == registry) {
-        return true;
-    }
     let host = host_without_port(registry);
-    if insecure.iter().any(|entry| entry == host) {
+    if insecure
+        .iter()
+        .any(|entry| entry == registry || entry == host)
+    {
         return true;
     }
     if host == "localhost" {
         return true;
     }
-    match host
+    let ip = host
         .trim_start_matches('[')
         .trim_end_matches(']')
-        .parse::<IpAddr>()
-    {
-        Ok(IpAddr::V4(ip)) => ip.is_loopback(),
-        Ok(IpAddr::V6(ip)) => ip.is_loopback(),
+        .parse::<IpAddr>();
+    match ip {
+        Ok(ip) if ip.is_loopback() => true,
+        // docker's insecure-registries also takes CIDR ranges (10.0.0.0/8).
+        Ok(ip) => insecure.iter().any(|entry| cidr_contains(entry, ip)),
         Err(_) => false,
+    }
+}
+
+/// Whether `entry` is a CIDR range (`10.0.0.0/8`, `fd00::/8`) holding `ip`.
+fn cidr_contains(entry: &str, ip: IpAddr) -> bool {
+    let Some((network, bits)) = entry.split_once('/') else {
+        return false;
+    };
+    let (Ok(network), Ok(bits)) = (network.parse::<IpAddr>(), bits.parse::<u32>()) else {
+        return false;
+    };
+    match (network, ip) {
+        (IpAddr::V4(network), IpAddr::V4(ip)) if bits <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+            u32::from(network) & mask == u32::from(ip) & mask
+        }
+        (IpAddr::V6(network), IpAddr::V6(ip)) if bits <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            u128::from(network) & mask == u128::from(ip) & mask
+        }
+        _ => false,
     }
 }
 
@@ -120,7 +179,9 @@ fn system_roots() -> &'static [rustls::pki_types::CertificateDer<'static>] {
     ROOTS.get_or_init(|| rustls_native_certs::load_native_certs().certs)
 }
 
-/// TLS config: the system roots plus every `*.crt` in `certs_dir/HOST[:PORT]/`.
+/// TLS config as docker's `certs.d`: the system roots plus every `*.crt` in
+/// `certs_dir/HOST[:PORT]/` as CAs, and a client certificate `NAME.cert`
+/// with its key `NAME.key` (the first by name when there are several).
 fn tls_config(registry: &str, certs_dir: &Path) -> Result<Arc<rustls::ClientConfig>> {
     let tls_err = |why: String| RegistryError::Tls {
         registry: registry.to_string(),
@@ -129,9 +190,30 @@ fn tls_config(registry: &str, certs_dir: &Path) -> Result<Arc<rustls::ClientConf
     let mut roots = rustls::RootCertStore::empty();
     let (_added, _ignored) = roots.add_parsable_certificates(system_roots().iter().cloned());
     let dir = certs_dir.join(registry);
+    let mut client_identity = None;
     if let Ok(entries) = std::fs::read_dir(&dir) {
         let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         paths.sort();
+        for path in paths
+            .iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "key"))
+        {
+            if !path.with_extension("cert").exists() {
+                return Err(tls_err(format!(
+                    "{}: a client key without its certificate {}",
+                    path.display(),
+                    path.with_extension("cert").display()
+                )));
+            }
+        }
+        for path in paths
+            .iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "cert"))
+        {
+            if client_identity.is_none() {
+                client_identity = Some(client_certificate(path, &tls_err)?);
+            }
+        }
         for path in paths
             .iter()
             .filter(|p| p.extension().is_some_and(|x| x == "crt"))
@@ -160,9 +242,63 @@ fn tls_config(registry: &str, certs_dir: &Path) -> Result<Arc<rustls::ClientConf
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_err(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match client_identity {
+        Some((chain, key)) => config
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| tls_err(format!("client certificate in {}: {e}", dir.display())))?,
+        None => config.with_no_client_auth(),
+    };
     Ok(Arc::new(config))
+}
+
+type ClientIdentity = (
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+);
+
+/// A client certificate chain `NAME.cert` and its key `NAME.key`, as docker
+/// reads them from certs.d.
+fn client_certificate(
+    cert_path: &Path,
+    tls_err: &dyn Fn(String) -> RegistryError,
+) -> Result<ClientIdentity> {
+    let key_path = cert_path.with_extension("key");
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|e| tls_err(format!("reading {}: {e}", path.display())))
+    };
+    let cert_bytes = read(cert_path)?;
+    let chain = rustls_pemfile::certs(&mut cert_bytes.as_slice())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| {
+            tls_err(format!(
+                "{}: not a PEM certificate ({e})",
+                cert_path.display()
+            ))
+        })?;
+    if chain.is_empty() {
+        return Err(tls_err(format!(
+            "{}: no PEM certificate in it",
+            cert_path.display()
+        )));
+    }
+    if !key_path.exists() {
+        return Err(tls_err(format!(
+            "client certificate {} has no key {} beside it",
+            cert_path.display(),
+            key_path.display()
+        )));
+    }
+    let key_bytes = read(&key_path)?;
+    let key = rustls_pemfile::private_key(&mut key_bytes.as_slice())
+        .map_err(|e| {
+            tls_err(format!(
+                "{}: not a PEM private key ({e})",
+                key_path.display()
+            ))
+        })?
+        .ok_or_else(|| tls_err(format!("{}: no PEM private key in it", key_path.display())))?;
+    Ok((chain, key))
 }
 
 /// A request body that can be sent again (after a 401 or a transient error).
@@ -317,6 +453,15 @@ impl RegistryClient {
                         });
                     }
                 }
+            }
+            Err(RegistryError::Transport { url, why }) => {
+                return Err(RegistryError::Transport {
+                    url,
+                    why: format!(
+                        "{why} (if {} only speaks plain HTTP, list it in {INSECURE_ENV} or in the insecure-registries of /etc/docker/daemon.json)",
+                        self.registry
+                    ),
+                });
             }
             Err(e) => return Err(e),
         };
@@ -721,6 +866,30 @@ mod tests {
     }
 
     #[test]
+    fn insecure_cidr_ranges_and_daemon_json() {
+        let ranges = vec!["10.1.0.0/16".to_string(), "fd00::/8".to_string()];
+        assert!(allows_plain_http("10.1.2.3:5000", &ranges));
+        assert!(!allows_plain_http("10.2.0.1:5000", &ranges));
+        assert!(allows_plain_http("[fd12::1]:5000", &ranges));
+        assert!(!allows_plain_http("reg.lan", &ranges));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("daemon.json");
+        assert!(daemon_insecure_registries(&path).unwrap().is_empty());
+        std::fs::write(
+            &path,
+            r#"{"insecure-registries": ["reg.lan:5000", "10.0.0.0/8"], "debug": true}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            daemon_insecure_registries(&path).unwrap(),
+            vec!["reg.lan:5000".to_string(), "10.0.0.0/8".to_string()]
+        );
+        std::fs::write(&path, "{not json").unwrap();
+        let err = daemon_insecure_registries(&path).unwrap_err();
+        assert!(err.to_string().contains(DAEMON_JSON_ENV), "{err}");
+    }
+
+    #[test]
     fn docker_hub_endpoint() {
         assert_eq!(api_host("docker.io"), "registry-1.docker.io");
         assert_eq!(api_host("ghcr.io"), "ghcr.io");
@@ -744,5 +913,13 @@ mod tests {
         std::fs::write(dir.path().join("bad.example:5000/ca.crt"), "not pem").unwrap();
         let err = tls_config("bad.example:5000", dir.path()).unwrap_err();
         assert!(err.to_string().contains("no PEM certificate"), "{err}");
+        std::fs::create_dir_all(dir.path().join("keyless.example")).unwrap();
+        std::fs::write(dir.path().join("keyless.example/client.cert"), "x").unwrap();
+        let err = tls_config("keyless.example", dir.path()).unwrap_err();
+        assert!(err.to_string().contains("PEM"), "{err}");
+        std::fs::create_dir_all(dir.path().join("certless.example")).unwrap();
+        std::fs::write(dir.path().join("certless.example/client.key"), "x").unwrap();
+        let err = tls_config("certless.example", dir.path()).unwrap_err();
+        assert!(err.to_string().contains("without its certificate"), "{err}");
     }
 }

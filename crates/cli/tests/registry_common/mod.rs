@@ -47,6 +47,7 @@ pub enum Auth {
 /// A running docker-registry, killed on drop.
 pub struct TestRegistry {
     child: Child,
+    pub ip: String,
     pub port: u16,
     pub dir: tempfile::TempDir,
 }
@@ -54,10 +55,21 @@ pub struct TestRegistry {
 impl TestRegistry {
     /// Starts a registry; `tls` is (certificate, key).
     pub fn start(auth: Auth, tls: Option<(PathBuf, PathBuf)>) -> TestRegistry {
+        Self::start_with(auth, tls, None, "127.0.0.1")
+    }
+
+    /// Starts a registry listening on `ip`; with `client_ca`, TLS clients
+    /// must present a certificate signed by it.
+    pub fn start_with(
+        auth: Auth,
+        tls: Option<(PathBuf, PathBuf)>,
+        client_ca: Option<PathBuf>,
+        ip: &str,
+    ) -> TestRegistry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {ip}:{port}\n",
             dir.path().join("data").display()
         );
         if let Some((cert, key)) = &tls {
@@ -66,6 +78,9 @@ impl TestRegistry {
                 cert.display(),
                 key.display()
             ));
+            if let Some(ca) = &client_ca {
+                config.push_str(&format!("    clientcas:\n      - {}\n", ca.display()));
+            }
         }
         match &auth {
             Auth::None => {}
@@ -94,13 +109,18 @@ impl TestRegistry {
             .stderr(log)
             .spawn()
             .expect("starting docker-registry");
-        let registry = TestRegistry { child, port, dir };
-        wait_for_port(port, &registry.dir.path().join("registry.log"));
+        let registry = TestRegistry {
+            child,
+            ip: ip.to_string(),
+            port,
+            dir,
+        };
+        wait_for_port(ip, port, &registry.dir.path().join("registry.log"));
         registry
     }
 
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 }
 
@@ -111,10 +131,10 @@ impl Drop for TestRegistry {
     }
 }
 
-fn wait_for_port(port: u16, log: &Path) {
+fn wait_for_port(ip: &str, port: u16, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if TcpStream::connect((ip, port)).is_ok() {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -158,6 +178,7 @@ impl Env {
             .arg(root)
             .env_remove("KILN_ROOT")
             .env_remove("KILN_INSECURE_REGISTRIES")
+            .env("KILN_DOCKER_DAEMON_JSON", "")
             .env("DOCKER_CONFIG", &self.docker_config)
             .env("KILN_CERTS_DIR", &self.certs_dir)
             .stdin(Stdio::null());
@@ -290,6 +311,54 @@ pub fn make_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     ]);
     let _ = (ca_key, csr);
     (ca_crt, crt, key)
+}
+
+/// A client certificate `client.cert` / `client.key` signed by the CA that
+/// [`make_certificates`] made in `dir`.
+pub fn make_client_certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    std::fs::write(
+        dir.join("client-ext.cnf"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    let openssl = |args: &[&str]| {
+        run_ok(
+            Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .stderr(Stdio::piped()),
+        );
+    };
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+        "-subj",
+        "/CN=kiln test client",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "client.cert",
+        "-days",
+        "2",
+        "-extfile",
+        "client-ext.cnf",
+    ]);
+    (dir.join("client.cert"), dir.join("client.key"))
 }
 
 /// A proxy on 127.0.0.1 that forwards each HTTP request to `target_port`
