@@ -17,7 +17,8 @@ use std::fs;
 use std::io::BufReader;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
 
 use kiln_dockerfile::instructions::{
@@ -387,27 +388,48 @@ pub fn build(
         .target(options.target.as_deref())
         .map_err(|e| render(&[e]))?;
     let lease = store.lease();
-    let mut engine = Engine {
+    let engine = Engine {
         store,
         lease: &lease,
         options,
         stages: &stages,
         graph: &graph,
-        progress,
-        context: None,
-        results: HashMap::new(),
-        flattened: HashMap::new(),
-        stage_sizes: Vec::new(),
-        cached_steps: 0,
-        executed_steps: 0,
+        progress: Progress(Mutex::new(progress)),
+        context: OnceLock::new(),
+        context_loading: Mutex::new(()),
+        results: Mutex::new(HashMap::new()),
+        stage_done: Condvar::new(),
+        failed: AtomicBool::new(false),
+        first_error: Mutex::new(None),
+        flattened: Mutex::new(HashMap::new()),
+        stage_sizes: Mutex::new(Vec::new()),
+        cached_steps: AtomicUsize::new(0),
+        executed_steps: AtomicUsize::new(0),
         file_name,
-        current_step: 0,
-        local_layers: HashMap::new(),
+        local_layers: Mutex::new(HashMap::new()),
         layer_dirs: TempDir::new(store, "layers")?,
-        snapshot_dirs: std::cell::RefCell::new(HashMap::new()),
-        pulled: std::collections::HashSet::new(),
+        snapshot_dirs: Mutex::new(HashMap::new()),
+        pulled: Mutex::new(std::collections::HashSet::new()),
     };
-    let mut final_state = engine.build_stage(target, &mut Vec::new())?;
+    // One thread per stage the target needs; each waits for the stages it
+    // uses, so independent stages are built at the same time.
+    let required = graph.required_stages(target);
+    std::thread::scope(|scope| {
+        for &index in &required {
+            let engine = &engine;
+            scope.spawn(move || engine.stage_thread(index));
+        }
+    });
+    if let Some(error) = lock(&engine.first_error).take() {
+        return Err(error);
+    }
+    let mut final_state =
+        lock(&engine.results)
+            .get(&target)
+            .cloned()
+            .ok_or_else(|| BuildError::Dockerfile {
+                rendered: format!("the target stage {target} was not built"),
+            })?;
     if !options.labels.is_empty() {
         let config = final_state.config();
         let labels = config.entry("Labels").or_insert_with(|| json!({}));
@@ -430,9 +452,9 @@ pub fn build(
         manifest,
         config,
         size: final_state.size(),
-        stages: engine.stage_sizes.clone(),
-        cached_steps: engine.cached_steps,
-        executed_steps: engine.executed_steps,
+        stages: lock(&engine.stage_sizes).clone(),
+        cached_steps: engine.cached_steps.load(Ordering::Relaxed),
+        executed_steps: engine.executed_steps.load(Ordering::Relaxed),
     })
 }
 
@@ -442,30 +464,64 @@ struct Engine<'a, 's> {
     options: &'a BuildOptions,
     stages: &'a Stages,
     graph: &'a Graph,
-    progress: &'a mut dyn ProgressSink,
-    context: Option<Context>,
-    results: HashMap<usize, StageState>,
+    progress: Progress<'a>,
+    /// The build context, scanned when a step first reads it.
+    context: OnceLock<Context>,
+    /// Held while the context is scanned, so it is scanned once.
+    context_loading: Mutex<()>,
+    /// Finished stages; `stage_done` is signalled when one is added or the
+    /// build fails.
+    results: Mutex<HashMap<usize, StageState>>,
+    stage_done: Condvar,
+    /// Set by the first failure: the other stages stop before their next step.
+    failed: AtomicBool,
+    first_error: Mutex<Option<BuildError>>,
     /// Flattened root filesystems of stages and images used by `COPY --from`.
-    flattened: HashMap<String, TempDir>,
-    stage_sizes: Vec<StageSize>,
-    cached_steps: usize,
-    executed_steps: usize,
+    flattened: Mutex<HashMap<String, TempDir>>,
+    stage_sizes: Mutex<Vec<StageSize>>,
+    cached_steps: AtomicUsize,
+    executed_steps: AtomicUsize,
     file_name: String,
-    /// Progress id of the step being executed (RUN output goes there).
-    current_step: usize,
     /// Directories holding the diffs of layers made by this build (RUN upper
     /// dirs, COPY staging trees), by diff id: already in overlayfs lower-dir
     /// form, so later steps stack them directly instead of unpacking the blob
     /// into a store snapshot (an apply plus a syncfs per step).
-    local_layers: HashMap<String, PathBuf>,
+    local_layers: Mutex<HashMap<String, PathBuf>>,
     /// Owns the directories in `local_layers`; removed when the build ends.
     layer_dirs: TempDir,
     /// Store snapshots already ensured (and leased) in this build, by chain id:
     /// asking the store again costs two database writes per layer per step.
-    snapshot_dirs: std::cell::RefCell<HashMap<String, PathBuf>>,
+    snapshot_dirs: Mutex<HashMap<String, PathBuf>>,
     /// Image references already pulled by this build, so `--pull` and a base
-    /// used by several steps fetch each one once.
-    pulled: std::collections::HashSet<String>,
+    /// used by several steps fetch each one once; held during a pull.
+    pulled: Mutex<std::collections::HashSet<String>>,
+}
+
+/// Locks `mutex`; a panic in another stage's thread does not poison the build.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The progress sink, shared by the stages' threads: each event is written
+/// whole under the lock, so lines of concurrent steps never mix.
+struct Progress<'a>(Mutex<&'a mut dyn ProgressSink>);
+
+impl Progress<'_> {
+    fn start(&self, name: &str) -> usize {
+        lock(&self.0).start(name)
+    }
+    fn log(&self, id: usize, bytes: &[u8]) {
+        lock(&self.0).log(id, bytes)
+    }
+    fn cached(&self, id: usize) {
+        lock(&self.0).cached(id)
+    }
+    fn done(&self, id: usize, elapsed: std::time::Duration) {
+        lock(&self.0).done(id, elapsed)
+    }
+    fn error(&self, id: usize, message: &str) {
+        lock(&self.0).error(id, message)
+    }
 }
 
 /// Where a step is, for progress labels and errors.
@@ -528,12 +584,14 @@ impl<'s> Engine<'_, 's> {
     /// Pulls `name` from its registry when the store lacks it (or, with
     /// `--pull`, always, once per build), showing an `[internal] pulling` step.
     /// A name that is not a valid reference is left to `image_state` to report.
-    fn ensure_image(&mut self, name: &str, step: &StepInfo) -> Result<(), BuildError> {
+    fn ensure_image(&self, name: &str, step: &StepInfo) -> Result<(), BuildError> {
         let Ok(reference) = kiln_image::Reference::parse(name) else {
             return Ok(());
         };
         let key = reference.to_string();
-        if self.pulled.contains(&key) {
+        // One pull at a time: two stages on the same missing base pull it once.
+        let mut pulled = lock(&self.pulled);
+        if pulled.contains(&key) {
             return Ok(());
         }
         if !self.options.pull && self.store.resolve_ref(&key)?.is_some() {
@@ -544,7 +602,7 @@ impl<'s> Engine<'_, 's> {
         match pull_image(self.store, &reference) {
             Ok(()) => {
                 self.progress.done(id, started.elapsed());
-                self.pulled.insert(key);
+                pulled.insert(key);
                 Ok(())
             }
             Err(error) => {
@@ -562,7 +620,7 @@ impl<'s> Engine<'_, 's> {
     }
 
     /// Loads an image as a starting state, pulling it first when needed.
-    fn image_state(&mut self, name: &str, step: &StepInfo) -> Result<StageState, BuildError> {
+    fn image_state(&self, name: &str, step: &StepInfo) -> Result<StageState, BuildError> {
         self.ensure_image(name, step)?;
         let not_found = || {
             self.step_error(
@@ -637,20 +695,64 @@ impl<'s> Engine<'_, 's> {
         state
     }
 
-    fn build_stage(
-        &mut self,
-        index: usize,
-        visiting: &mut Vec<usize>,
-    ) -> Result<StageState, BuildError> {
-        if let Some(done) = self.results.get(&index) {
-            return Ok(done.clone());
+    /// One stage's thread: waits until the stages it uses are built (or the
+    /// build failed), builds it, and publishes the result or the error.
+    fn stage_thread(&self, index: usize) {
+        let dependencies: Vec<usize> = self
+            .graph
+            .stages
+            .get(index)
+            .map(|node| node.stage_dependencies().into_iter().collect())
+            .unwrap_or_default();
+        {
+            let mut results = lock(&self.results);
+            loop {
+                if self.failed.load(Ordering::SeqCst) {
+                    return;
+                }
+                if dependencies
+                    .iter()
+                    .all(|d| *d == index || results.contains_key(d))
+                {
+                    break;
+                }
+                results = self
+                    .stage_done
+                    .wait(results)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
         }
-        if visiting.contains(&index) {
+        match self.build_stage(index) {
+            Ok(state) => {
+                lock(&self.results).insert(index, state);
+            }
+            Err(error) => {
+                // The first failure is the one reported; the stages it
+                // cancels fail after it with nothing to add.
+                let mut first = lock(&self.first_error);
+                if first.is_none() {
+                    *first = Some(error);
+                }
+                self.failed.store(true, Ordering::SeqCst);
+            }
+        }
+        // Under the results lock, so no waiting thread misses the signal.
+        let _results = lock(&self.results);
+        self.stage_done.notify_all();
+    }
+
+    /// The error a stage stops with when another stage failed first.
+    fn check_cancelled(&self) -> Result<(), BuildError> {
+        if self.failed.load(Ordering::SeqCst) {
             return Err(BuildError::Dockerfile {
-                rendered: format!("stage {index} depends on itself through COPY --from or FROM"),
+                rendered: "cancelled: another stage failed".into(),
             });
         }
-        visiting.push(index);
+        Ok(())
+    }
+
+    /// Builds one stage whose dependencies are all built.
+    fn build_stage(&self, index: usize) -> Result<StageState, BuildError> {
         let node = self
             .graph
             .stages
@@ -659,11 +761,6 @@ impl<'s> Engine<'_, 's> {
             .ok_or_else(|| BuildError::Dockerfile {
                 rendered: format!("no stage {index} in the Dockerfile"),
             })?;
-        for dependency in node.stage_dependencies() {
-            if dependency != index {
-                self.build_stage(dependency, visiting)?;
-            }
-        }
         let stage =
             self.stages
                 .stages
@@ -701,13 +798,11 @@ impl<'s> Engine<'_, 's> {
                 }
             },
             Base::Stage(base) => {
-                let mut state =
-                    self.results
-                        .get(base)
-                        .cloned()
-                        .ok_or_else(|| BuildError::Dockerfile {
-                            rendered: format!("stage {base} was not built before {stage_name}"),
-                        })?;
+                let mut state = lock(&self.results).get(base).cloned().ok_or_else(|| {
+                    BuildError::Dockerfile {
+                        rendered: format!("stage {base} was not built before {stage_name}"),
+                    }
+                })?;
                 // A child stage inherits its parent's ARGs, then its ENV again.
                 state.scope = state.scope.child();
                 state
@@ -726,6 +821,7 @@ impl<'s> Engine<'_, 's> {
         commands.extend(stage.commands.iter().cloned().map(|c| (c, None)));
         let mut position = 0;
         for (command, trigger_text) in &commands {
+            self.check_cancelled()?;
             let step = match trigger_text {
                 Some(text) => StepInfo {
                     label: format!("[{prefix}1/{total}] ONBUILD {text}"),
@@ -933,7 +1029,7 @@ impl<'s> Engine<'_, 's> {
                     state.config().insert("WorkingDir".into(), json!(target));
                     let key = chain(&state.key, &[canonical.as_bytes(), target.as_bytes()]);
                     let created_by = format!("WORKDIR {target}");
-                    self.fs_step(&mut state, &step, key, created_by, |engine, state| {
+                    self.fs_step(&mut state, &step, key, created_by, |engine, state, _id| {
                         engine.workdir_layer(state, &target)
                     })?;
                 }
@@ -993,7 +1089,7 @@ impl<'s> Engine<'_, 's> {
                         format!("|{} {} ", args.len(), list.join(" "))
                     };
                     let created_by = format!("RUN {arg_prefix}{} # buildkit", argv.join(" "));
-                    self.fs_step(&mut state, &step, key, created_by, |engine, state| {
+                    self.fs_step(&mut state, &step, key, created_by, |engine, state, id| {
                         // `sharing=locked` cache mounts: one build at a time.
                         let mut held = Vec::new();
                         for lock in &locks {
@@ -1006,6 +1102,7 @@ impl<'s> Engine<'_, 's> {
                         engine.run_layer(
                             state,
                             &step,
+                            id,
                             RunSpec {
                                 argv: argv.clone(),
                                 env: env.clone(),
@@ -1026,12 +1123,10 @@ impl<'s> Engine<'_, 's> {
                 Command::From(_) => {}
             }
         }
-        visiting.retain(|&i| i != index);
-        self.stage_sizes.push(StageSize {
+        lock(&self.stage_sizes).push(StageSize {
             name: stage_name,
             size: state.size(),
         });
-        self.results.insert(index, state.clone());
         Ok(state)
     }
 
@@ -1077,7 +1172,7 @@ impl<'s> Engine<'_, 's> {
         Ok(commands)
     }
 
-    fn config_step(&mut self, state: &mut StageState, canonical: &str, created_by: &str) {
+    fn config_step(&self, state: &mut StageState, canonical: &str, created_by: &str) {
         state.key = chain(&state.key, &[canonical.as_bytes()]);
         let created = state.created.clone();
         state.add_history(created_by.to_string(), true, &created);
@@ -1086,12 +1181,12 @@ impl<'s> Engine<'_, 's> {
     /// A step that makes a layer: looked up in the cache under `key`, else
     /// `make` runs and its layer is recorded.
     fn fs_step(
-        &mut self,
+        &self,
         state: &mut StageState,
         step: &StepInfo,
         key: blake3::Hash,
         created_by: String,
-        make: impl FnOnce(&mut Self, &StageState) -> Result<Layer, BuildError>,
+        make: impl FnOnce(&Self, &StageState, usize) -> Result<Layer, BuildError>,
     ) -> Result<(), BuildError> {
         let started = Instant::now();
         let id = self.progress.start(&step.label);
@@ -1112,7 +1207,7 @@ impl<'s> Engine<'_, 's> {
                 && self.store.has_blob(&layer.blob)
             {
                 self.progress.cached(id);
-                self.cached_steps += 1;
+                self.cached_steps.fetch_add(1, Ordering::Relaxed);
                 // Later keys chain through this step's *result*: a step that
                 // re-ran (--no-cache-filter) and produced other content
                 // invalidates everything built on it, here and in later builds.
@@ -1123,8 +1218,7 @@ impl<'s> Engine<'_, 's> {
                 return Ok(());
             }
         }
-        self.current_step = id;
-        let layer = match make(self, state) {
+        let layer = match make(self, state, id) {
             Ok(layer) => layer,
             Err(e) => {
                 let short = match &e {
@@ -1141,7 +1235,7 @@ impl<'s> Engine<'_, 's> {
         let created = kiln_store::time::rfc3339_now();
         self.store
             .cache_put(&key_text, &layer.to_json(&created).to_string())?;
-        self.executed_steps += 1;
+        self.executed_steps.fetch_add(1, Ordering::Relaxed);
         self.progress.done(id, started.elapsed());
         state.key = chain(&key, &[layer.diff_id.to_string().as_bytes()]);
         state.layers.push(layer);
@@ -1177,11 +1271,11 @@ impl<'s> Engine<'_, 's> {
 
     /// Keeps `dir` (the diff a layer was made from) as that layer's lower dir
     /// for the rest of the build.
-    fn keep_layer_dir(&mut self, dir: &Path, layer: &Layer) {
+    fn keep_layer_dir(&self, dir: &Path, layer: &Layer) {
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let kept = self.layer_dirs.0.join(format!("layer-{n}"));
         if fs::rename(dir, &kept).is_ok() {
-            self.local_layers.insert(layer.diff_id.to_string(), kept);
+            lock(&self.local_layers).insert(layer.diff_id.to_string(), kept);
         }
     }
 
@@ -1192,12 +1286,12 @@ impl<'s> Engine<'_, 's> {
         let mut dirs = Vec::with_capacity(layers.len());
         let mut parent: Option<Digest> = None;
         for (layer, chain_id) in layers.iter().zip(chain_ids) {
-            if let Some(local) = self.local_layers.get(&layer.diff_id.to_string()) {
+            if let Some(local) = lock(&self.local_layers).get(&layer.diff_id.to_string()) {
                 dirs.push(local.clone());
                 parent = Some(chain_id);
                 continue;
             }
-            if let Some(known) = self.snapshot_dirs.borrow().get(&chain_id.to_string()) {
+            if let Some(known) = lock(&self.snapshot_dirs).get(&chain_id.to_string()) {
                 dirs.push(known.clone());
                 parent = Some(chain_id);
                 continue;
@@ -1224,9 +1318,7 @@ impl<'s> Engine<'_, 's> {
                     .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
                 },
             )?;
-            self.snapshot_dirs
-                .borrow_mut()
-                .insert(chain_id.to_string(), dir.clone());
+            lock(&self.snapshot_dirs).insert(chain_id.to_string(), dir.clone());
             dirs.push(dir);
             parent = Some(chain_id);
         }
@@ -1240,7 +1332,7 @@ impl<'s> Engine<'_, 's> {
         })
     }
 
-    fn workdir_layer(&mut self, state: &StageState, target: &str) -> Result<Layer, BuildError> {
+    fn workdir_layer(&self, state: &StageState, target: &str) -> Result<Layer, BuildError> {
         let view = self.view(state)?;
         let staging = TempDir::new(self.store, "workdir")?;
         let parts = view.resolve(&components(target));
@@ -1272,7 +1364,7 @@ impl<'s> Engine<'_, 's> {
     /// BuildKit).
     #[allow(clippy::type_complexity)]
     fn run_mounts(
-        &mut self,
+        &self,
         step: &StepInfo,
         run: &kiln_dockerfile::instructions::Run,
     ) -> Result<(Vec<kiln_sandbox::Mount>, Vec<PathBuf>, Vec<Vec<u8>>), BuildError> {
@@ -1337,15 +1429,14 @@ impl<'s> Engine<'_, 's> {
                         }
                         Some(from) => {
                             let state = match self.resolve_from(from) {
-                                SourceRef::Stage(index) => {
-                                    self.results.get(&index).cloned().ok_or_else(|| {
-                                        BuildError::Dockerfile {
-                                            rendered: format!(
-                                                "stage {index} used by RUN --mount was not built"
-                                            ),
-                                        }
-                                    })?
-                                }
+                                SourceRef::Stage(index) => lock(&self.results)
+                                    .get(&index)
+                                    .cloned()
+                                    .ok_or_else(|| BuildError::Dockerfile {
+                                        rendered: format!(
+                                            "stage {index} used by RUN --mount was not built"
+                                        ),
+                                    })?,
                                 SourceRef::Image(name) => self.image_state(&name, step)?,
                             };
                             key.push(state.key.as_bytes().to_vec());
@@ -1375,9 +1466,10 @@ impl<'s> Engine<'_, 's> {
     }
 
     fn run_layer(
-        &mut self,
+        &self,
         state: &StageState,
         step: &StepInfo,
+        step_id: usize,
         run: RunSpec,
     ) -> Result<Layer, BuildError> {
         let RunSpec {
@@ -1434,21 +1526,24 @@ impl<'s> Engine<'_, 's> {
             },
         ];
         let mut tail: Vec<u8> = Vec::new();
-        let step_id = self.current_step;
-        let id_progress = &mut *self.progress;
         let status = {
             let mut sink = |_stream: Stream, bytes: &[u8]| {
-                id_progress.log(step_id, bytes);
+                self.progress.log(step_id, bytes);
                 tail.extend_from_slice(bytes);
                 if tail.len() > 16 * 1024 {
                     let cut = tail.len() - 8 * 1024;
                     tail.drain(..cut);
                 }
             };
-            kiln_sandbox::run(&spec, &mut sink)
+            self.run_sandbox(&spec, &mut sink)
         };
         let status = status
             .map_err(|e| self.step_error(step, format!("cannot run {argv:?}: {e}"), None, &[]))?;
+        let Some(status) = status else {
+            return Err(BuildError::Dockerfile {
+                rendered: format!("{}: cancelled: another stage failed", step.label),
+            });
+        };
         if !status.success() {
             let code = status.code();
             return Err(self.step_error(
@@ -1466,8 +1561,79 @@ impl<'s> Engine<'_, 's> {
         Ok(layer)
     }
 
-    fn context(&mut self) -> Result<&Context, BuildError> {
-        if self.context.is_none() {
+    /// Runs a sandbox to the end, streaming its output to `sink`; kills it
+    /// and returns `None` when another stage fails meanwhile.
+    fn run_sandbox(
+        &self,
+        spec: &SandboxSpec,
+        sink: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<Option<kiln_sandbox::ExitStatus>, kiln_sandbox::SandboxError> {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let mut running = kiln_sandbox::spawn(spec)?;
+        let mut streams: Vec<(Stream, fs::File)> = Vec::new();
+        if let Some(out) = running.take_stdout() {
+            streams.push((Stream::Stdout, out));
+        }
+        if let Some(err) = running.take_stderr() {
+            streams.push((Stream::Stderr, err));
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut killed = false;
+        // Every process of the sandbox dies with its PID 1, closing the pipes.
+        while !streams.is_empty() {
+            let mut pollfds: Vec<libc::pollfd> = streams
+                .iter()
+                .map(|(_, f)| libc::pollfd {
+                    fd: f.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            // SAFETY: pollfds is a valid array of pollfd for its length; the
+            // timeout lets a failure elsewhere be noticed.
+            let n = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, 100) };
+            if !killed && self.failed.load(Ordering::SeqCst) {
+                running.kill(libc::SIGKILL)?;
+                killed = true;
+            }
+            if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                // Cannot watch the pipes: just wait for the process.
+                break;
+            }
+            if n <= 0 {
+                // Timeout, or EINTR: poll again.
+                continue;
+            }
+            let mut closed = Vec::new();
+            for (index, pollfd) in pollfds.iter().enumerate() {
+                if pollfd.revents == 0 {
+                    continue;
+                }
+                let Some((stream, file)) = streams.get_mut(index) else {
+                    continue;
+                };
+                match file.read(&mut buf) {
+                    Ok(0) => closed.push(index),
+                    Ok(n) => sink(*stream, buf.get(..n).unwrap_or_default()),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => closed.push(index),
+                }
+            }
+            for index in closed.into_iter().rev() {
+                streams.remove(index);
+            }
+        }
+        let status = running.wait()?;
+        Ok((!killed).then_some(status))
+    }
+
+    fn context(&self) -> Result<&Context, BuildError> {
+        if let Some(context) = self.context.get() {
+            return Ok(context);
+        }
+        let _loading = lock(&self.context_loading);
+        if self.context.get().is_none() {
             let started = Instant::now();
             let id = self.progress.start("[internal] load build context");
             let cache_dir = self.store.root().join("context-stat-cache");
@@ -1477,9 +1643,9 @@ impl<'s> Engine<'_, 's> {
                 Some(cache_dir),
             )?;
             self.progress.done(id, started.elapsed());
-            self.context = Some(context);
+            let _ = self.context.set(context);
         }
-        match &self.context {
+        match self.context.get() {
             Some(context) => Ok(context),
             None => Err(BuildError::Dockerfile {
                 rendered: "build context was not loaded".into(),
@@ -1488,9 +1654,11 @@ impl<'s> Engine<'_, 's> {
     }
 
     /// The flattened root filesystem of a stage or image, for `COPY --from`.
-    fn flattened(&mut self, state: &StageState) -> Result<PathBuf, BuildError> {
+    fn flattened(&self, state: &StageState) -> Result<PathBuf, BuildError> {
         let key = state.key.to_hex().to_string();
-        if let Some(dir) = self.flattened.get(&key) {
+        // Held while unpacking: two stages copying from one source share it.
+        let mut flattened = lock(&self.flattened);
+        if let Some(dir) = flattened.get(&key) {
             return Ok(dir.0.clone());
         }
         let dir = TempDir::new(self.store, "from")?;
@@ -1508,12 +1676,12 @@ impl<'s> Engine<'_, 's> {
             })?;
         }
         let path = dir.0.clone();
-        self.flattened.insert(key, dir);
+        flattened.insert(key, dir);
         Ok(path)
     }
 
     fn copy_step(
-        &mut self,
+        &self,
         state: &mut StageState,
         step: &StepInfo,
         canonical: &str,
@@ -1635,16 +1803,12 @@ impl<'s> Engine<'_, 's> {
             }
             Some(reference) => {
                 let source_state = match reference {
-                    SourceRef::Stage(index) => {
-                        self.results
-                            .get(&index)
-                            .cloned()
-                            .ok_or_else(|| BuildError::Dockerfile {
-                                rendered: format!(
-                                    "stage {index} used by COPY --from was not built"
-                                ),
-                            })?
-                    }
+                    SourceRef::Stage(index) => lock(&self.results)
+                        .get(&index)
+                        .cloned()
+                        .ok_or_else(|| BuildError::Dockerfile {
+                            rendered: format!("stage {index} used by COPY --from was not built"),
+                        })?,
                     SourceRef::Image(name) => self.image_state(&name, step)?,
                 };
                 key_parts.push(source_state.key.as_bytes().to_vec());
@@ -1677,7 +1841,7 @@ impl<'s> Engine<'_, 's> {
             span: step.span,
             stage_name: step.stage_name.clone(),
         };
-        self.fs_step(state, step, key, created_by, move |engine, state| {
+        self.fs_step(state, step, key, created_by, move |engine, state, _id| {
             let chmod = match &chmod_text {
                 Some(text) => Some(crate::copy::Chmod::parse(text).ok_or_else(|| {
                     engine.step_error(&step_clone, format!("invalid --chmod={text}: use an octal mode like 0755 or a symbolic one like u+x,go-w"), None, &[])

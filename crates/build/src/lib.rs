@@ -2,7 +2,9 @@
 //! the store (stage graph, `--target` pruning, content-derived cache keys),
 //! driving the sandbox (RUN) and snapshot (layers) crates.
 //!
-//! * [`engine`] — [`engine::build`]: solve the stages a target needs, step by
+//! * [`engine`] — [`engine::build`]: solve the stages a target needs (a
+//!   thread per stage, each waiting for the stages it uses, so independent
+//!   stages run in parallel; the first failure cancels the rest), step by
 //!   step, with the build cache, and write and tag the image;
 //! * [`progress`] — progress events and BuildKit's `--progress=plain` output;
 //! * [`copy`], [`fsview`] — COPY/ADD into a staging tree, and read-only

@@ -1047,3 +1047,99 @@ fn build_args_only_invalidate_steps_that_use_them() {
     assert!(step_cached(&undeclared, "COPY f /f"), "{undeclared}");
     assert!(step_cached(&undeclared, "RUN echo $V"), "{undeclared}");
 }
+
+/// Independent stages are built at the same time: two stages that each
+/// sleep a second, copied into a final stage, run their RUN steps at
+/// overlapping times (read from the host-wide /proc/uptime); a stage the
+/// target does not need is never built. (Timing is printed, not asserted:
+/// on an idle 2-core machine the build takes about 1.5 s.)
+#[test]
+fn independent_stages_build_in_parallel() {
+    if !tools_present() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    import_busybox(&root, work.path());
+    let context = work.path().join("ctx");
+    fs::create_dir_all(&context).unwrap();
+    let run =
+        "RUN cut -d' ' -f1 /proc/uptime > /start && sleep 1 && cut -d' ' -f1 /proc/uptime > /end";
+    fs::write(
+        context.join("Dockerfile"),
+        format!("FROM busybox:local AS a\n{run}\nFROM busybox:local AS b\n{run}\nFROM busybox:local AS unused\nRUN exit 9\nFROM scratch\nCOPY --from=a /start /a-start\nCOPY --from=a /end /a-end\nCOPY --from=b /start /b-start\nCOPY --from=b /end /b-end\n"),
+    )
+    .unwrap();
+    let dest = work.path().join("out");
+    let started = std::time::Instant::now();
+    let out = kiln(&root)
+        .args(["build", "--progress=plain", "-o"])
+        .arg(format!("type=local,dest={}", dest.display()))
+        .arg(&context)
+        .output()
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("exit 9"),
+        "unused stage was built: {stderr}"
+    );
+    let time = |name: &str| -> f64 {
+        fs::read_to_string(dest.join(name))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (a, b) = (
+        (time("a-start"), time("a-end")),
+        (time("b-start"), time("b-end")),
+    );
+    assert!(
+        a.0 < b.1 && b.0 < a.1,
+        "RUN steps of independent stages did not overlap: a {a:?} b {b:?}\n{stderr}"
+    );
+    eprintln!("two independent 1 s stages built in {elapsed:?}");
+    // Progress stays one event per line even with two steps running.
+    for line in stderr.lines() {
+        assert!(
+            line.is_empty() || line.starts_with('#') || !line.contains('#'),
+            "mixed progress line {line:?} in:\n{stderr}"
+        );
+    }
+}
+
+/// A failing stage stops the build with its own error; a stage running
+/// meanwhile is killed rather than waited for.
+#[test]
+fn failing_stage_cancels_the_others() {
+    if !tools_present() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    import_busybox(&root, work.path());
+    let started = std::time::Instant::now();
+    let out = build_kiln_only(
+        &root,
+        &work.path().join("ctx"),
+        "FROM busybox:local AS slow\nRUN sleep 5\nRUN echo never > /never\nFROM busybox:local AS bad\nRUN sleep 0.3; echo broken >&2; exit 4\nFROM busybox:local\nCOPY --from=slow /never /never\nCOPY --from=bad /etc/passwd /p\n",
+        &[],
+    );
+    let elapsed = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("exit code: 4"), "{stderr}");
+    assert!(stderr.contains("broken"), "{stderr}");
+    assert!(stderr.contains("stage bad"), "{stderr}");
+    assert!(
+        !stderr.contains("cancelled"),
+        "the first error is shown: {stderr}"
+    );
+    assert!(!stderr.contains("[slow 3/3]"), "{stderr}");
+    assert!(
+        elapsed < std::time::Duration::from_secs(3),
+        "the 5 s step was not cancelled: {elapsed:?}\n{stderr}"
+    );
+}
