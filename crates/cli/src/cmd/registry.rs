@@ -94,6 +94,9 @@ pub fn run(root: &Path, verb: RegistryVerb) -> Result<ExitCode> {
 /// Public so `kiln build --push` renders its push the same way.
 pub struct TransferProgress {
     pushing: bool,
+    /// Lines and bars on stderr instead of stdout (`kiln build`, whose
+    /// stdout is the image id).
+    to_stderr: bool,
     mode: Mode,
     /// (digest, state) pairs already printed as lines: never the same line twice.
     printed: Mutex<HashSet<(String, &'static str)>>,
@@ -120,11 +123,26 @@ fn megabytes(bytes: u64) -> String {
 impl TransferProgress {
     /// Bars when stdout is a terminal, lines otherwise, nothing when `quiet`.
     pub fn new(pushing: bool, quiet: bool) -> Self {
+        Self::with_stream(pushing, quiet, false)
+    }
+
+    /// As [`TransferProgress::new`], on stderr when `to_stderr`.
+    pub fn with_stream(pushing: bool, quiet: bool, to_stderr: bool) -> Self {
+        let terminal = if to_stderr {
+            io::stderr().is_terminal()
+        } else {
+            io::stdout().is_terminal()
+        };
         let mode = if quiet {
             Mode::Quiet
-        } else if io::stdout().is_terminal() {
+        } else if terminal {
+            let target = if to_stderr {
+                ProgressDrawTarget::stderr_with_hz(10)
+            } else {
+                ProgressDrawTarget::stdout_with_hz(10)
+            };
             Mode::Bars {
-                multi: MultiProgress::with_draw_target(ProgressDrawTarget::stdout_with_hz(10)),
+                multi: MultiProgress::with_draw_target(target),
                 bars: Mutex::new(HashMap::new()),
             }
         } else {
@@ -132,6 +150,7 @@ impl TransferProgress {
         };
         TransferProgress {
             pushing,
+            to_stderr,
             mode,
             printed: Mutex::new(HashSet::new()),
         }
@@ -154,7 +173,15 @@ impl TransferProgress {
     fn line(&self, digest: &str, state: &'static str, text: &str) {
         let mut printed = self.printed.lock().unwrap_or_else(|p| p.into_inner());
         if printed.insert((digest.to_string(), state)) {
-            say!("{}: {text}", short_digest(digest));
+            self.say(&format!("{}: {text}", short_digest(digest)));
+        }
+    }
+
+    fn say(&self, text: &str) {
+        if self.to_stderr {
+            let _ = writeln!(io::stderr().lock(), "{text}");
+        } else {
+            say!("{text}");
         }
     }
 
@@ -236,11 +263,11 @@ impl Progress for TransferProgress {
             ProgressEvent::BlobRetry { digest, done, why } => match &self.mode {
                 Mode::Quiet => {}
                 Mode::Lines => {
-                    say!(
+                    self.say(&format!(
                         "{}: Retrying from {} ({why})",
                         short_digest(digest),
                         megabytes(done)
-                    );
+                    ));
                 }
                 Mode::Bars { multi, bars } => {
                     Self::bar(multi, bars, digest).set_message(format!("Retrying ({why})"));
@@ -332,6 +359,110 @@ fn push(root: &Path, args: PushArgs) -> Result<ExitCode> {
         say!("{label}: digest: {} size: {}", outcome.digest, outcome.size);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The registry part of `kiln build`: `--push`, and `-o type=image` with
+/// BuildKit's `name=REF` and `push=true` (`type=registry` is
+/// `type=image,push=true`, as in buildx).
+pub struct ImageOutput {
+    /// The `-o` spec without the fields read here (None: no `-o`).
+    pub rest: Option<String>,
+    /// `name=` references: the image is named (and pushed) as these too.
+    pub names: Vec<String>,
+    /// Whether to push the image under every name after the build.
+    pub push: bool,
+}
+
+impl ImageOutput {
+    /// Reads `--push` and the image fields of `-o SPEC`.
+    pub fn parse(spec: Option<&str>, push_flag: bool) -> Result<Self> {
+        let mut output = ImageOutput {
+            rest: spec.map(str::to_string),
+            names: Vec::new(),
+            push: push_flag,
+        };
+        let Some(spec) = spec else {
+            return Ok(output);
+        };
+        let fields: Vec<&str> = spec.split(',').collect();
+        if !fields
+            .iter()
+            .any(|f| *f == "type=image" || *f == "type=registry")
+        {
+            return Ok(output);
+        }
+        let mut rest = Vec::new();
+        let mut after_name = false;
+        for field in fields {
+            match field.split_once('=') {
+                Some(("type", "registry")) => {
+                    output.push = true;
+                    rest.push("type=image");
+                    after_name = false;
+                }
+                Some(("name", value)) => {
+                    output.names.push(value.trim_matches('"').to_string());
+                    after_name = true;
+                }
+                Some(("push", value)) => {
+                    output.push = match value {
+                        "true" | "1" => true,
+                        "false" | "0" => push_flag,
+                        other => bail!("-o {spec:?}: push={other:?}; use push=true or push=false"),
+                    };
+                    after_name = false;
+                }
+                // BuildKit's CSV form `"name=a,b"`: names after the first.
+                None if after_name => output.names.push(field.trim_matches('"').to_string()),
+                _ => {
+                    rest.push(field);
+                    after_name = false;
+                }
+            }
+        }
+        output.rest = Some(rest.join(","));
+        Ok(output)
+    }
+
+    /// Fails early (before the build) when a push has no name to push to.
+    pub fn check(&self, tags: &[String], output_is_image: bool) -> Result<()> {
+        if self.push && tags.is_empty() {
+            bail!(
+                "--push needs a name to push to: give -t REGISTRY/NAME:TAG or -o type=image,name=REGISTRY/NAME:TAG,push=true"
+            );
+        }
+        if self.push && !output_is_image {
+            bail!(
+                "--push pushes an image: it cannot be combined with -o type=local/tar/docker/oci"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Pushes the just built image under each of `tags` (as `kiln push` does),
+/// with progress on stderr (stdout is the image id).
+pub fn push_built(store: &kiln_store::Store, tags: &[String], quiet: bool) -> Result<()> {
+    for tag in tags {
+        let reference = parse_reference(tag)?;
+        let (_options, client) = client_for(reference.domain())?;
+        if !quiet {
+            eprintln!("pushing {} to {}", reference.familiar(), reference.domain());
+        }
+        let progress = TransferProgress::with_stream(true, quiet, true);
+        let outcome = kiln_registry::push(store, &client, &reference, &progress)
+            .with_context(|| format!("pushing {} after the build", reference.familiar()))?;
+        drop(progress);
+        if !quiet {
+            eprintln!(
+                "{}: digest: {} size: {}",
+                reference.tag().unwrap_or("latest"),
+                outcome.digest,
+                outcome.size
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `https://host:5000/v2/` → `host:5000`; None → Docker Hub.
