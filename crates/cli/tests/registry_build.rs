@@ -213,3 +213,97 @@ fn pull_flag_refreshes_a_stored_base() {
     let listing = env.ok_in(&store_b, &["run", "--rm", "listing:1", "cat", "/listing"]);
     assert!(listing.contains("payload.bin"), "{listing}");
 }
+
+/// `kiln build --push -t REF` and `-o type=image,name=REF,push=true`: the
+/// built image is in the registry with the same manifest digest and config
+/// as in the store (skopeo reads it back), and a fresh store pulls and runs it.
+#[test]
+fn build_push_sends_the_built_image() {
+    if !prerequisites() {
+        return;
+    }
+    let registry = TestRegistry::start(Auth::None, None);
+    let env = Env::new();
+    let base = format!("{}/base/busybox:1", registry.host());
+    if !env.import_busybox(&base, 0) {
+        return;
+    }
+    let context = context_with(
+        &env,
+        "push-ctx",
+        &format!("FROM {base}\nRUN echo pushed > /pushed\nENV WHERE=registry\n"),
+    );
+    // No name: refused before anything is built.
+    let (ok, stderr) = build_in(&env, &env.root.clone(), &context, &["--push"]);
+    assert!(!ok && stderr.contains("--push needs a name"), "{stderr}");
+
+    let app = format!("{}/app/built:1", registry.host());
+    let (ok, stderr) = build_in(&env, &env.root.clone(), &context, &["--push", "-t", &app]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("Pushed"), "{stderr}");
+    let digest = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("1: digest: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no pushed digest in:\n{stderr}"))
+        .to_string();
+    let local = env.ok(&["image", "inspect", &app]);
+    let local: serde_json::Value = serde_json::from_str(&local).unwrap();
+    let local = &local[0];
+    let remote = run_ok(std::process::Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{app}"),
+    ]));
+    let remote: serde_json::Value = serde_json::from_str(&remote).unwrap();
+    assert_eq!(remote["Digest"], digest);
+    let config = run_ok(std::process::Command::new("skopeo").args([
+        "inspect",
+        "--config",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{app}"),
+    ]));
+    let config_id = format!("sha256:{}", sha256_hex(config.as_bytes()));
+    assert_eq!(
+        local["Id"], config_id,
+        "registry config differs from the store's"
+    );
+    assert!(config.contains("WHERE=registry"), "{config}");
+
+    // BuildKit's output form, with two names.
+    let second = format!("{}/app/other:2", registry.host());
+    let third = format!("{}/app/third:3", registry.host());
+    let (ok, stderr) = build_in(
+        &env,
+        &env.root.clone(),
+        &context,
+        &[
+            "-o",
+            &format!("type=image,name={second},name={third},push=true"),
+        ],
+    );
+    assert!(ok, "{stderr}");
+    for name in [&second, &third] {
+        let remote = run_ok(std::process::Command::new("skopeo").args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{name}"),
+        ]));
+        assert!(remote.contains(&digest), "{name}: {remote}");
+    }
+
+    // A fresh store pulls the pushed image and runs it.
+    let fresh = env.fresh_root("fresh");
+    env.ok_in(&fresh, &["pull", &app]);
+    let out = env.ok_in(&fresh, &["run", "--rm", &app, "cat", "/pushed"]);
+    assert_eq!(out.trim(), "pushed");
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    std::fs::write(&path, data).unwrap();
+    let out = run_ok(std::process::Command::new("sha256sum").arg(&path));
+    out.split_whitespace().next().unwrap().to_string()
+}

@@ -65,6 +65,10 @@ pub struct BuildArgs {
     /// `type=docker,dest=FILE` (docker-archive), `type=oci,dest=FILE` (OCI archive)
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     output: Option<String>,
+    /// Push the image to its registry under every -t name after the build
+    /// (also `-o type=image,name=REF,push=true` or `-o type=registry`)
+    #[arg(long)]
+    push: bool,
 }
 
 /// Where `-o` sends the result.
@@ -170,8 +174,9 @@ pub fn run(root: &Path, mut args: BuildArgs) -> Result<ExitCode> {
             )
         })?
     };
+    let image_output = super::registry::ImageOutput::parse(args.output.as_deref(), args.push)?;
     let mut tags = Vec::new();
-    for tag in &args.tags {
+    for tag in args.tags.iter().chain(&image_output.names) {
         let reference = Reference::parse(tag)
             .with_context(|| format!("invalid tag {tag:?}: use name[:tag], e.g. app:1"))?;
         if reference.digest().is_some() {
@@ -199,10 +204,11 @@ pub fn run(root: &Path, mut args: BuildArgs) -> Result<ExitCode> {
             bail!("--platform {platform}: only this machine's platform ({host}) is supported yet");
         }
     }
-    let output = match &args.output {
+    let output = match &image_output.rest {
         Some(spec) => parse_output(spec)?,
         None => OutputSpec::Image,
     };
+    image_output.check(&tags, matches!(output, OutputSpec::Image))?;
     let mut labels = Vec::new();
     for label in &args.labels {
         match label.split_once('=') {
@@ -308,6 +314,9 @@ pub fn run(root: &Path, mut args: BuildArgs) -> Result<ExitCode> {
     if let Some(path) = &args.iidfile {
         std::fs::write(path, &id)
             .with_context(|| format!("writing --iidfile {}", path.display()))?;
+    }
+    if image_output.push {
+        super::registry::push_built(&store, &options.tags, quiet)?;
     }
     if quiet {
         println!("{id}");
