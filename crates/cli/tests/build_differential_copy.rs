@@ -631,6 +631,41 @@ fn cases() -> Vec<Case> {
             "",
         ),
         case(
+            "source-symlinks-resolved-inside-the-context",
+            "FROM busybox:local\nCOPY linkdir/f /via/\nCOPY linkdir /whole\nCOPY abs-in-context /abs\n",
+            vec![
+                ("d/f", File("f\n", 0o644)),
+                ("linkdir", Link("d")),
+                ("abs-in-context", Link("/d/f")),
+            ],
+        ),
+        failing(
+            "source-symlink-leaving-the-context",
+            "FROM busybox:local\nCOPY escape /e\n",
+            vec![("escape", Link("../../../../etc/passwd"))],
+            "",
+        ),
+        case(
+            "wildcard-directories-merge-contents",
+            "FROM busybox:local\nCOPY d* /w/\nCOPY d /\n",
+            vec![
+                ("d1/a", File("a\n", 0o644)),
+                ("d2/b", File("b\n", 0o644)),
+                ("d2/sub/c", File("c\n", 0o600)),
+                ("d/rootfile", File("r\n", 0o644)),
+            ],
+        ),
+        case(
+            "from-stage-empty-dirs-and-root",
+            "FROM busybox:local AS s\nRUN mkdir -p /e /full/inner && chmod 751 /e && echo x > /full/inner/x\nFROM scratch\nCOPY --from=s /e /e\nCOPY --from=s /e/ /e2/\nCOPY --from=s /full /\n",
+            vec![],
+        ),
+        case(
+            "add-plain-files-to-root-and-renamed",
+            "FROM busybox:local\nADD f /\nADD f /renamed.txt\nADD d /\n",
+            vec![("f", File("f\n", 0o755)), ("d/inside", File("i\n", 0o644))],
+        ),
+        case(
             "env-and-arg-in-sources-and-destinations",
             "FROM busybox:local\nARG SUB=d\nENV DEST=/envdest\nCOPY $SUB/x ${DEST}/\nCOPY ${SUB} $DEST/dir\n",
             vec![("d/x", File("x\n", 0o644))],
@@ -1120,5 +1155,47 @@ fn add_url_cache_follows_the_content() {
     assert!(
         !changed.contains("CACHED"),
         "changed URL content must run the ADD again:\n{changed}"
+    );
+}
+
+/// A COPY whose source is a symlink (or goes through one) reads what the
+/// link points to: changing that content must invalidate the step.
+#[test]
+fn copy_through_symlinks_is_invalidated_by_the_target() {
+    if !tools_present() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    import_busybox(&root, work.path());
+    let context = work.path().join("ctx");
+    write_context(
+        &context,
+        "FROM busybox:local\nCOPY todir /whole\nCOPY linkdir/f /via/\n",
+        &[
+            ("tree/f", Item::File("one\n", 0o644)),
+            ("todir", Item::Link("tree")),
+            ("linkdir", Item::Link("tree")),
+        ],
+    );
+    let build = || {
+        let out = kiln(&root)
+            .args(["build", "--progress=plain", "-t", "kiln-copy-link-cache"])
+            .arg(&context)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", output_text(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    build();
+    let again = build();
+    assert_eq!(again.matches("CACHED").count(), 2, "{again}");
+    fs::write(context.join("tree/f"), "two\n").unwrap();
+    let changed = build();
+    assert_eq!(
+        changed.matches("CACHED").count(),
+        0,
+        "a changed link target must run both COPY steps again:\n{changed}"
     );
 }

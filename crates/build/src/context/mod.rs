@@ -892,15 +892,84 @@ impl Context {
                 .collect());
         }
         if !cleaned.iter().any(|b| b"*?[\\".contains(b)) {
-            return Ok(self.get(&cleaned).into_iter().collect());
+            if let Some(entry) = self.get(&cleaned) {
+                return Ok(vec![entry]);
+            }
+            // Through a symlinked directory (`COPY linkdir/f`), as BuildKit.
+            let resolved = self.resolve_links_in(&cleaned, false);
+            return Ok(self.get(&resolved).into_iter().collect());
         }
+        let found = self.select_wildcard(&cleaned, pattern)?;
+        if !found.is_empty() {
+            return Ok(found);
+        }
+        // The directories before the first wildcard may be symlinks.
+        let parts: Vec<&[u8]> = cleaned.split(|&b| b == b'/').collect();
+        let fixed = parts
+            .iter()
+            .take_while(|p| !p.iter().any(|b| b"*?[\\".contains(b)))
+            .count();
+        if fixed == 0 {
+            return Ok(found);
+        }
+        let mut rewritten =
+            self.resolve_links_in(&parts.get(..fixed).unwrap_or_default().join(&b'/'), true);
+        for part in parts.get(fixed..).unwrap_or_default() {
+            if !rewritten.is_empty() {
+                rewritten.push(b'/');
+            }
+            rewritten.extend_from_slice(part);
+        }
+        if rewritten == cleaned {
+            return Ok(found);
+        }
+        self.select_wildcard(&rewritten, pattern)
+    }
+
+    /// `path` (cleaned, relative) with the symlinks among its components
+    /// resolved inside the context, as the entries record them: absolute
+    /// targets start at the context root, `..` stops there; the last
+    /// component only when `include_last`. Gives the path back unchanged
+    /// after 40 links or when it has no symlink.
+    pub fn resolve_links_in(&self, path: &[u8], include_last: bool) -> Vec<u8> {
+        let text = String::from_utf8_lossy(path).into_owned();
+        let mut parts = crate::fsview::components(&text);
+        let last = if include_last { None } else { parts.pop() };
+        let mut links = 0;
+        let walk = crate::fsview::resolve_links(parts.into(), |resolved| {
+            let Some(entry) = self.get(resolved.join("/").as_bytes()) else {
+                return crate::fsview::LinkProbe::NotALink;
+            };
+            match (&entry.kind, &entry.link_target) {
+                (EntryKind::Symlink, Some(target)) => {
+                    links += 1;
+                    if links > 40 {
+                        return crate::fsview::LinkProbe::GiveUp;
+                    }
+                    crate::fsview::LinkProbe::Link(PathBuf::from(OsStr::from_bytes(target)))
+                }
+                _ => crate::fsview::LinkProbe::NotALink,
+            }
+        });
+        let mut resolved = match walk {
+            crate::fsview::LinkWalk::Resolved(resolved) => resolved,
+            crate::fsview::LinkWalk::GaveUp { .. } => return path.to_vec(),
+        };
+        resolved.extend(last);
+        resolved.join("/").into_bytes()
+    }
+
+    fn select_wildcard(&self, cleaned: &[u8], pattern: &[u8]) -> Result<Vec<&Entry>, ContextError> {
+        let bad = || ContextError::BadSourcePattern {
+            pattern: String::from_utf8_lossy(pattern).into_owned(),
+        };
         let depth = cleaned.iter().filter(|&&b| b == b'/').count();
         let mut out = Vec::new();
         for entry in &self.entries {
             if entry.path.iter().filter(|&&b| b == b'/').count() != depth {
                 continue;
             }
-            if glob_match(&cleaned, &entry.path).map_err(|_| bad())? {
+            if glob_match(cleaned, &entry.path).map_err(|_| bad())? {
                 out.push(entry);
             }
         }
@@ -915,7 +984,26 @@ impl Context {
             return Ok(self.root_digest);
         }
         let selected = self.select(pattern)?;
-        Ok(digest_of_entries(&selected))
+        let digest = digest_of_entries(&selected);
+        // COPY follows a selected symlink: what it points to is read too.
+        let targets: Vec<Option<Digest>> = selected
+            .iter()
+            .filter(|e| e.kind == EntryKind::Symlink)
+            .map(|e| self.digest_of_path(&self.resolve_links_in(&e.path, true)))
+            .collect();
+        if targets.is_empty() {
+            return Ok(digest);
+        }
+        let mut h = blake3::Hasher::new();
+        h.update(b"kiln-context-selection-links-v1\0");
+        h.update(&digest.0);
+        for target in targets {
+            match target {
+                Some(d) => h.update(&d.0),
+                None => h.update(&[0]),
+            };
+        }
+        Ok(Digest(*h.finalize().as_bytes()))
     }
 
     /// Digest of a set of relative paths (each a file or subtree); missing
