@@ -149,7 +149,10 @@ fn progress_bars_on_a_terminal_lines_otherwise() {
     assert_success("kiln pull on a pty", &out);
     let screen = String::from_utf8_lossy(&out.stdout);
     assert!(screen.contains("Downloading ["), "no bar drawn:\n{screen}");
-    assert!(screen.contains("MB/"), "no byte counts:\n{screen}");
+    assert!(
+        screen.contains("B/") && screen.contains(" MB"),
+        "no byte counts:\n{screen}"
+    );
     assert!(screen.contains("Pull complete"), "{screen}");
 
     let lines_root = env.fresh_root("lines");
@@ -165,4 +168,32 @@ fn progress_bars_on_a_terminal_lines_otherwise() {
     let quiet = env.ok_in(&quiet_root, &["pull", "-q", &name]);
     assert_eq!(quiet.trim(), name.as_str());
     drop(registry);
+}
+
+/// A push whose blob upload the registry answers with 503 starts that blob
+/// over in a new upload session and succeeds.
+#[test]
+fn push_retries_transient_upload_failures() {
+    if !have_registry_tools() {
+        return;
+    }
+    let registry = TestRegistry::start(Auth::None, None);
+    let env = Env::new();
+    let (proxy, seen) = start_upload_failing_proxy(registry.port, 2);
+    let name = format!("127.0.0.1:{proxy}/test/retried:1");
+    if !env.import_busybox(&name, 0) {
+        return;
+    }
+    let out = env.ok(&["push", &name]);
+    assert!(out.contains("Retrying"), "{out}");
+    assert!(out.contains("Pushed"), "{out}");
+    assert!(seen.load(std::sync::atomic::Ordering::SeqCst) >= 4, "{out}");
+    let digest = pushed_digest(&out);
+    let direct = format!("{}/test/retried:1", registry.host());
+    let inspected = run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{direct}"),
+    ]));
+    assert!(inspected.contains(&digest), "{inspected}");
 }

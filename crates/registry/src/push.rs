@@ -62,7 +62,7 @@ pub fn push(
 
     let counts = std::sync::Mutex::new((0usize, 0usize, 0usize));
     crate::parallel::for_each(&blobs, UPLOAD_WORKERS, |(digest, size)| {
-        let result = push_blob(store, client, reference, digest, *size, progress)?;
+        let result = push_blob_with_retries(store, client, reference, digest, *size, progress)?;
         remember_source(store, digest, reference.domain(), repository);
         let mut counts = counts.lock().unwrap_or_else(|p| p.into_inner());
         match result {
@@ -116,6 +116,48 @@ pub fn push(
         mounted,
         existing,
     })
+}
+
+/// Attempts per blob when the registry or the connection fails transiently.
+const PUSH_ATTEMPTS: u32 = 3;
+
+/// Whether an upload failure is worth another attempt: the connection broke,
+/// or the registry answered 429 or 5xx.
+fn is_transient(error: &RegistryError) -> bool {
+    match error {
+        RegistryError::Transport { .. } => true,
+        RegistryError::Status { status, .. } => *status == 429 || *status >= 500,
+        _ => false,
+    }
+}
+
+/// [`push_blob`], started over in a new upload session after a transient
+/// failure (an upload session cannot be resumed portably), with backoff.
+fn push_blob_with_retries(
+    store: &Store,
+    client: &RegistryClient,
+    reference: &Reference,
+    digest: &Digest,
+    size: u64,
+    progress: &dyn Progress,
+) -> Result<BlobResult> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match push_blob(store, client, reference, digest, size, progress) {
+            Err(e) if attempt < PUSH_ATTEMPTS && is_transient(&e) => {
+                let why = e.to_string();
+                tracing::debug!("pushing {digest} again after: {why}");
+                progress.event(ProgressEvent::BlobRetry {
+                    digest: &digest.to_string(),
+                    done: 0,
+                    why: &why,
+                });
+                std::thread::sleep(std::time::Duration::from_millis(500 << attempt));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn push_blob(

@@ -807,3 +807,85 @@ pub fn start_faulty_proxy(
     }
     (port, log)
 }
+
+/// A proxy that forwards every request (bodies included, one request per
+/// connection) but answers the first `failures` blob upload PUTs with
+/// `503 Service Unavailable` after reading them. Returns (port, such PUTs seen).
+pub fn start_upload_failing_proxy(
+    target_port: u16,
+    failures: usize,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let _ = forward_with_body(client, target_port, failures, &counter);
+            });
+        }
+    });
+    fn forward_with_body(
+        mut client: TcpStream,
+        target_port: u16,
+        failures: usize,
+        counter: &AtomicUsize,
+    ) -> std::io::Result<()> {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if client.read(&mut byte)? == 0 {
+                return Ok(());
+            }
+            if head.is_empty() && !byte[0].is_ascii_uppercase() {
+                return Ok(());
+            }
+            head.push(byte[0]);
+        }
+        let text = String::from_utf8_lossy(&head).into_owned();
+        let length: usize = text
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        client.read_exact(&mut body)?;
+        let request_line = text.lines().next().unwrap_or_default();
+        if request_line.starts_with("PUT ")
+            && request_line.contains("/blobs/uploads/")
+            && counter.fetch_add(1, Ordering::SeqCst) < failures
+        {
+            client.write_all(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )?;
+            return client.flush();
+        }
+        let mut upstream = TcpStream::connect(("127.0.0.1", target_port))?;
+        upstream.write_all(with_connection_close(&text).as_bytes())?;
+        upstream.write_all(&body)?;
+        let mut response = Vec::new();
+        upstream.read_to_end(&mut response)?;
+        let head_end = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|p| p + 4)
+            .unwrap_or(response.len());
+        let head_text = String::from_utf8_lossy(&response[..head_end]).into_owned();
+        // Upload Locations name the registry's own host: point them at the proxy.
+        let head_text = head_text.replace(
+            &format!("127.0.0.1:{target_port}"),
+            &format!("127.0.0.1:{}", client.local_addr()?.port()),
+        );
+        client.write_all(with_connection_close(&head_text).as_bytes())?;
+        client.write_all(&response[head_end..])?;
+        client.flush()
+    }
+    (port, seen)
+}
