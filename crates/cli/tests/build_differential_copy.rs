@@ -1002,6 +1002,43 @@ fn documented_copy_features_newer_than_the_reference() {
         tree_lines(&out, "unz")
     );
 
+    // --exclude and --parents on another stage's files; ADD --exclude;
+    // ADD --unpack=false keeps an archive as it is.
+    let plain_tar = tar_bytes(&[Member::File("t", "t\n", 0o644)]);
+    let out = kiln_local(
+        work.path(),
+        &root,
+        "from-exclude-parents-unpack",
+        "FROM busybox:local AS s\nRUN mkdir -p /src/a /src/b && echo 1 > /src/a/keep.go && echo 2 > /src/a/drop.log && echo 3 > /src/b/keep.go\nFROM scratch\nCOPY --from=s --exclude=**/*.log /src /ex/\nCOPY --from=s --parents /src/*/keep.go /par/\nADD --exclude=*.log d /addex/\nADD --unpack=false a.tar /packed/\n",
+        &[
+            ("d/x", File("x\n", 0o644)),
+            ("d/y.log", File("y\n", 0o644)),
+            ("a.tar", Bytes(plain_tar.clone(), 0o644)),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    for (path, present) in [
+        ("ex/a/keep.go", true),
+        ("ex/a/drop.log", false),
+        ("ex/b/keep.go", true),
+        ("par/src/a/keep.go", true),
+        ("par/src/b/keep.go", true),
+        ("addex/x", true),
+        ("addex/y.log", false),
+        ("packed/a.tar", true),
+        ("packed/t", false),
+    ] {
+        assert_eq!(
+            out.join(path).exists(),
+            present,
+            "{path}:\n{}{}{}",
+            tree_lines(&out, "ex"),
+            tree_lines(&out, "par"),
+            tree_lines(&out, "packed")
+        );
+    }
+    assert_eq!(fs::read(out.join("packed/a.tar")).unwrap(), plain_tar);
+
     // Errors that say what and what to do.
     let url = start_http_server();
     let hello_digest = "sha256:25d5fcb9d5a4e7c5aa7d2d1a20ca3fd8e4a1d2c8d9bd1ff7b1fd7d6b0a0b0c0d";
