@@ -273,6 +273,48 @@ mod tests {
     }
 
     #[test]
+    fn symlinks_in_an_archive_never_lead_outside() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, target) in [("abs", "/"), ("up", "../../.."), ("etc", "/etc")] {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_size(0);
+            header.set_mode(0o777);
+            builder
+                .append_link(&mut header, name, target)
+                .unwrap_or_else(|e| panic!("link: {e}"));
+        }
+        for name in ["abs/escaped-abs", "up/escaped-up", "etc/escaped-etc"] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(2);
+            header.set_mode(0o644);
+            header.set_entry_type(tar::EntryType::Regular);
+            builder
+                .append_data(&mut header, name, b"x\n".as_slice())
+                .unwrap_or_else(|e| panic!("append: {e}"));
+        }
+        let bytes = builder
+            .into_inner()
+            .unwrap_or_else(|e| panic!("finish: {e}"));
+        let path = dir.path().join("links.tar");
+        fs::write(&path, bytes).unwrap_or_default();
+        let into = dir.path().join("a/b/c/out");
+        fs::create_dir_all(&into).unwrap_or_default();
+        // Whether the apply refuses the archive or keeps the files inside
+        // `into`, nothing may appear outside it.
+        let _ = unpack(&path, &into, "/out");
+        for outside in [
+            dir.path().join("escaped-up"),
+            dir.path().join("a/escaped-up"),
+            PathBuf::from("/escaped-abs"),
+            PathBuf::from("/etc/escaped-etc"),
+        ] {
+            assert!(!outside.exists(), "{} was written", outside.display());
+        }
+    }
+
+    #[test]
     fn unpacking_never_leaves_the_destination() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let mut tar = tar_of(&[("ok", b"fine")]);
