@@ -69,6 +69,123 @@ pub struct BuildOptions {
     /// `--pull`: resolve every base image's tag against its registry again,
     /// even when the store has it (images missing from the store are always pulled).
     pub pull: bool,
+    /// `--secret` values, for `RUN --mount=type=secret`.
+    pub secrets: Vec<Secret>,
+}
+
+/// A `--secret`: given to the RUN steps that mount it, and never written
+/// into an image, a layer, a cache key, the history or a log by kiln.
+#[derive(Clone)]
+pub struct Secret {
+    pub id: String,
+    pub value: Vec<u8>,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secret")
+            .field("id", &self.id)
+            .field("value", &"<redacted>")
+            .finish()
+    }
+}
+
+/// One `RUN --mount=type=secret` to provide while the step runs.
+struct SecretMount {
+    /// Where the file appears (none for an `env=`-only secret).
+    file_target: Option<String>,
+    env: Option<String>,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    value: Vec<u8>,
+}
+
+/// The secret files of one RUN, in a directory on a memory filesystem
+/// (`/dev/shm`, else the store's temp dir), removed when dropped.
+struct SecretFiles {
+    dir: Option<PathBuf>,
+}
+
+impl SecretFiles {
+    /// Writes the secrets' files and returns the mounts and environment
+    /// entries that give them to the process.
+    fn create(
+        store: &Store,
+        secrets: &[SecretMount],
+    ) -> Result<(SecretFiles, Vec<kiln_sandbox::Mount>, Vec<String>), BuildError> {
+        let mut files = SecretFiles { dir: None };
+        let mut mounts = Vec::new();
+        let mut env = Vec::new();
+        for (n, secret) in secrets.iter().enumerate() {
+            if let Some(name) = &secret.env {
+                env.push(format!("{name}={}", String::from_utf8_lossy(&secret.value)));
+            }
+            let Some(target) = &secret.file_target else {
+                continue;
+            };
+            let dir = match &files.dir {
+                Some(dir) => dir.clone(),
+                None => {
+                    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+                    let name = format!("kiln-secrets-{}-{n}", std::process::id());
+                    let shm = Path::new("/dev/shm");
+                    let dir = if shm.is_dir() {
+                        shm.join(name)
+                    } else {
+                        store.tmp_dir().join(name)
+                    };
+                    fs::create_dir(&dir).map_err(io_error("creating secrets dir", &dir))?;
+                    files.dir = Some(dir.clone());
+                    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                        .map_err(io_error("setting the mode of", &dir))?;
+                    dir
+                }
+            };
+            let path = dir.join(format!("secret-{n}"));
+            let mut options = fs::OpenOptions::new();
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(io_error("writing secret file", &path))?;
+            std::io::Write::write_all(&mut file, &secret.value)
+                .map_err(io_error("writing secret file", &path))?;
+            drop(file);
+            std::os::unix::fs::chown(&path, Some(secret.uid), Some(secret.gid))
+                .map_err(io_error("changing the owner of", &path))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(secret.mode & 0o7777))
+                .map_err(io_error("setting the mode of", &path))?;
+            mounts.push(kiln_sandbox::Mount {
+                target: target.clone(),
+                kind: kiln_sandbox::MountKind::Bind {
+                    source_root: dir,
+                    source_path: format!("secret-{n}"),
+                    readonly: true,
+                },
+            });
+        }
+        Ok((files, mounts, env))
+    }
+}
+
+impl Drop for SecretFiles {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// What a RUN's `--mount` flags give the sandbox and the cache key.
+struct RunMounts {
+    mounts: Vec<kiln_sandbox::Mount>,
+    /// Lock files of `sharing=locked` caches.
+    locks: Vec<PathBuf>,
+    key: Vec<Vec<u8>>,
+    /// Made only when the step runs; their contents never enter the key.
+    secrets: Vec<SecretMount>,
 }
 
 /// Size of one stage that was built.
@@ -1046,7 +1163,12 @@ impl<'s> Engine<'_, 's> {
                             &[],
                         ));
                     }
-                    let (mounts, locks, mount_key) = self.run_mounts(&step, run)?;
+                    let RunMounts {
+                        mounts,
+                        locks,
+                        key: mount_key,
+                        secrets,
+                    } = self.run_mounts(&step, run)?;
                     let network = match run.network {
                         Some(kiln_dockerfile::instructions::NetworkMode::None) => Network::None,
                         Some(kiln_dockerfile::instructions::NetworkMode::Host) => Network::Host,
@@ -1099,16 +1221,24 @@ impl<'s> Engine<'_, 's> {
                                 .map_err(io_error("locking cache mount lock", lock))?;
                             held.push(file);
                         }
+                        // Secrets exist only while the step runs, added after
+                        // the cache key was computed.
+                        let (_secret_files, secret_mounts, secret_env) =
+                            SecretFiles::create(engine.store, &secrets)?;
+                        let mut mounts = mounts.clone();
+                        mounts.extend(secret_mounts);
+                        let mut env = env.clone();
+                        env.extend(secret_env);
                         engine.run_layer(
                             state,
                             &step,
                             id,
                             RunSpec {
                                 argv: argv.clone(),
-                                env: env.clone(),
+                                env,
                                 user: user.clone(),
                                 cwd: cwd.clone(),
-                                mounts: mounts.clone(),
+                                mounts,
                                 network: network.clone(),
                             },
                         )
@@ -1362,19 +1492,79 @@ impl<'s> Engine<'_, 's> {
     /// `sharing=locked` caches, and what the mounts add to the cache key (the
     /// content of bind sources; cache mounts' contents never enter it, as in
     /// BuildKit).
-    #[allow(clippy::type_complexity)]
     fn run_mounts(
         &self,
         step: &StepInfo,
         run: &kiln_dockerfile::instructions::Run,
-    ) -> Result<(Vec<kiln_sandbox::Mount>, Vec<PathBuf>, Vec<Vec<u8>>), BuildError> {
+    ) -> Result<RunMounts, BuildError> {
         use kiln_dockerfile::mounts::{CacheSharing, MountType};
         let mut mounts = Vec::new();
         let mut locks = Vec::new();
         let mut key = Vec::new();
+        let mut secrets = Vec::new();
         for run_mount in &run.mounts {
             let mount = &run_mount.mount;
+            // The mount's options (for a secret: its id, target and mode,
+            // never its value).
             key.push(format!("{mount:?}").into_bytes());
+            if mount.kind == MountType::Ssh {
+                return Err(self.step_error(
+                    step,
+                    "--mount=type=ssh is not supported by kiln yet: kiln has no --ssh agent forwarding; fetch private sources in an earlier step or pass a deploy key with --secret".into(),
+                    None,
+                    &[],
+                ));
+            }
+            if mount.kind == MountType::Secret {
+                // BuildKit: the id defaults to the target's file name, the
+                // target to /run/secrets/ID (none when only env= is given).
+                let id = mount.id.clone().or_else(|| {
+                    mount
+                        .target
+                        .as_deref()
+                        .and_then(|t| t.rsplit('/').find(|p| !p.is_empty()))
+                        .map(str::to_string)
+                });
+                let Some(id) = id else {
+                    return Err(self.step_error(
+                        step,
+                        format!(
+                            "--mount={}: a secret mount needs id=ID (or a target= to name it)",
+                            run_mount.spec.value
+                        ),
+                        None,
+                        &[],
+                    ));
+                };
+                let Some(secret) = self.options.secrets.iter().rev().find(|s| s.id == id) else {
+                    if mount.required {
+                        return Err(self.step_error(
+                            step,
+                            format!(
+                                "secret {id} not found: it is required; pass it with --secret id={id},src=PATH (or env=VAR)"
+                            ),
+                            None,
+                            &[],
+                        ));
+                    }
+                    // Not given and not required: the step runs without it.
+                    continue;
+                };
+                let file_target = match (&mount.target, &mount.env) {
+                    (Some(target), _) => Some(join_in_image("/", target)),
+                    (None, Some(_)) => None,
+                    (None, None) => Some(format!("/run/secrets/{id}")),
+                };
+                secrets.push(SecretMount {
+                    file_target,
+                    env: mount.env.clone(),
+                    mode: mount.mode.unwrap_or(0o400),
+                    uid: mount.uid.unwrap_or(0),
+                    gid: mount.gid.unwrap_or(0),
+                    value: secret.value.clone(),
+                });
+                continue;
+            }
             let Some(target) = mount.target.clone() else {
                 return Err(self.step_error(
                     step,
@@ -1452,17 +1642,16 @@ impl<'s> Engine<'_, 's> {
                         },
                     });
                 }
-                MountType::Secret | MountType::Ssh => {
-                    return Err(self.step_error(
-                        step,
-                        format!("--mount=type={} is not supported by kiln yet", mount.kind),
-                        None,
-                        &[],
-                    ));
-                }
+                // Handled above.
+                MountType::Secret | MountType::Ssh => {}
             }
         }
-        Ok((mounts, locks, key))
+        Ok(RunMounts {
+            mounts,
+            locks,
+            key,
+            secrets,
+        })
     }
 
     fn run_layer(
@@ -1731,15 +1920,16 @@ impl<'s> Engine<'_, 's> {
         let mut key_parts: Vec<Vec<u8>> =
             vec![canonical.as_bytes().to_vec(), state.workdir().into_bytes()];
         // Heredoc sources become files named after their delimiter (0644, root).
+        // They and URL downloads are copied from temp dirs beside the
+        // context files (`generated`: dir and name of each).
+        let mut generated: Vec<(PathBuf, String)> = Vec::new();
         let heredoc_dir = if heredocs.is_empty() {
             None
         } else {
-            if !patterns.is_empty() || from.is_some() {
+            if from.is_some() {
                 return Err(self.step_error(
                     step,
-                    format!(
-                        "{keyword} mixing heredoc and file sources is not supported by kiln yet"
-                    ),
+                    format!("{keyword} --from with heredoc sources is not supported by kiln yet"),
                     None,
                     &[],
                 ));
@@ -1758,7 +1948,7 @@ impl<'s> Engine<'_, 's> {
                 fs::write(&path, heredoc.text()).map_err(io_error("writing heredoc", &path))?;
                 fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
                     .map_err(io_error("setting the mode of", &path))?;
-                patterns.push(heredoc.name.clone());
+                generated.push((dir.0.clone(), heredoc.name.clone()));
             }
             Some(dir)
         };
@@ -1777,17 +1967,17 @@ impl<'s> Engine<'_, 's> {
                 .map_err(|e| self.step_error(step, e.to_string(), None, &[]))?;
             for file in fetched {
                 key_parts.push(file.digest.into_bytes());
-                patterns.push(file.name);
+                generated.push((dir.0.clone(), file.name));
             }
             Some(dir)
         };
-        let unpack = keyword == "ADD" && url_dir.is_none() && unpack != Some(false);
+        let unpack = keyword == "ADD" && unpack != Some(false);
         let (link, parents) = match kind {
             CopyKind::Copy(copy) => (copy.link, copy.parents),
             CopyKind::Add(add) => (add.link, false),
         };
         let source = match from.map(|f| self.resolve_from(&f.value)) {
-            None if heredoc_dir.is_some() || url_dir.is_some() => {
+            None if patterns.is_empty() && (heredoc_dir.is_some() || url_dir.is_some()) => {
                 match heredoc_dir.as_ref().or(url_dir.as_ref()) {
                     Some(dir) => CopySource::Dir(dir.0.clone()),
                     None => CopySource::Context,
@@ -1827,6 +2017,8 @@ impl<'s> Engine<'_, 's> {
         let chmod_text = chmod.as_ref().map(|c| c.value.clone());
         // BuildKit's history shows sources and destination, not the flags.
         let mut shown: Vec<String> = patterns.clone();
+        shown.extend(urls.iter().cloned());
+        shown.extend(heredocs.iter().map(|h| h.name.clone()));
         shown.push(dest_text.clone());
         let created_by = match from {
             Some(f) => format!(
@@ -1874,6 +2066,11 @@ impl<'s> Engine<'_, 's> {
                 }
                 items.extend(found);
             }
+            items.extend(
+                generated
+                    .iter()
+                    .map(|(dir, name)| SourceItem::generated(dir, name)),
+            );
             if items.len() > 1 && !dest_is_dir_syntax {
                 return Err(engine.step_error(
                     &step_clone,

@@ -28,5 +28,7 @@ pub mod fetch;
 pub mod fsview;
 pub mod progress;
 
-pub use engine::{BuildError, BuildOptions, BuildOutcome, StageSize, build, export_filesystem};
+pub use engine::{
+    BuildError, BuildOptions, BuildOutcome, Secret, StageSize, build, export_filesystem,
+};
 pub use progress::{JsonProgress, PlainProgress, ProgressSink, QuietProgress};

@@ -44,6 +44,11 @@ struct Case {
     /// leaves them in the image; BuildKit >= 0.11 (MountStubsCleaner) and
     /// kiln remove them. Allowed to be missing on kiln's side only.
     mount_stubs: Vec<&'static str>,
+    /// More `docker build` / `kiln build` flags (`{ctx}`: the context dir).
+    flags: Vec<&'static str>,
+    /// Text that must appear in neither image (files, config, history): the
+    /// values of secrets the build used.
+    absent: Vec<&'static str>,
 }
 
 fn case(name: &'static str, dockerfile: &'static str, files: Vec<(&'static str, Item)>) -> Case {
@@ -54,6 +59,8 @@ fn case(name: &'static str, dockerfile: &'static str, files: Vec<(&'static str, 
         args: Vec::new(),
         target: None,
         mount_stubs: Vec::new(),
+        flags: Vec::new(),
+        absent: Vec::new(),
     }
 }
 
@@ -324,6 +331,8 @@ fn cases() -> Vec<Case> {
         args: vec!["W=given"],
         target: None,
         mount_stubs: vec![],
+        flags: vec![],
+        absent: vec![],
     });
     cases.push(Case {
         name: "run-mounts-never-reach-the-image",
@@ -332,6 +341,8 @@ fn cases() -> Vec<Case> {
         args: vec![],
         target: None,
         mount_stubs: vec!["mnt", "scratch", "var", "var/cache", "var/cache/kiln-diff"],
+        flags: vec![],
+        absent: vec![],
     });
     cases.push(Case {
         name: "target-stops-early",
@@ -340,8 +351,11 @@ fn cases() -> Vec<Case> {
         args: vec![],
         target: Some("second"),
         mount_stubs: vec![],
+        flags: vec![],
+        absent: vec![],
     });
     cases.extend(scoping_cases());
+    cases.extend(mount_cases());
     cases
 }
 
@@ -415,12 +429,55 @@ impl Case {
         self.args.extend_from_slice(args);
         self
     }
+
+    fn flags(mut self, flags: &[&'static str]) -> Case {
+        self.flags.extend_from_slice(flags);
+        self
+    }
+
+    fn stubs(mut self, stubs: &[&'static str]) -> Case {
+        self.mount_stubs.extend_from_slice(stubs);
+        self
+    }
+
+    fn absent(mut self, texts: &[&'static str]) -> Case {
+        self.absent.extend_from_slice(texts);
+        self
+    }
+}
+
+/// RUN mounts: secrets (never in the image, its config or history), cache
+/// mounts with their options, bind mounts from stages, images and the
+/// context, tmpfs.
+fn mount_cases() -> Vec<Case> {
+    use Item::*;
+    vec![
+        case(
+            "secret-file-default-target",
+            "FROM busybox:local\nRUN --mount=type=secret,id=tok cat /run/secrets/tok | wc -c > /len && stat -c '%a %u %g' /run/secrets/tok > /stat && ls /run/secrets > /ls\nRUN test ! -e /run/secrets/tok && echo gone > /after\n",
+            vec![("tok.txt", File("kiln-secret-value-1\n", 0o600))],
+        )
+        .flags(&["--secret", "id=tok,src={ctx}/tok.txt"])
+        .stubs(&["run", "run/secrets"])
+        .absent(&["kiln-secret-value-1"]),
+        case(
+            "secret-target-mode-owner",
+            "FROM busybox:local\nUSER nobody\nRUN --mount=type=secret,id=tok,target=/etc/app/token,mode=0440,uid=65534,gid=65534 stat -c '%a %u %g' /etc/app/token > /tmp/stat && head -c 4 /etc/app/token > /tmp/head\nUSER root\nRUN --mount=type=secret,id=absent test ! -e /run/secrets/absent && echo absent > /absent\n",
+            vec![("tok.txt", File("kiln-secret-value-2", 0o644))],
+        )
+        .flags(&["--secret", "id=tok,src={ctx}/tok.txt"])
+        .stubs(&["etc/app", "run", "run/secrets"])
+        .absent(&["kiln-secret-value-2"]),
+    ]
 }
 
 fn docker_build(case: &Case, context: &Path, tag: &str) -> Result<(), String> {
     let mut cmd = Command::new("/usr/bin/docker");
     cmd.env("DOCKER_BUILDKIT", "1")
         .args(["build", "-q", "-t", tag]);
+    for flag in &case.flags {
+        cmd.arg(flag.replace("{ctx}", &context.display().to_string()));
+    }
     for arg in &case.args {
         cmd.args(["--build-arg", arg]);
     }
@@ -438,6 +495,9 @@ fn docker_build(case: &Case, context: &Path, tag: &str) -> Result<(), String> {
 fn kiln_build(root: &Path, case: &Case, context: &Path, tag: &str) -> Result<String, String> {
     let mut cmd = kiln(root);
     cmd.args(["build", "--progress=plain", "-t", tag]);
+    for flag in &case.flags {
+        cmd.arg(flag.replace("{ctx}", &context.display().to_string()));
+    }
     for arg in &case.args {
         cmd.args(["--build-arg", arg]);
     }
@@ -519,6 +579,25 @@ fn kiln_build_matches_buildkit() {
                 case.name,
                 diffs.join("\n  ")
             ));
+        }
+        for text in &case.absent {
+            for (who, tree, config) in [
+                ("docker", &docker_tree, &docker_config),
+                ("kiln", &kiln_tree, &kiln_config),
+            ] {
+                let needle = text.as_bytes();
+                for (path, node) in tree.iter() {
+                    if node.content.windows(needle.len()).any(|w| w == needle) {
+                        failures.push(format!("[{}] {who}: {text:?} found in {path}", case.name));
+                    }
+                }
+                if config.to_string().contains(text) {
+                    failures.push(format!(
+                        "[{}] {who}: {text:?} found in the config",
+                        case.name
+                    ));
+                }
+            }
         }
         let docker_fields = config_fields(&docker_config);
         let kiln_fields = config_fields(&kiln_config);
@@ -1141,5 +1220,110 @@ fn failing_stage_cancels_the_others() {
     assert!(
         elapsed < std::time::Duration::from_secs(3),
         "the 5 s step was not cancelled: {elapsed:?}\n{stderr}"
+    );
+}
+
+/// Secrets from a file or an environment variable reach the RUN that mounts
+/// them (as a file or as an environment variable), stay out of the image and
+/// its config, and are not part of the cache key: new secret content reuses
+/// the cached step, as BuildKit does. A required secret that was not given,
+/// and ssh mounts, fail with a clear message.
+#[test]
+fn secrets_reach_run_but_not_the_image_or_the_cache_key() {
+    if !tools_present() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    import_busybox(&root, work.path());
+    let context = work.path().join("ctx");
+    fs::create_dir_all(&context).unwrap();
+    let secret_file = work.path().join("secret.txt");
+    fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox:local\nRUN --mount=type=secret,id=file --mount=type=secret,id=env,env=TOKEN,required=true wc -c < /run/secrets/file > /file-len && echo ${#TOKEN} > /env-len && test ! -e /run/secrets/env\n",
+    )
+    .unwrap();
+    let build = |file_value: &str, env_value: &str, dest: &Path| {
+        fs::write(&secret_file, file_value).unwrap();
+        let out = kiln(&root)
+            .args(["build", "--progress=plain", "-t", "secrets", "--secret"])
+            .arg(format!("id=file,src={}", secret_file.display()))
+            .args(["--secret", "id=env,env=KILN_TEST_SECRET_ENV"])
+            .env("KILN_TEST_SECRET_ENV", env_value)
+            .arg("-o")
+            .arg(format!("type=local,dest={}", dest.display()))
+            .arg(&context)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", output_text(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let first_dest = work.path().join("first");
+    let first = build("file-secret-AAAA", "env-secret-BBBBBB", &first_dest);
+    assert!(!first.contains("CACHED"), "{first}");
+    assert_eq!(
+        fs::read_to_string(first_dest.join("file-len")).unwrap(),
+        "16\n"
+    );
+    assert_eq!(
+        fs::read_to_string(first_dest.join("env-len")).unwrap(),
+        "17\n"
+    );
+    assert!(!first_dest.join("run/secrets").exists());
+    let second_dest = work.path().join("second");
+    let second = build("changed-file-secret", "changed-env", &second_dest);
+    assert!(
+        second.lines().any(|l| l.ends_with("CACHED")),
+        "new secret values must not invalidate the step:\n{second}"
+    );
+    // The step was not re-run: the image still has the first lengths.
+    assert_eq!(
+        fs::read_to_string(second_dest.join("file-len")).unwrap(),
+        "16\n"
+    );
+    let inspect = kiln(&root).args(["inspect", "secrets"]).output().unwrap();
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    for value in ["file-secret-AAAA", "env-secret-BBBBBB", "changed-env"] {
+        assert!(!text.contains(value), "{value} in the config: {text}");
+        assert!(
+            !first.contains(value) && !second.contains(value),
+            "{value} in the log"
+        );
+    }
+
+    // A required secret that was not given.
+    let out = kiln(&root)
+        .args(["build", "--progress=plain"])
+        .arg(&context)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("secret env not found") && stderr.contains("--secret id=env"),
+        "{stderr}"
+    );
+    // ssh mounts are refused with a reason.
+    let out = build_kiln_only(
+        &root,
+        &work.path().join("ssh"),
+        "FROM busybox:local\nRUN --mount=type=ssh true\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("type=ssh is not supported"), "{stderr}");
+    // A secret file that does not exist is a command-line error.
+    let out = kiln(&root)
+        .args(["build", "--secret", "id=x,src=/nonexistent/secret"])
+        .arg(&context)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/secret"),
+        "{}",
+        output_text(&out)
     );
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use kiln_build::{
-    BuildError, BuildOptions, JsonProgress, PlainProgress, ProgressSink, QuietProgress,
+    BuildError, BuildOptions, JsonProgress, PlainProgress, ProgressSink, QuietProgress, Secret,
 };
 use kiln_image::Reference;
 use kiln_store::Store;
@@ -60,6 +60,10 @@ pub struct BuildArgs {
     /// Always pull base images again from their registries (missing ones are pulled anyway)
     #[arg(long)]
     pull: bool,
+    /// A secret for `RUN --mount=type=secret`: `id=ID,src=PATH` (a file) or
+    /// `id=ID,env=VAR` (an environment variable); may be repeated
+    #[arg(long = "secret", value_name = "id=ID,src=PATH|env=VAR")]
+    secrets: Vec<String>,
     /// Output: `type=image` (the store, default), `type=local,dest=DIR` (the
     /// final filesystem), `type=tar,dest=FILE` (the filesystem as a tar),
     /// `type=docker,dest=FILE` (docker-archive), `type=oci,dest=FILE` (OCI archive)
@@ -114,6 +118,50 @@ fn parse_output(spec: &str) -> Result<OutputSpec> {
         }
         (None, Some(_)) => bail!("-o {spec:?}: give type=local or type=tar"),
     }
+}
+
+/// `--secret` as docker build reads it: `id=ID` with `src=`/`source=PATH`
+/// (type=file) or `env=VAR` (type=env); with neither, the environment
+/// variable named ID if set, else the file ID.
+fn parse_secret(spec: &str) -> Result<Secret> {
+    let mut id = None;
+    let mut kind = None;
+    let mut src = None;
+    let mut env = None;
+    for field in spec.split(',') {
+        match field.split_once('=') {
+            Some(("id", value)) => id = Some(value.to_string()),
+            Some(("type", value)) => kind = Some(value.to_string()),
+            Some(("src" | "source", value)) => src = Some(value.to_string()),
+            Some(("env", value)) => env = Some(value.to_string()),
+            _ => bail!(
+                "--secret {spec:?}: unknown field {field:?}; use id=ID,src=PATH or id=ID,env=VAR"
+            ),
+        }
+    }
+    let Some(id) = id.filter(|i| !i.is_empty()) else {
+        bail!("--secret {spec:?}: no id; use id=ID,src=PATH or id=ID,env=VAR");
+    };
+    let from_env = |name: &str| -> Result<Vec<u8>> {
+        std::env::var_os(name)
+            .map(|v| std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec())
+            .with_context(|| format!("--secret id={id}: environment variable {name} is not set"))
+    };
+    let from_file = |path: &str| -> Result<Vec<u8>> {
+        std::fs::read(path).with_context(|| format!("--secret id={id}: cannot read {path}"))
+    };
+    let value = match (kind.as_deref(), src, env) {
+        (Some("env"), src, env) => from_env(&env.or(src).unwrap_or_else(|| id.clone()))?,
+        (Some("file") | None, Some(path), _) => from_file(&path)?,
+        (Some("file"), None, _) => from_file(&id)?,
+        (None, None, Some(name)) => from_env(&name)?,
+        (None, None, None) if std::env::var_os(&id).is_some() => from_env(&id)?,
+        (None, None, None) => from_file(&id)?,
+        (Some(other), _, _) => {
+            bail!("--secret {spec:?}: type={other} is not supported; use type=file or type=env")
+        }
+    };
+    Ok(Secret { id, value })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -233,6 +281,11 @@ pub fn run(root: &Path, mut args: BuildArgs) -> Result<ExitCode> {
         labels,
         network_none,
         pull: args.pull,
+        secrets: args
+            .secrets
+            .iter()
+            .map(|spec| parse_secret(spec))
+            .collect::<Result<_>>()?,
     };
     let quiet = args.quiet || args.progress == ProgressMode::Quiet;
     let mut plain;
