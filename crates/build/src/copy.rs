@@ -39,6 +39,21 @@ pub struct SourceItem {
     /// How many leading components of `rel` `COPY --parents` drops: those
     /// before a `/./` pivot in the source pattern (0 without one).
     pub pivot: usize,
+    /// Read from this directory instead of the step's source: a file kiln
+    /// generated (a heredoc, a URL download), owned as written, never unpacked.
+    pub root: Option<PathBuf>,
+}
+
+impl SourceItem {
+    /// A file kiln wrote into `dir` (a heredoc or a download).
+    pub fn generated(dir: &Path, name: &str) -> SourceItem {
+        SourceItem {
+            rel: name.as_bytes().to_vec(),
+            is_dir: false,
+            pivot: 0,
+            root: Some(dir.to_path_buf()),
+        }
+    }
 }
 
 /// The number of path components before the last `/./` of a source pattern
@@ -60,6 +75,7 @@ pub fn select_context(context: &Context, pattern: &str) -> Result<Vec<SourceItem
             rel: Vec::new(),
             is_dir: true,
             pivot: 0,
+            root: None,
         }]);
     }
     let pivot = pivot_of(pattern);
@@ -70,6 +86,7 @@ pub fn select_context(context: &Context, pattern: &str) -> Result<Vec<SourceItem
             rel: e.path.clone(),
             is_dir: e.kind == EntryKind::Dir,
             pivot,
+            root: None,
         })
         .collect())
 }
@@ -139,6 +156,7 @@ pub fn select_dir(root: &Path, pattern: &str) -> Result<Vec<SourceItem>, String>
                 rel,
                 is_dir: meta.is_dir(),
                 pivot: pivot_of(pattern),
+                root: None,
             })
         })
         .collect())
@@ -337,17 +355,24 @@ impl<'a> CopyPlan<'a> {
         owner: Option<(u32, u32)>,
         chmod: Option<&Chmod>,
     ) -> Result<(), BuildError> {
-        let root = match source {
+        let source_root = match source {
             CopySource::Context => context_root.to_path_buf(),
             CopySource::Dir(dir) => dir.clone(),
         };
-        let from_context = matches!(source, CopySource::Context);
         let dest_parts = self.view().resolve(&components(dest));
         let dest_exists_as_dir = self
             .view()
             .lookup(&dest_parts)
             .is_some_and(|(_, meta)| meta.is_dir());
         for item in items {
+            let (root, from_context, generated) = match &item.root {
+                Some(dir) => (dir.clone(), false, true),
+                None => (
+                    source_root.clone(),
+                    matches!(source, CopySource::Context),
+                    false,
+                ),
+            };
             // --parents: the source's own path (after the pivot) under DEST.
             let kept: Vec<String> = if self.parents {
                 components(&String::from_utf8_lossy(&item.rel))
@@ -373,6 +398,7 @@ impl<'a> CopyPlan<'a> {
                 },
                 is_dir,
                 pivot: item.pivot,
+                root: None,
             };
             if item.is_dir {
                 let mut dest_parts = dest_parts.clone();
@@ -419,7 +445,7 @@ impl<'a> CopyPlan<'a> {
                     .unwrap_or(&[]);
                 self.make_dirs(parent, owner)?;
                 let real = root.join(OsStr::from_bytes(&resolved));
-                if self.extract_archives && crate::archive::is_archive(&real) {
+                if self.extract_archives && !generated && crate::archive::is_archive(&real) {
                     self.unpack_archive(&real, &dest_parts, owner)?;
                     continue;
                 }
@@ -780,6 +806,7 @@ mod tests {
                 rel: b"a".to_vec(),
                 is_dir: true,
                 pivot: 0,
+                root: None,
             }]
         );
         let children = dir_children(root.path(), b"");

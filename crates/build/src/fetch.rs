@@ -31,10 +31,6 @@ pub enum FetchError {
     BadChecksum(String),
     #[error("--checksum is only supported for an ADD of one http(s) URL")]
     ChecksumWithoutUrl,
-    #[error(
-        "ADD mixing URLs with local files or heredocs is not supported by kiln yet; use one ADD per kind of source"
-    )]
-    Mixed,
     #[error("failed to fetch {url}: {why} (check the URL and that this machine can reach it)")]
     Request { url: String, why: String },
     #[error("failed to fetch {url}: the server answered {status} {text}")]
@@ -236,8 +232,8 @@ pub fn fetch(url: &str, dir: &Path, checksum: Option<&str>) -> Result<Fetched, F
 }
 
 /// Fetches the URL sources of one ADD into `dir`. `checksum` is the raw
-/// `--checksum` value; `other_sources` tells whether the ADD also names
-/// context files or heredocs (kiln does not mix those with URLs yet).
+/// `--checksum` value, allowed only when the one source is a URL;
+/// `other_sources` tells whether the ADD also names context files or heredocs.
 pub fn fetch_sources(
     urls: &[String],
     checksum: Option<&str>,
@@ -250,9 +246,6 @@ pub fn fetch_sources(
     let checksum = checksum.map(parse_checksum).transpose()?;
     if checksum.is_some() && (urls.len() != 1 || other_sources) {
         return Err(FetchError::ChecksumWithoutUrl);
-    }
-    if other_sources && !urls.is_empty() {
-        return Err(FetchError::Mixed);
     }
     urls.iter()
         .map(|url| fetch(url, dir, checksum.as_deref()))

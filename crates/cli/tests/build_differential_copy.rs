@@ -405,6 +405,17 @@ fn cases() -> Vec<Case> {
             "FROM busybox:local\nWORKDIR /w\nADD --chown=nobody {URL}/files/hello.txt ./\nADD {URL}/nolastmod/data.bin rel/\n",
             vec![],
         ),
+        case(
+            "add-url-and-local-files-together",
+            "FROM busybox:local\nADD {URL}/files/hello.txt f a.tar {URL}/nolastmod/data.bin /mix/\n",
+            vec![
+                ("f", File("f\n", 0o644)),
+                (
+                    "a.tar",
+                    Archive(vec![Member::File("from-tar", "t\n", 0o644)], ""),
+                ),
+            ],
+        ),
         failing(
             "add-url-not-found",
             "FROM busybox:local\nADD {URL}/missing.txt /x\n",
@@ -955,7 +966,7 @@ fn documented_copy_features_newer_than_the_reference() {
         work.path(),
         &root,
         "link-chmod-heredoc-zstd",
-        "FROM busybox:local\nCOPY --link f /linked/\nCOPY --link --chmod=600 d /linkeddir\nCOPY --chmod=u+x,g-r f /sym1\nCOPY --chmod=a=rX d /sym2\nCOPY --chmod=755 <<A <<B /h/\nfirst\nA\nsecond\nB\nADD a.tar.zst /unz/\n",
+        "FROM busybox:local\nCOPY --link f /linked/\nCOPY --link --chmod=600 d /linkeddir\nCOPY --chmod=u+x,g-r f /sym1\nCOPY --chmod=a=rX d /sym2\nCOPY --chmod=755 <<A <<B /h/\nfirst\nA\nsecond\nB\nADD a.tar.zst /unz/\nCOPY <<C f /hm/\nthird\nC\n",
         &[
             ("f", File("f\n", 0o644)),
             ("d/x", File("x\n", 0o644)),
@@ -994,6 +1005,15 @@ fn documented_copy_features_newer_than_the_reference() {
     assert_eq!(
         heredocs.get("h/B").map(String::as_str),
         Some("f 755 0:0 \"second\\n\"")
+    );
+    let mixed = tree("hm");
+    assert_eq!(
+        mixed.get("hm/C").map(String::as_str),
+        Some("f 644 0:0 \"third\\n\"")
+    );
+    assert_eq!(
+        mixed.get("hm/f").map(String::as_str),
+        Some("f 644 0:0 \"f\\n\"")
     );
     assert_eq!(
         tree("unz").get("unz/z/inside").map(String::as_str),
