@@ -40,6 +40,8 @@ use crate::progress::ProgressSink;
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The history comment BuildKit's Dockerfile frontend writes.
 const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
+/// Where a `#!` heredoc's script file is mounted for its RUN.
+const HEREDOC_SCRIPT_DIR: &str = "/run/kiln-pipes";
 /// Bumped when the meaning of cached results changes.
 const CACHE_VERSION: &str = "kiln-build-cache-v1";
 
@@ -178,11 +180,73 @@ impl Drop for SecretFiles {
     }
 }
 
+/// A cache mount whose users must coordinate, through a lock file next to it.
+struct CacheLock {
+    lock: PathBuf,
+    /// `private`: a step that finds the cache in use gets a fresh one.
+    private: bool,
+    mount_index: usize,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+/// A `type=bind,rw` mount: `source` (a real path) is copied for the step.
+struct RwCopy {
+    mount_index: usize,
+    source: PathBuf,
+}
+
+/// Copies a file or a directory tree (not following symlinks), keeping
+/// modes, owners and link targets.
+fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
+    let meta = fs::symlink_metadata(src)?;
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        std::os::unix::fs::symlink(fs::read_link(src)?, dst)?;
+    } else if kind.is_dir() {
+        fs::create_dir(dst)?;
+        for entry in fs::read_dir(src)? {
+            let entry = entry?;
+            copy_tree(&entry.path(), &dst.join(entry.file_name()))?;
+        }
+        fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    } else if kind.is_file() {
+        fs::copy(src, dst)?;
+        fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    } else {
+        // Devices, fifos and sockets are not copied into a mount.
+        return Ok(());
+    }
+    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid()))
+}
+
+/// A new cache directory with the mount's mode and owner.
+fn make_cache_dir(dir: &Path, mode: u32, uid: u32, gid: u32) -> Result<(), BuildError> {
+    fs::create_dir_all(dir).map_err(io_error("creating cache mount", dir))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+        .map_err(io_error("setting the mode of", dir))?;
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+        .map_err(io_error("changing the owner of", dir))
+}
+
+/// The real path of `path` inside the directory tree `root`, with symlinks
+/// resolved inside it (never outside).
+fn resolve_in_root(root: &Path, path: &str) -> Option<PathBuf> {
+    let view = LayerView {
+        lowers_top_first: vec![root.to_path_buf()],
+    };
+    let parts = view.resolve(&components(path));
+    view.lookup(&parts).map(|(real, _)| real)
+}
+
 /// What a RUN's `--mount` flags give the sandbox and the cache key.
 struct RunMounts {
     mounts: Vec<kiln_sandbox::Mount>,
-    /// Lock files of `sharing=locked` caches.
-    locks: Vec<PathBuf>,
+    /// Cache mounts with `sharing=locked` or `private`.
+    cache_locks: Vec<CacheLock>,
+    /// `type=bind,rw` mounts, given a throw-away copy when the step runs.
+    rw_copies: Vec<RwCopy>,
     key: Vec<Vec<u8>>,
     /// Made only when the step runs; their contents never enter the key.
     secrets: Vec<SecretMount>,
@@ -1151,21 +1215,29 @@ impl<'s> Engine<'_, 's> {
                     })?;
                 }
                 Command::Run(run) => {
-                    let heredoc_command = run_heredoc_command(run);
-                    if heredoc_command
-                        .as_ref()
-                        .is_some_and(|c| c.starts_with("#!"))
+                    let mut heredoc_command = run_heredoc_command(run);
+                    // A heredoc starting with `#!` runs as a script file, as
+                    // BuildKit does (there at /dev/pipes/NAME; kiln mounts it at
+                    // /run/kiln-pipes/NAME, since the sandbox's /dev is its own).
+                    let mut script: Option<(String, String)> = None;
+                    if let (Some(text), Some(heredoc)) = (&heredoc_command, run.heredocs.first())
+                        && text.starts_with("#!")
                     {
-                        return Err(self.step_error(
-                            &step,
-                            "RUN heredocs with a #! interpreter line are not supported by kiln yet; start the script without one, or use RUN INTERPRETER <<EOF".into(),
-                            None,
-                            &[],
-                        ));
+                        if heredoc.name.is_empty() || heredoc.name.contains('/') {
+                            return Err(self.step_error(
+                                &step,
+                                format!("heredoc name {:?} cannot be a file name", heredoc.name),
+                                None,
+                                &[],
+                            ));
+                        }
+                        script = Some((heredoc.name.clone(), text.clone()));
+                        heredoc_command = None;
                     }
                     let RunMounts {
                         mounts,
-                        locks,
+                        cache_locks,
+                        rw_copies,
                         key: mount_key,
                         secrets,
                     } = self.run_mounts(&step, run)?;
@@ -1175,13 +1247,14 @@ impl<'s> Engine<'_, 's> {
                         _ if self.options.network_none => Network::None,
                         _ => Network::Host,
                     };
-                    let argv = match heredoc_command {
-                        Some(script) => {
+                    let argv = match (&script, heredoc_command) {
+                        (Some((name, _)), _) => vec![format!("{HEREDOC_SCRIPT_DIR}/{name}")],
+                        (None, Some(script)) => {
                             let mut argv = state.shell();
                             argv.push(script);
                             argv
                         }
-                        None => command_argv(&run.command, &state.shell()),
+                        (None, None) => command_argv(&run.command, &state.shell()),
                     };
                     // Every variable in scope, ARGs included (BuildKit's
                     // exec environment); so they are all in the cache key.
@@ -1212,20 +1285,48 @@ impl<'s> Engine<'_, 's> {
                     };
                     let created_by = format!("RUN {arg_prefix}{} # buildkit", argv.join(" "));
                     self.fs_step(&mut state, &step, key, created_by, |engine, state, id| {
-                        // `sharing=locked` cache mounts: one build at a time.
-                        let mut held = Vec::new();
-                        for lock in &locks {
-                            let file = fs::File::create(lock)
-                                .map_err(io_error("creating cache mount lock", lock))?;
-                            file.lock()
-                                .map_err(io_error("locking cache mount lock", lock))?;
-                            held.push(file);
+                        let mut mounts = mounts.clone();
+                        // Cache sharing: `locked` waits for the other users,
+                        // `private` gets a fresh cache when one is in use.
+                        let (_held, _private_dirs) =
+                            engine.lock_caches(&cache_locks, &mut mounts)?;
+                        // `rw` binds write to a copy that is thrown away.
+                        let mut _rw_dirs = Vec::new();
+                        for copy in &rw_copies {
+                            let dir = TempDir::new(engine.store, "bind-rw")?;
+                            let dest = dir.0.join("src");
+                            copy_tree(&copy.source, &dest)
+                                .map_err(io_error("copying the rw bind source", &copy.source))?;
+                            if let Some(mount) = mounts.get_mut(copy.mount_index) {
+                                mount.kind = kiln_sandbox::MountKind::Bind {
+                                    source_root: dir.0.clone(),
+                                    source_path: "src".into(),
+                                    readonly: false,
+                                };
+                            }
+                            _rw_dirs.push(dir);
+                        }
+                        let mut _script_dir = None;
+                        if let Some((name, text)) = &script {
+                            let dir = TempDir::new(engine.store, "heredoc-script")?;
+                            let path = dir.0.join(name);
+                            fs::write(&path, text).map_err(io_error("writing heredoc", &path))?;
+                            fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+                                .map_err(io_error("setting the mode of", &path))?;
+                            mounts.push(kiln_sandbox::Mount {
+                                target: format!("{HEREDOC_SCRIPT_DIR}/{name}"),
+                                kind: kiln_sandbox::MountKind::Bind {
+                                    source_root: dir.0.clone(),
+                                    source_path: name.clone(),
+                                    readonly: true,
+                                },
+                            });
+                            _script_dir = Some(dir);
                         }
                         // Secrets exist only while the step runs, added after
                         // the cache key was computed.
                         let (_secret_files, secret_mounts, secret_env) =
                             SecretFiles::create(engine.store, &secrets)?;
-                        let mut mounts = mounts.clone();
                         mounts.extend(secret_mounts);
                         let mut env = env.clone();
                         env.extend(secret_env);
@@ -1499,7 +1600,8 @@ impl<'s> Engine<'_, 's> {
     ) -> Result<RunMounts, BuildError> {
         use kiln_dockerfile::mounts::{CacheSharing, MountType};
         let mut mounts = Vec::new();
-        let mut locks = Vec::new();
+        let mut cache_locks = Vec::new();
+        let mut rw_copies = Vec::new();
         let mut key = Vec::new();
         let mut secrets = Vec::new();
         for run_mount in &run.mounts {
@@ -1577,62 +1679,109 @@ impl<'s> Engine<'_, 's> {
             match mount.kind {
                 MountType::Cache => {
                     let id = mount.id.clone().unwrap_or_else(|| target.clone());
-                    let dir = self
-                        .store
-                        .root()
-                        .join("cache-mounts")
-                        .join(blake3::hash(id.as_bytes()).to_hex().as_str());
+                    let (mode, uid, gid) = (
+                        mount.mode.unwrap_or(0o755),
+                        mount.uid.unwrap_or(0),
+                        mount.gid.unwrap_or(0),
+                    );
+                    // `from=`: the cache starts as a copy of that stage's or
+                    // image's `source`; it is a cache of its own per base.
+                    let (name, seed) = match mount.from.as_deref() {
+                        Some(from) => {
+                            let state = self.mount_source_state(from, step)?;
+                            let root = self.flattened(&state)?;
+                            let source = mount.source.clone().unwrap_or_else(|| "/".into());
+                            let Some(real) = resolve_in_root(&root, &source) else {
+                                return Err(self.step_error(
+                                    step,
+                                    format!(
+                                        "--mount={}: {source} not found in {from}",
+                                        run_mount.spec.value
+                                    ),
+                                    None,
+                                    &[],
+                                ));
+                            };
+                            (
+                                format!("{id}\u{0}{}\u{0}{source}", state.key.to_hex()),
+                                Some(real),
+                            )
+                        }
+                        None => (id, None),
+                    };
+                    let caches = self.store.root().join("cache-mounts");
+                    let dir = caches.join(blake3::hash(name.as_bytes()).to_hex().as_str());
                     if !dir.is_dir() {
-                        fs::create_dir_all(&dir).map_err(io_error("creating cache mount", &dir))?;
-                        fs::set_permissions(
-                            &dir,
-                            fs::Permissions::from_mode(mount.mode.unwrap_or(0o755)),
-                        )
-                        .map_err(io_error("setting the mode of", &dir))?;
-                        std::os::unix::fs::chown(
-                            &dir,
-                            Some(mount.uid.unwrap_or(0)),
-                            Some(mount.gid.unwrap_or(0)),
-                        )
-                        .map_err(io_error("changing the owner of", &dir))?;
+                        // Made aside and renamed, so a concurrent build never
+                        // sees a half-seeded cache.
+                        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+                        let fresh = caches.join(format!("new-{}-{n}", std::process::id()));
+                        match &seed {
+                            Some(real) => {
+                                fs::create_dir_all(&caches)
+                                    .map_err(io_error("creating cache mount", &caches))?;
+                                copy_tree(real, &fresh)
+                                    .map_err(io_error("seeding cache mount from", real))?;
+                            }
+                            None => make_cache_dir(&fresh, mode, uid, gid)?,
+                        }
+                        if fs::rename(&fresh, &dir).is_err() {
+                            let _ = fs::remove_dir_all(&fresh);
+                        }
                     }
-                    if mount.sharing == Some(CacheSharing::Locked) {
-                        let mut lock = dir.clone().into_os_string();
-                        lock.push(".lock");
-                        locks.push(PathBuf::from(lock));
+                    match mount.sharing {
+                        Some(CacheSharing::Locked) | Some(CacheSharing::Private) => {
+                            let mut lock = dir.clone().into_os_string();
+                            lock.push(".lock");
+                            cache_locks.push(CacheLock {
+                                lock: PathBuf::from(lock),
+                                private: mount.sharing == Some(CacheSharing::Private),
+                                mount_index: mounts.len(),
+                                mode,
+                                uid,
+                                gid,
+                            });
+                        }
+                        _ => {}
                     }
                     mounts.push(kiln_sandbox::Mount::bind(dir, target, mount.read_only));
                 }
                 MountType::Tmpfs => mounts.push(kiln_sandbox::Mount::tmpfs(target, mount.size)),
                 MountType::Bind => {
                     let source_path = mount.source.clone().unwrap_or_else(|| ".".into());
-                    let (source_root, readonly) = match mount.from.as_deref() {
+                    let source_root = match mount.from.as_deref() {
                         None | Some("context") => {
-                            if !mount.read_only {
-                                return Err(self.step_error(step, "--mount=type=bind,rw of the build context is not supported by kiln yet".into(), None, &[]));
-                            }
                             let digest = self
                                 .context()?
                                 .digest_of_selection(source_path.as_bytes())?;
                             key.push(digest.0.to_vec());
-                            (self.options.context_dir.clone(), true)
+                            self.options.context_dir.clone()
                         }
                         Some(from) => {
-                            let state = match self.resolve_from(from) {
-                                SourceRef::Stage(index) => lock(&self.results)
-                                    .get(&index)
-                                    .cloned()
-                                    .ok_or_else(|| BuildError::Dockerfile {
-                                        rendered: format!(
-                                            "stage {index} used by RUN --mount was not built"
-                                        ),
-                                    })?,
-                                SourceRef::Image(name) => self.image_state(&name, step)?,
-                            };
+                            let state = self.mount_source_state(from, step)?;
                             key.push(state.key.as_bytes().to_vec());
-                            (self.flattened(&state)?, mount.read_only)
+                            self.flattened(&state)?
                         }
                     };
+                    let readonly = mount.read_only;
+                    if !readonly {
+                        // BuildKit discards what the step writes to an rw bind.
+                        let Some(real) = resolve_in_root(&source_root, &source_path) else {
+                            return Err(self.step_error(
+                                step,
+                                format!(
+                                    "--mount={}: {source_path} not found",
+                                    run_mount.spec.value
+                                ),
+                                None,
+                                &[],
+                            ));
+                        };
+                        rw_copies.push(RwCopy {
+                            mount_index: mounts.len(),
+                            source: real,
+                        });
+                    }
                     mounts.push(kiln_sandbox::Mount {
                         target,
                         kind: kiln_sandbox::MountKind::Bind {
@@ -1648,10 +1797,70 @@ impl<'s> Engine<'_, 's> {
         }
         Ok(RunMounts {
             mounts,
-            locks,
+            cache_locks,
+            rw_copies,
             key,
             secrets,
         })
+    }
+
+    /// The stage or image a RUN mount's `from=` names.
+    fn mount_source_state(&self, from: &str, step: &StepInfo) -> Result<StageState, BuildError> {
+        match self.resolve_from(from) {
+            SourceRef::Stage(index) => {
+                lock(&self.results)
+                    .get(&index)
+                    .cloned()
+                    .ok_or_else(|| BuildError::Dockerfile {
+                        rendered: format!("stage {index} used by RUN --mount was not built"),
+                    })
+            }
+            SourceRef::Image(name) => self.image_state(&name, step),
+        }
+    }
+
+    /// Takes the locks of `locked` and `private` cache mounts for one step;
+    /// a `private` cache in use is replaced in `mounts` by a fresh empty one.
+    fn lock_caches(
+        &self,
+        caches: &[CacheLock],
+        mounts: &mut [kiln_sandbox::Mount],
+    ) -> Result<(Vec<fs::File>, Vec<TempDir>), BuildError> {
+        let mut held = Vec::new();
+        let mut fresh_dirs = Vec::new();
+        for cache in caches {
+            let file = fs::File::create(&cache.lock)
+                .map_err(io_error("creating cache mount lock", &cache.lock))?;
+            if !cache.private {
+                file.lock()
+                    .map_err(io_error("locking cache mount lock", &cache.lock))?;
+                held.push(file);
+                continue;
+            }
+            match file.try_lock() {
+                Ok(()) => held.push(file),
+                Err(fs::TryLockError::WouldBlock) => {
+                    let fresh = TempDir::new(self.store, "cache-private")?;
+                    make_cache_dir(&fresh.0, cache.mode, cache.uid, cache.gid)?;
+                    if let Some(mount) = mounts.get_mut(cache.mount_index) {
+                        let readonly = match &mount.kind {
+                            kiln_sandbox::MountKind::Bind { readonly, .. } => *readonly,
+                            kiln_sandbox::MountKind::Tmpfs { .. } => false,
+                        };
+                        *mount = kiln_sandbox::Mount::bind(
+                            fresh.0.clone(),
+                            mount.target.clone(),
+                            readonly,
+                        );
+                    }
+                    fresh_dirs.push(fresh);
+                }
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(io_error("locking cache mount lock", &cache.lock)(e));
+                }
+            }
+        }
+        Ok((held, fresh_dirs))
     }
 
     fn run_layer(

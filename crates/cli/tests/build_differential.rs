@@ -468,6 +468,30 @@ fn mount_cases() -> Vec<Case> {
         .flags(&["--secret", "id=tok,src={ctx}/tok.txt"])
         .stubs(&["etc/app", "run", "run/secrets"])
         .absent(&["kiln-secret-value-2"]),
+        case(
+            "cache-mount-from-stage-and-shared-id",
+            "FROM busybox:local AS seed\nRUN mkdir -p /seed/sub && echo seeded > /seed/sub/s && chown -R 5:6 /seed\nFROM busybox:local\nRUN --mount=type=cache,target=/c,from=seed,source=/seed cat /c/sub/s > /fromcache && stat -c '%u %g' /c/sub/s > /owner\nRUN --mount=type=cache,id=kiln-diff-shared-id,target=/a echo shared > /a/f\nRUN --mount=type=cache,id=kiln-diff-shared-id,target=/other/b cat /other/b/f > /got\n",
+            vec![],
+        )
+        .stubs(&["c", "a", "other", "other/b"]),
+        case(
+            "cache-mount-sharing-mode-owner",
+            "FROM busybox:local\nRUN --mount=type=cache,id=kiln-diff-private,target=/pc,sharing=private,mode=0700,uid=65534,gid=65534 stat -c '%a %u %g' /pc > /pcstat\nRUN --mount=type=cache,id=kiln-diff-locked,target=/lc,sharing=locked stat -c '%a %u %g' /lc > /lcstat\nRUN --mount=type=cache,id=kiln-diff-shared,target=/sc,sharing=shared,ro stat -c '%a %u %g' /sc > /scstat && (touch /sc/x 2>/dev/null && echo writable || echo read-only) > /scro\n",
+            vec![],
+        )
+        .stubs(&["pc", "lc", "sc"]),
+        case(
+            "bind-rw-writes-are-discarded",
+            "FROM busybox:local AS src\nRUN mkdir /data && echo orig > /data/f\nFROM busybox:local\nRUN --mount=type=bind,from=src,source=/data,target=/m,rw echo changed > /m/f && echo new > /m/n && ls /m > /ls-rw\nRUN --mount=type=bind,from=src,source=/data,target=/m cat /m/f > /after && ls /m > /ls-after\nRUN --mount=type=bind,source=.,target=/ctx,rw rm /ctx/c.txt && ls /ctx > /ctx-ls\nRUN --mount=type=bind,target=/ctx ls /ctx > /ctx-after\n",
+            vec![("c.txt", File("ctx\n", 0o644))],
+        )
+        .stubs(&["m", "ctx"]),
+        case(
+            "bind-from-image-and-file-source",
+            "FROM scratch AS files\nCOPY c.txt /deep/c.txt\nFROM busybox:local\nRUN --mount=type=bind,from=busybox:local,source=/etc,target=/img-etc cat /img-etc/group > /group-copy\nRUN --mount=type=bind,from=files,source=/deep/c.txt,target=/one-file cat /one-file > /from-file\nRUN --mount=type=tmpfs,target=/scratch-space echo t > /scratch-space/t && ls -a /scratch-space > /tmpfs-ls\n",
+            vec![("c.txt", File("ctx file\n", 0o644))],
+        )
+        .stubs(&["img-etc", "one-file", "scratch-space"]),
     ]
 }
 
@@ -1326,4 +1350,100 @@ fn secrets_reach_run_but_not_the_image_or_the_cache_key() {
         "{}",
         output_text(&out)
     );
+}
+
+/// Heredocs need a newer Dockerfile frontend than Docker 20.10's, and RUN
+/// --network too, so these are checked against BuildKit's documented
+/// behaviour: a heredoc starting with `#!` runs as a script file through its
+/// interpreter; `--network=none` (and `kiln build --network none`) leave only
+/// loopback.
+#[test]
+fn shebang_heredocs_and_run_network() {
+    if !tools_present() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    import_busybox(&root, work.path());
+    let context = work.path().join("ctx");
+    fs::create_dir_all(&context).unwrap();
+    fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox:local\nRUN <<EOF\n#!/bin/sh -e\necho \"script $(basename $0)\" > /script\nEOF\nRUN <<AWK\n#!/bin/awk -f\nBEGIN { print \"from awk\" > \"/awk.txt\" }\nAWK\nRUN --network=none tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' > /ifaces-none\nRUN tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' > /ifaces-default\n",
+    )
+    .unwrap();
+    let dest = work.path().join("out");
+    let out = kiln(&root)
+        .args(["build", "--progress=plain", "-o"])
+        .arg(format!("type=local,dest={}", dest.display()))
+        .arg(&context)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let read = |name: &str| fs::read_to_string(dest.join(name)).unwrap_or_default();
+    assert_eq!(read("script"), "script EOF\n");
+    assert_eq!(read("awk.txt"), "from awk\n");
+    assert_eq!(read("ifaces-none"), "lo\n");
+    assert!(!dest.join("run").exists(), "script mount left a trace");
+    // --network none on the command line applies to RUN steps without --network.
+    let dest = work.path().join("out-none");
+    let out = kiln(&root)
+        .args(["build", "--no-cache", "--network", "none", "-o"])
+        .arg(format!("type=local,dest={}", dest.display()))
+        .arg(&context)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(read_in(&dest, "ifaces-default"), "lo\n");
+}
+
+fn read_in(dir: &Path, name: &str) -> String {
+    fs::read_to_string(dir.join(name)).unwrap_or_default()
+}
+
+/// Cache sharing between concurrent users (two independent stages run at
+/// the same time): `private` gives the second one a fresh cache, so each
+/// sees only its own file; `locked` makes the second wait for the first.
+#[test]
+fn cache_mount_sharing_between_parallel_stages() {
+    if !tools_present() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    import_busybox(&root, work.path());
+    for sharing in ["private", "locked"] {
+        let context = work.path().join(sharing);
+        fs::create_dir_all(&context).unwrap();
+        let run = |who: &str| {
+            format!(
+                "RUN --mount=type=cache,id=c,target=/c,sharing={sharing} cut -d' ' -f1 /proc/uptime > /start && echo {who} > /c/who && sleep 1 && cat /c/who > /saw && cut -d' ' -f1 /proc/uptime > /end"
+            )
+        };
+        fs::write(
+            context.join("Dockerfile"),
+            format!(
+                "FROM busybox:local AS a\n{}\nFROM busybox:local AS b\n{}\nFROM scratch\nCOPY --from=a /saw /a-saw\nCOPY --from=a /start /a-start\nCOPY --from=a /end /a-end\nCOPY --from=b /saw /b-saw\nCOPY --from=b /start /b-start\nCOPY --from=b /end /b-end\n",
+                run("a"),
+                run("b")
+            ),
+        )
+        .unwrap();
+        let dest = work.path().join(format!("{sharing}-out"));
+        let out = kiln(&root)
+            .args(["build", "--progress=plain", "-o"])
+            .arg(format!("type=local,dest={}", dest.display()))
+            .arg(&context)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", output_text(&out));
+        assert_eq!(read_in(&dest, "a-saw"), "a\n", "{sharing}");
+        assert_eq!(read_in(&dest, "b-saw"), "b\n", "{sharing}");
+        let time = |name: &str| -> f64 { read_in(&dest, name).trim().parse().unwrap() };
+        let overlap = time("a-start") < time("b-end") && time("b-start") < time("a-end");
+        match sharing {
+            "private" => assert!(overlap, "private users should run concurrently"),
+            _ => assert!(!overlap, "locked users must not overlap"),
+        }
+    }
 }
