@@ -1062,7 +1062,7 @@ fn documented_copy_features_newer_than_the_reference() {
     // Errors that say what and what to do.
     let url = start_http_server();
     let hello_digest = "sha256:25d5fcb9d5a4e7c5aa7d2d1a20ca3fd8e4a1d2c8d9bd1ff7b1fd7d6b0a0b0c0d";
-    let failures: Vec<(&str, String, Vec<(&'static str, Item)>, &str)> = vec![
+    let failures: Vec<FailingCase> = vec![
         (
             "several-sources-no-slash",
             "FROM busybox:local\nCOPY a b /notadir\n".into(),
@@ -1139,6 +1139,15 @@ fn documented_copy_features_newer_than_the_reference() {
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(fs::read(out.join("ok/hello.txt")).unwrap(), body);
 }
+
+/// A kiln-only build that must fail: name, Dockerfile, context, text the
+/// error must contain.
+type FailingCase = (
+    &'static str,
+    String,
+    Vec<(&'static str, Item)>,
+    &'static str,
+);
 
 /// A tar whose only member is `../escaped` (the tar crate refuses to write
 /// such a name, so the header is patched by hand).

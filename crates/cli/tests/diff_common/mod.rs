@@ -222,10 +222,10 @@ pub fn flatten_archive(archive: &Path, work: &Path) -> (BTreeMap<String, Node>, 
             tree.retain(|p, _| *p != path && !p.starts_with(&prefix));
         }
         for (path, mut node, hardlink) in additions {
-            if let Some(target) = hardlink {
-                if let Some(existing) = tree.get(&target) {
-                    node.content = existing.content.clone();
-                }
+            if let Some(target) = hardlink
+                && let Some(existing) = tree.get(&target)
+            {
+                node.content = existing.content.clone();
             }
             if node.kind != 'd' {
                 let prefix = format!("{path}/");
