@@ -437,9 +437,11 @@ impl Container {
     }
 
     /// Deletes the container's directory (upper dir, logs and all) after
-    /// releasing its hold on its image.
+    /// releasing its hold on its image (a `--rm` container takes none).
     pub fn remove_files(&self) -> Result<()> {
-        if let Some(root) = self.store_root()
+        let holds = self.config().map_or(true, |c| !c.auto_remove);
+        if holds
+            && let Some(root) = self.store_root()
             && root.join("kiln.db").exists()
         {
             kiln_store::Store::open(root)?.release_holds(&self.image_owner())?;

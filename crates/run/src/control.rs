@@ -72,10 +72,16 @@ pub fn create(store: &Store, containers: &Containers, options: &RunOptions) -> R
     // binds the ports again for real; losing that race leaves a `created`
     // record with the error, as docker does).
     crate::net::check_ports_free(&config.ports)?;
+    let auto_remove = config.auto_remove;
     let container = containers.create(config)?;
     // The container keeps its image, running or stopped, until it is removed
     // (docker's "image is being used by stopped container"). A prune that
-    // removed the image between the resolve and the hold is caught here.
+    // removed the image between the resolve and the hold is caught here. A
+    // `--rm` container exists only while it runs, when its monitor's lease
+    // keeps the image: it skips the two store writes.
+    if auto_remove {
+        return Ok(container);
+    }
     let held = store
         .hold_image(&container.image_owner(), &image.manifest)
         .map_err(RunError::from)

@@ -130,7 +130,9 @@ fn start_and_pump(
     let lease = store.lease();
     let manifest = kiln_store::Digest::parse(&config.image_manifest)?;
     // Records made before containers held their image get the hold now.
-    store.hold_image(&container.image_owner(), &manifest)?;
+    if !config.auto_remove {
+        store.hold_image(&container.image_owner(), &manifest)?;
+    }
     let image = store
         .image(&manifest)?
         .ok_or_else(|| RunError::NoSuchImage(format!("{} ({})", config.image, config.image_id)))?;
