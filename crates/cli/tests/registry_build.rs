@@ -228,6 +228,8 @@ fn build_push_sends_the_built_image() {
     if !env.import_busybox(&base, 0) {
         return;
     }
+    // The base is in another repository of the registry: its layer is mounted.
+    env.ok(&["push", &base]);
     let context = context_with(
         &env,
         "push-ctx",
@@ -241,6 +243,7 @@ fn build_push_sends_the_built_image() {
     let (ok, stderr) = build_in(&env, &env.root.clone(), &context, &["--push", "-t", &app]);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("Pushed"), "{stderr}");
+    assert!(stderr.contains("Mounted from base/busybox"), "{stderr}");
     let digest = stderr
         .lines()
         .find_map(|l| l.strip_prefix("1: digest: "))
