@@ -1447,3 +1447,60 @@ fn cache_mount_sharing_between_parallel_stages() {
         }
     }
 }
+
+/// `--progress=tty` (and auto on a terminal) draws BuildKit's live view: a
+/// header with the elapsed time and steps done, a line per step finished
+/// with its time or CACHED. Run under script(1) for a pseudo-terminal.
+#[test]
+fn tty_progress_view_on_a_terminal() {
+    if !tools_present()
+        || !diff_common::require(
+            "script (util-linux)",
+            Command::new("script").arg("--version"),
+        )
+    {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    import_busybox(&root, work.path());
+    let context = work.path().join("ctx");
+    fs::create_dir_all(&context).unwrap();
+    fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox:local\nRUN echo building-output && sleep 0.3\nCOPY f /f\n",
+    )
+    .unwrap();
+    fs::write(context.join("f"), "f\n").unwrap();
+    let kiln_path = image_common::kiln_bin();
+    let view = |progress: &str| {
+        let command = format!(
+            "{} --root {} build --progress={progress} {}",
+            kiln_path,
+            root.display(),
+            context.display()
+        );
+        let out = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env_remove("KILN_ROOT")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", output_text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = view("tty");
+    assert!(first.contains("[+] Building"), "{first}");
+    assert!(
+        first.contains(" => [2/3] RUN echo building-output"),
+        "{first}"
+    );
+    assert!(first.contains("(3/3)"), "three steps done: {first}");
+    assert!(
+        !first.contains("#1 "),
+        "no plain lines on a terminal: {first}"
+    );
+    let second = view("auto");
+    assert!(second.contains(" => CACHED [2/3] RUN"), "{second}");
+    assert!(second.contains(" => CACHED [3/3] COPY f /f"), "{second}");
+}

@@ -291,20 +291,28 @@ pub fn run(root: &Path, mut args: BuildArgs) -> Result<ExitCode> {
     let mut plain;
     let mut silent;
     let mut json;
+    let mut tty: Option<TtyProgress> = None;
+    let terminal = std::io::stderr().is_terminal();
     let progress: &mut dyn ProgressSink = if quiet {
         silent = QuietProgress::new();
         &mut silent
     } else if args.progress == ProgressMode::Rawjson {
         json = JsonProgress::new(std::io::stderr());
         &mut json
+    } else if terminal && matches!(args.progress, ProgressMode::Auto | ProgressMode::Tty) {
+        tty.insert(TtyProgress::new())
     } else {
-        // No live tty view yet: auto and tty fall back to the plain format.
-        let _ = std::io::stderr().is_terminal();
+        // Not a terminal (or --progress=plain): BuildKit's plain lines.
         plain = PlainProgress::new(std::io::stderr());
         &mut plain
     };
     let started = std::time::Instant::now();
-    let outcome = match kiln_build::build(&store, &options, progress) {
+    let result = kiln_build::build(&store, &options, progress);
+    // The live view ends before the report and errors are printed below it.
+    if let Some(view) = &tty {
+        view.header.finish();
+    }
+    let outcome = match result {
         Ok(outcome) => outcome,
         Err(BuildError::Step {
             rendered,
@@ -405,6 +413,109 @@ pub fn run(root: &Path, mut args: BuildArgs) -> Result<ExitCode> {
     println!("{id}");
     drop(stdin_context);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--progress=tty`: a live view on the terminal like BuildKit's: a header
+/// with the elapsed time and the steps done, a line per step (a spinner and
+/// the command's latest output line while it runs; its time, CACHED or ERROR
+/// once finished).
+struct TtyProgress {
+    multi: indicatif::MultiProgress,
+    header: indicatif::ProgressBar,
+    steps: std::collections::HashMap<usize, (String, indicatif::ProgressBar)>,
+    next: usize,
+    finished: usize,
+}
+
+impl TtyProgress {
+    fn new() -> Self {
+        let multi = indicatif::MultiProgress::with_draw_target(
+            indicatif::ProgressDrawTarget::stderr_with_hz(10),
+        );
+        let header = multi.add(indicatif::ProgressBar::new_spinner());
+        header.set_style(Self::style("[+] Building {elapsed_precise} {msg}"));
+        header.enable_steady_tick(std::time::Duration::from_millis(100));
+        TtyProgress {
+            multi,
+            header,
+            steps: std::collections::HashMap::new(),
+            next: 0,
+            finished: 0,
+        }
+    }
+
+    fn style(template: &str) -> indicatif::ProgressStyle {
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner())
+    }
+
+    fn update_header(&self) {
+        self.header
+            .set_message(format!("({}/{})", self.finished, self.next));
+    }
+
+    fn finish(&mut self, id: usize, line: String) {
+        if let Some((_, bar)) = self.steps.remove(&id) {
+            bar.set_style(Self::style("{wide_msg}"));
+            bar.finish_with_message(line);
+        }
+        self.finished += 1;
+        self.update_header();
+    }
+}
+
+impl ProgressSink for TtyProgress {
+    fn start(&mut self, name: &str) -> usize {
+        self.next += 1;
+        let bar = self.multi.add(indicatif::ProgressBar::new_spinner());
+        bar.set_style(Self::style(" {spinner} {wide_msg} {elapsed:>4}"));
+        bar.set_message(name.to_string());
+        bar.enable_steady_tick(std::time::Duration::from_millis(100));
+        self.steps.insert(self.next, (name.to_string(), bar));
+        self.update_header();
+        self.next
+    }
+
+    fn log(&mut self, id: usize, bytes: &[u8]) {
+        let text = String::from_utf8_lossy(bytes);
+        let Some(last) = text.lines().rev().find(|l| !l.trim().is_empty()) else {
+            return;
+        };
+        if let Some((name, bar)) = self.steps.get(&id) {
+            bar.set_message(format!("{name}  | {}", last.trim_end()));
+        }
+    }
+
+    fn cached(&mut self, id: usize) {
+        let name = self
+            .steps
+            .get(&id)
+            .map(|(n, _)| n.clone())
+            .unwrap_or_default();
+        self.finish(id, format!(" => CACHED {name}"));
+    }
+
+    fn done(&mut self, id: usize, elapsed: std::time::Duration) {
+        let name = self
+            .steps
+            .get(&id)
+            .map(|(n, _)| n.clone())
+            .unwrap_or_default();
+        self.finish(id, format!(" => {name}  {:.1}s", elapsed.as_secs_f64()));
+    }
+
+    fn error(&mut self, id: usize, message: &str) {
+        let name = self
+            .steps
+            .get(&id)
+            .map(|(n, _)| n.clone())
+            .unwrap_or_default();
+        self.finish(id, format!(" => ERROR {name}: {message}"));
+    }
+
+    fn note(&mut self, line: &str) {
+        let _ = self.multi.println(line);
+    }
 }
 
 /// A scratch directory under the store root, removed when dropped.
