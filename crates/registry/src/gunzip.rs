@@ -146,4 +146,33 @@ mod tests {
         let result = VerifiedGzip::new(cut).unwrap().read_to_end(&mut out);
         assert!(result.is_err(), "truncated stream read as complete");
     }
+
+    proptest::proptest! {
+        /// Whatever the bytes (random, or a real stream cut or with a byte
+        /// flipped), the reader returns data or an error, never panics, and
+        /// on intact input agrees with flate2.
+        #[test]
+        fn never_panics_and_agrees_on_intact_input(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096),
+            cut in 0usize..5000,
+            flip in 0usize..5000,
+            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let whole = gzip(&data, flip % 2 == 0);
+            let mut out = Vec::new();
+            VerifiedGzip::new(whole.as_slice()).unwrap().read_to_end(&mut out).unwrap();
+            proptest::prop_assert_eq!(&out, &data);
+
+            let mut damaged = whole.clone();
+            let at = flip % damaged.len();
+            damaged[at] ^= 0x5a;
+            damaged.truncate(cut.min(damaged.len()));
+            if let Ok(mut reader) = VerifiedGzip::new(damaged.as_slice()) {
+                let _ = reader.read_to_end(&mut Vec::new());
+            }
+            if let Ok(mut reader) = VerifiedGzip::new(junk.as_slice()) {
+                let _ = reader.read_to_end(&mut Vec::new());
+            }
+        }
+    }
 }
