@@ -274,6 +274,12 @@ impl<'a> CopyPlan<'a> {
             if fs::symlink_metadata(&staged).is_ok() {
                 continue;
             }
+            if let Some((_, meta)) = self.view().lookup(prefix)
+                && !meta.is_dir()
+            {
+                // As BuildKit: `mkdir /etc/passwd: not a directory`.
+                return Err(not_a_directory("creating directory", prefix));
+            }
             fs::create_dir(&staged).map_err(io_error("creating directory", &staged))?;
             match self.view().lookup(prefix) {
                 Some((_, meta)) if meta.is_dir() => {
@@ -403,6 +409,13 @@ impl<'a> CopyPlan<'a> {
             if item.is_dir {
                 let mut dest_parts = dest_parts.clone();
                 dest_parts.extend(kept.iter().cloned());
+                if fs::symlink_metadata(self.staged(&dest_parts)).is_err()
+                    && let Some((_, meta)) = self.view().lookup(&dest_parts)
+                    && !meta.is_dir()
+                {
+                    // As BuildKit: `cannot copy to non-directory: /etc/passwd`.
+                    return Err(not_a_directory("copying a directory to", &dest_parts));
+                }
                 self.make_dirs(&dest_parts, owner)?;
                 let children = match (context, from_context) {
                     (Some(context), true) => context_children(context, &item.rel),
@@ -454,6 +467,19 @@ impl<'a> CopyPlan<'a> {
             }
         }
         Ok(())
+    }
+}
+
+/// A destination that must be a directory but is a file (or another
+/// non-directory) in the image.
+fn not_a_directory(what: &'static str, parts: &[String]) -> BuildError {
+    BuildError::Io {
+        what,
+        path: PathBuf::from(format!("/{}", parts.join("/"))),
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            "it is not a directory in the image; choose a destination that is a directory or does not exist",
+        ),
     }
 }
 

@@ -261,6 +261,13 @@ fn start_http_server() -> String {
                 .strip_prefix("/disk/")
                 .and_then(|name| fs::read(changing_dir().join(name)).ok())
                 .map(|body| (body, ""));
+            if let Some(target) = path.strip_prefix("/redirect") {
+                let response = format!(
+                    "HTTP/1.1 302 Found\r\nLocation: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = stream.write_all(response.as_bytes());
+                continue;
+            }
             let response = match from_disk.as_ref().or(files.get(path.as_str())) {
                 Some((body, modified)) => {
                     let mut head = format!(
@@ -415,6 +422,26 @@ fn cases() -> Vec<Case> {
                     Archive(vec![Member::File("from-tar", "t\n", 0o644)], ""),
                 ),
             ],
+        ),
+        Case {
+            mtimes: vec!["r/hello.txt"],
+            ..case(
+                "add-url-follows-redirects-keeping-the-url-name",
+                "FROM busybox:local\nADD {URL}/redirect/files/hello.txt /r/\n",
+                vec![],
+            )
+        },
+        failing(
+            "copy-under-an-existing-file",
+            "FROM busybox:local\nCOPY f /etc/passwd/x\n",
+            vec![("f", File("f\n", 0o644))],
+            "creating directory /etc/passwd: it is not a directory in the image",
+        ),
+        failing(
+            "copy-dir-onto-an-existing-file",
+            "FROM busybox:local\nCOPY d /etc/passwd\n",
+            vec![("d/x", File("x\n", 0o644))],
+            "copying a directory to /etc/passwd: it is not a directory in the image",
         ),
         failing(
             "add-url-not-found",
