@@ -2299,7 +2299,12 @@ impl<'s> Engine<'_, 's> {
                 CopySource::Context => Some(engine.context()?),
                 CopySource::Dir(_) => None,
             };
-            plan.copy(&items, &source, context, &context_root, &dest_path, dest_is_dir_syntax, owner, chmod.as_ref())?;
+            // What went wrong while copying is shown with the step and its line.
+            plan.copy(&items, &source, context, &context_root, &dest_path, dest_is_dir_syntax, owner, chmod.as_ref())
+                .map_err(|e| match e {
+                    BuildError::Io { .. } => engine.step_error(&step_clone, e.to_string(), None, &[]),
+                    other => other,
+                })?;
             let layer = engine.commit_dir(&staging.0, kiln_snapshot::DiffKind::Directory)?;
             engine.keep_layer_dir(&staging.0, &layer);
             Ok(layer)
