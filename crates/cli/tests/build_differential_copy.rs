@@ -444,6 +444,17 @@ fn cases() -> Vec<Case> {
             "copying a directory to /etc/passwd: it is not a directory in the image",
         ),
         failing(
+            "workdir-under-an-existing-file",
+            "FROM busybox:local\nWORKDIR /bin/busybox/x\n",
+            vec![],
+            "not a directory",
+        ),
+        case(
+            "dangling-symlink-destinations",
+            "FROM busybox:local\nRUN ln -s /nowhere/file /dl && ln -s /missingdir /dd\nCOPY f /dl\nCOPY d /dd/\nCOPY f /dd/inside\n",
+            vec![("f", File("f\n", 0o644)), ("d/x", File("x\n", 0o644))],
+        ),
+        failing(
             "add-url-not-found",
             "FROM busybox:local\nADD {URL}/missing.txt /x\n",
             vec![],
