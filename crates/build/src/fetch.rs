@@ -231,6 +231,25 @@ pub fn fetch(url: &str, dir: &Path, checksum: Option<&str>) -> Result<Fetched, F
     Ok(Fetched { name, digest })
 }
 
+/// The content digest of an ADD's URL source known before fetching it:
+/// with `--checksum` (one URL, nothing else), the step's cache key can use
+/// it and the download can wait for a cache miss, so a cached rebuild needs
+/// no network. Checks the same rules as [`fetch_sources`].
+pub fn known_digest(
+    urls: &[String],
+    checksum: Option<&str>,
+    other_sources: bool,
+) -> Result<Option<String>, FetchError> {
+    if let Some(git) = urls.iter().find(|u| is_git_url(u)) {
+        return Err(FetchError::Git(git.clone()));
+    }
+    let checksum = checksum.map(parse_checksum).transpose()?;
+    if checksum.is_some() && (urls.len() != 1 || other_sources) {
+        return Err(FetchError::ChecksumWithoutUrl);
+    }
+    Ok(checksum)
+}
+
 /// Fetches the URL sources of one ADD into `dir`. `checksum` is the raw
 /// `--checksum` value, allowed only when the one source is a URL;
 /// `other_sources` tells whether the ADD also names context files or heredocs.
@@ -240,13 +259,7 @@ pub fn fetch_sources(
     other_sources: bool,
     dir: &Path,
 ) -> Result<Vec<Fetched>, FetchError> {
-    if let Some(git) = urls.iter().find(|u| is_git_url(u)) {
-        return Err(FetchError::Git(git.clone()));
-    }
-    let checksum = checksum.map(parse_checksum).transpose()?;
-    if checksum.is_some() && (urls.len() != 1 || other_sources) {
-        return Err(FetchError::ChecksumWithoutUrl);
-    }
+    let checksum = known_digest(urls, checksum, other_sources)?;
     urls.iter()
         .map(|url| fetch(url, dir, checksum.as_deref()))
         .collect()

@@ -1255,7 +1255,9 @@ fn add_url_cache_follows_the_content() {
     );
     fs::write(&served, "two\n").unwrap();
     let changed = build();
-    let _ = fs::remove_dir_all(changing_dir());
+    let _ = fs::remove_file(&served);
+    // Other tests of this process may still serve files from there.
+    let _ = fs::remove_dir(changing_dir());
     assert!(
         !changed.contains("CACHED"),
         "changed URL content must run the ADD again:\n{changed}"
@@ -1301,5 +1303,60 @@ fn copy_through_symlinks_is_invalidated_by_the_target() {
         changed.matches("CACHED").count(),
         0,
         "a changed link target must run both COPY steps again:\n{changed}"
+    );
+}
+
+/// With `--checksum` the content is known before the download, so a cached
+/// rebuild does not fetch at all (it passes even though the server now sends
+/// something else), while a rebuild without the cache fetches and fails on
+/// the mismatch, naming both digests.
+#[test]
+fn add_url_with_checksum_is_cached_without_fetching() {
+    if !tools_present() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    import_busybox(&root, work.path());
+    let url = start_http_server();
+    fs::create_dir_all(changing_dir()).unwrap();
+    let served = changing_dir().join("pinned.txt");
+    fs::write(&served, "pinned\n").unwrap();
+    let digest = sha256_hex(b"pinned\n");
+    let context = work.path().join("ctx");
+    write_context(
+        &context,
+        &format!("FROM busybox:local\nADD --checksum=sha256:{digest} {url}/disk/pinned.txt /p/\n"),
+        &[],
+    );
+    let build = |extra: &[&str]| {
+        kiln(&root)
+            .args(["build", "--progress=plain", "-t", "kiln-copy-url-pinned"])
+            .args(extra)
+            .arg(&context)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let first = build(&[]);
+    assert!(first.status.success(), "{}", output_text(&first));
+    fs::write(&served, "changed upstream\n").unwrap();
+    let cached = build(&[]);
+    assert!(cached.status.success(), "{}", output_text(&cached));
+    assert!(
+        String::from_utf8_lossy(&cached.stderr).contains("CACHED"),
+        "{}",
+        output_text(&cached)
+    );
+    let fresh = build(&["--no-cache"]);
+    let _ = fs::remove_file(&served);
+    // Other tests of this process may still serve files from there.
+    let _ = fs::remove_dir(changing_dir());
+    let text = output_text(&fresh);
+    assert!(!fresh.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("sha256:{digest}"))
+            && text.contains(&sha256_hex(b"changed upstream\n")),
+        "both digests named: {text}"
     );
 }
