@@ -2167,16 +2167,27 @@ impl<'s> Engine<'_, 's> {
             CopyKind::Add(add) => (add.checksum.as_ref().map(|c| c.value.clone()), add.unpack),
             CopyKind::Copy(_) => (None, None),
         };
+        let mut deferred_fetch: Option<(String, Option<String>, PathBuf)> = None;
         let url_dir = if urls.is_empty() && checksum.is_none() {
             None
         } else {
             let dir = TempDir::new(self.store, "http")?;
             let others = !patterns.is_empty() || heredoc_dir.is_some();
-            let fetched = crate::fetch::fetch_sources(&urls, checksum.as_deref(), others, &dir.0)
+            let known = crate::fetch::known_digest(&urls, checksum.as_deref(), others)
                 .map_err(|e| self.step_error(step, e.to_string(), None, &[]))?;
-            for file in fetched {
-                key_parts.push(file.digest.into_bytes());
-                generated.push((dir.0.clone(), file.name));
+            if let (Some(digest), Some(url)) = (known, urls.first()) {
+                // --checksum: the key is known, the download waits for a miss.
+                key_parts.push(digest.into_bytes());
+                generated.push((dir.0.clone(), crate::fetch::file_name(url)));
+                deferred_fetch = Some((url.clone(), checksum.clone(), dir.0.clone()));
+            } else {
+                let fetched =
+                    crate::fetch::fetch_sources(&urls, checksum.as_deref(), others, &dir.0)
+                        .map_err(|e| self.step_error(step, e.to_string(), None, &[]))?;
+                for file in fetched {
+                    key_parts.push(file.digest.into_bytes());
+                    generated.push((dir.0.clone(), file.name));
+                }
             }
             Some(dir)
         };
@@ -2254,6 +2265,10 @@ impl<'s> Engine<'_, 's> {
                 Some(spec) => Some(resolve_chown(spec, &view).map_err(|e| engine.step_error(&step_clone, e.to_string(), None, &[]))?),
                 None => None,
             };
+            if let Some((url, checksum, dir)) = &deferred_fetch {
+                crate::fetch::fetch_sources(std::slice::from_ref(url), checksum.as_deref(), false, dir)
+                    .map_err(|e| engine.step_error(&step_clone, e.to_string(), None, &[]))?;
+            }
             // Resolve every pattern to the items it selects.
             let mut items: Vec<SourceItem> = Vec::new();
             for pattern in &patterns {
