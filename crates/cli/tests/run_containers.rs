@@ -1358,3 +1358,37 @@ fn udp_port_is_published_and_a_port_in_use_starts_nothing() {
         }
     }
 }
+
+#[test]
+fn container_prune_removes_stopped_containers_only() {
+    let Some(env) = setup() else { return };
+    let exited: Vec<String> = (0..2)
+        .map(|i| {
+            let name = format!("done{i}");
+            ok(
+                &env,
+                &["run", "--name", &name, IMAGE, "sh", "-c", "echo x > /tmp/x"],
+            );
+            let inspect: serde_json::Value =
+                serde_json::from_str(&ok(&env, &["inspect", &name])).expect("inspect JSON");
+            inspect[0]["Id"].as_str().expect("id").to_string()
+        })
+        .collect();
+    let running = ok(&env, &["run", "-d", IMAGE, "sleep", "1000"]);
+    let running = running.trim();
+    let out = ok(&env, &["container", "prune", "-f"]);
+    assert!(out.starts_with("Deleted Containers:\n"), "{out}");
+    for id in &exited {
+        assert!(out.contains(&format!("\n{id}\n")), "{out}");
+    }
+    assert!(!out.contains(running), "{out}");
+    assert!(out.contains("Total reclaimed space: "), "{out}");
+    assert_eq!(ok(&env, &["ps", "-a", "-q", "--no-trunc"]).trim(), running);
+    ok(&env, &["rm", "-f", running]);
+    assert_eq!(
+        ok(&env, &["container", "prune", "-f"]),
+        "Total reclaimed space: 0B\n"
+    );
+    // No container left: nothing holds the image.
+    assert!(ok(&env, &["rmi", IMAGE]).contains("Untagged:"));
+}

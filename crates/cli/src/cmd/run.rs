@@ -19,7 +19,7 @@ use kiln_run::monitor::{self, Attach};
 use kiln_run::net::PortBinding;
 use kiln_run::{Containers, NetworkMode, Observed, RunError, RunOptions};
 
-use super::output::{ellipsis, human_duration, table, time_ago};
+use super::output::{ellipsis, human_duration, human_size4, table, time_ago};
 
 /// Container verbs (flattened into `kiln <verb>`).
 #[derive(Subcommand)]
@@ -72,6 +72,15 @@ pub enum ContainerCommand {
     Exec(ExecArgs),
     /// Create and run a new container from an image
     Run(Box<RunArgs>),
+    /// Remove all stopped containers
+    Prune(ContainerPruneArgs),
+}
+
+#[derive(Args)]
+pub struct ContainerPruneArgs {
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -295,6 +304,7 @@ pub fn run(root: &Path, verb: ContainerVerb) -> Result<ExitCode> {
             ContainerCommand::Logs(a) => run(root, ContainerVerb::Logs(a)),
             ContainerCommand::Exec(a) => run(root, ContainerVerb::Exec(a)),
             ContainerCommand::Run(a) => run(root, ContainerVerb::Run(a)),
+            ContainerCommand::Prune(a) => container_prune(root, a),
         },
         ContainerVerb::Monitor { id } => {
             let containers = Containers::open(root)?;
@@ -405,6 +415,60 @@ fn run_container(root: &Path, args: RunArgs) -> ExitCode {
         Ok(f) => exit_code(f.exit_code),
         Err(e) => fail(&e),
     }
+}
+
+/// Bytes under `dir`, not following symlinks (a container's writable layer).
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| Some((e.path(), e.file_type().ok()?, e.metadata().ok()?)))
+        .map(|(path, kind, meta)| {
+            if kind.is_dir() {
+                dir_size(&path)
+            } else {
+                meta.len()
+            }
+        })
+        .sum()
+}
+
+/// `kiln container prune`: removes every container that is not running (and
+/// with it, its hold on its image), as docker's.
+fn container_prune(root: &Path, args: ContainerPruneArgs) -> Result<ExitCode> {
+    if !args.force && !super::image::confirm("WARNING! This will remove all stopped containers.")? {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let containers = Containers::open(root)?;
+    let mut deleted = Vec::new();
+    let mut reclaimed = 0;
+    for container in containers.list()? {
+        let stopped = match container.observe() {
+            Ok(Observed::Exited { .. }) => true,
+            Ok(Observed::Created) => !container.monitor_alive().unwrap_or(true),
+            _ => false,
+        };
+        if !stopped {
+            continue;
+        }
+        let size = dir_size(&container.upper_dir());
+        // A container started meanwhile is refused by remove (not forced).
+        if control::remove(&container, false).is_ok() {
+            reclaimed += size;
+            deleted.push(container.id.clone());
+        }
+    }
+    if !deleted.is_empty() {
+        println!("Deleted Containers:");
+        for id in &deleted {
+            println!("{id}");
+        }
+        println!();
+    }
+    println!("Total reclaimed space: {}", human_size4(reclaimed));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Applies `action` to each named container, printing each name as docker
