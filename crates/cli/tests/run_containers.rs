@@ -275,6 +275,17 @@ fn detached_run_logs_stop_rm() {
     assert_eq!(json["Names"], "web");
     assert_eq!(json["State"], "running");
     assert_eq!(json["ID"], &id[..12]);
+    let created_at = json["CreatedAt"].as_str().expect("CreatedAt");
+    assert!(
+        created_at.len() == 29 && created_at.ends_with(" +0000 UTC"),
+        "docker's form: {created_at}"
+    );
+    assert_eq!(json["Image"], IMAGE);
+    assert!(
+        json["Command"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("\"sh -c"))
+    );
     let line = ps.lines().nth(1).expect("a container row");
     assert!(line.starts_with(&id[..12]), "{ps}");
     assert!(line.contains(" Up ") && line.ends_with("web"), "{ps}");

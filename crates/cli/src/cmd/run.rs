@@ -635,11 +635,25 @@ fn ps(root: &Path, args: PsArgs) -> Result<ExitCode> {
                 Observed::Running { .. } => "running",
                 Observed::Exited { .. } => "exited",
             };
+            // docker's Go time.Time form: "2026-11-25 17:50:45 +0000 UTC".
+            let created_at = kiln_store::time::format_rfc3339(config.created_unix, 0)
+                .trim_end_matches('Z')
+                .replacen('T', " ", 1)
+                + " +0000 UTC";
             let line = serde_json::json!({
                 "ID": id,
                 "Image": config.image,
                 "Command": format!("{command:?}"),
-                "CreatedAt": config.created,
+                "CreatedAt": created_at,
+                "Labels": "",
+                "LocalVolumes": "0",
+                "Mounts": config
+                    .volumes
+                    .iter()
+                    .map(|v| v.source.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                "Size": "0B",
                 "RunningFor": time_ago(config.created_unix),
                 "State": state,
                 "Status": status_text(&container, &observed),
