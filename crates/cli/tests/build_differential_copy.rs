@@ -454,6 +454,21 @@ fn cases() -> Vec<Case> {
             "FROM busybox:local\nRUN ln -s /nowhere/file /dl && ln -s /missingdir /dd\nCOPY f /dl\nCOPY d /dd/\nCOPY f /dd/inside\n",
             vec![("f", File("f\n", 0o644)), ("d/x", File("x\n", 0o644))],
         ),
+        case(
+            "add-archive-through-a-symlink-and-in-a-dir",
+            "FROM busybox:local\nADD link.tgz /vialink/\nADD pkg /pkgdir/\n",
+            vec![
+                (
+                    "real.tgz",
+                    Archive(vec![Member::File("in-real", "r\n", 0o644)], "gzip"),
+                ),
+                ("link.tgz", Link("real.tgz")),
+                (
+                    "pkg/nested.tar",
+                    Archive(vec![Member::File("not-unpacked", "n\n", 0o644)], ""),
+                ),
+            ],
+        ),
         failing(
             "add-url-not-found",
             "FROM busybox:local\nADD {URL}/missing.txt /x\n",
