@@ -272,6 +272,23 @@ mod tests {
         assert!(!is_archive(&zeros));
     }
 
+    proptest::proptest! {
+        /// ADD sources are untrusted: any bytes are either an archive or not, never a panic.
+        #[test]
+        fn any_file_is_classified_without_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
+            let _ = detect(&bytes);
+            let mut block = [0u8; 512];
+            for (slot, b) in block.iter_mut().zip(bytes.iter()) {
+                *slot = *b;
+            }
+            let _ = valid_tar_header(&block);
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+            let path = dir.path().join("f");
+            fs::write(&path, &bytes).unwrap_or_default();
+            let _ = is_archive(&path);
+        }
+    }
+
     #[test]
     fn symlinks_in_an_archive_never_lead_outside() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));

@@ -781,6 +781,18 @@ mod tests {
         assert_eq!(pivot_of("x/y/./z"), 2);
     }
 
+    proptest::proptest! {
+        /// `--chmod` comes from the Dockerfile: any text parses or not, and a
+        /// parsed mode only ever yields permission bits.
+        #[test]
+        fn chmod_never_panics_and_stays_in_range(text in ".{0,24}", mode in 0u32..0o10000, dir in proptest::bool::ANY) {
+            if let Some(chmod) = Chmod::parse(&text) {
+                proptest::prop_assert!(chmod.apply(mode, dir) <= 0o7777);
+            }
+            let _ = pivot_of(&text);
+        }
+    }
+
     #[test]
     fn chmod_octal_and_symbolic() {
         assert_eq!(Chmod::parse("0755"), Some(Chmod::Octal(0o755)));

@@ -352,6 +352,45 @@ mod tests {
         assert!(parse_checksum(&format!("md5:{hex64}")).is_err());
     }
 
+    proptest::proptest! {
+        /// Server headers and URLs are untrusted: any text gives an answer, never a panic,
+        /// and a name never leaves the download directory.
+        #[test]
+        fn untrusted_text_never_panics(text in ".*") {
+            let _ = parse_http_date(&text);
+            let _ = parse_checksum(&text);
+            let _ = is_git_url(&text);
+            let name = file_name(&format!("http://host/{text}"));
+            proptest::prop_assert!(!name.contains('/') && name != ".." && name != "." && !name.is_empty());
+        }
+
+        #[test]
+        fn formatted_dates_read_back(days in 0i64..50_000, secs in 0i64..86_400) {
+            // Build an IMF-fixdate from a day count and check the parser inverts it.
+            let total = days * 86_400 + secs;
+            let (z, doe) = {
+                let z = days + 719_468;
+                let era = z.div_euclid(146_097);
+                (era, z - era * 146_097)
+            };
+            let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+            let mp = (5 * doy + 2) / 153;
+            let day = doy - (153 * mp + 2) / 5 + 1;
+            let month = if mp < 10 { mp + 3 } else { mp - 9 };
+            let year = yoe + z * 400 + i64::from(month <= 2);
+            const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+            let text = format!(
+                "Mon, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+                MONTHS[(month - 1) as usize],
+                secs / 3600,
+                secs / 60 % 60,
+                secs % 60
+            );
+            proptest::prop_assert_eq!(parse_http_date(&text), Some(total as u64));
+        }
+    }
+
     #[test]
     fn http_dates_in_all_three_forms() {
         assert_eq!(
