@@ -991,8 +991,9 @@ impl<'s> Engine<'_, 's> {
         };
         self.progress.done(id, started.elapsed());
 
-        // ARG values in scope in this stage (declared here), in order.
-        let mut args: Vec<(String, String)> = Vec::new();
+        // The ARGs declared in this stage, in order (a re-declaration is
+        // listed again), for the `RUN |N K=V ...` history text.
+        let mut args: Vec<String> = Vec::new();
         let mut cmd_set = false;
         let lexer = self.stages.lexer();
         // ONBUILD triggers of the base run first, as if written after FROM;
@@ -1022,6 +1023,26 @@ impl<'s> Engine<'_, 's> {
                     }
                 }
             };
+            // BuildKit's history shows ARG defaults expanded even when a
+            // build arg overrides them (the scope skips that expansion).
+            let arg_history = match command {
+                Command::Arg { args: decls, .. } => {
+                    let expanded = command.expand(&lexer, &state.scope).ok();
+                    let decls = match expanded.as_ref().map(|e| &e.command) {
+                        Some(Command::Arg { args: expanded, .. }) => expanded,
+                        _ => decls,
+                    };
+                    let shown: Vec<String> = decls
+                        .iter()
+                        .map(|decl| match &decl.default {
+                            Some(default) => format!("{}={}", decl.name.value, default.value),
+                            None => decl.name.value.clone(),
+                        })
+                        .collect();
+                    Some(format!("ARG {}", shown.join(" ")))
+                }
+                _ => None,
+            };
             // Expands the instruction with the variables in scope and applies
             // ARG/ENV to the scope, with BuildKit's rules.
             let Expanded { command, .. } =
@@ -1036,25 +1057,9 @@ impl<'s> Engine<'_, 's> {
                 Command::Arg { args: decls, .. } => {
                     // An ARG changes no cache key by itself: the steps that
                     // use its value (RUN's environment, expanded words) do.
-                    let mut shown = Vec::new();
-                    for decl in decls {
-                        let name = decl.name.value.clone();
-                        let provided = last_value(&self.options.build_args, &name);
-                        let inherited = last_value(&self.graph.meta_env, &name);
-                        let value = provided
-                            .or_else(|| decl.default.as_ref().map(|d| d.value.clone()))
-                            .or(inherited);
-                        shown.push(match &decl.default {
-                            Some(default) => format!("{name}={}", default.value),
-                            None => name.clone(),
-                        });
-                        args.retain(|(k, _)| *k != name);
-                        if let Some(value) = value {
-                            args.push((name, value));
-                        }
-                    }
+                    args.extend(decls.iter().map(|decl| decl.name.value.clone()));
                     let created = state.created.clone();
-                    state.add_history(format!("ARG {}", shown.join(" ")), true, &created);
+                    state.add_history(arg_history.unwrap_or_default(), true, &created);
                 }
                 Command::Env { pairs, .. } => {
                     for pair in pairs {
@@ -1110,11 +1115,7 @@ impl<'s> Engine<'_, 's> {
                             map.insert(key.clone(), json!({}));
                         }
                     }
-                    self.config_step(
-                        &mut state,
-                        &canonical,
-                        &format!("EXPOSE map[{}]", keys.join(" ")),
-                    );
+                    self.config_step(&mut state, &canonical, &expose_history(&keys));
                 }
                 Command::Volume { paths, .. } => {
                     let config = state.config();
@@ -1166,17 +1167,14 @@ impl<'s> Engine<'_, 's> {
                     if let Value::Array(items) = list {
                         items.push(json!(onbuild.expression));
                     }
-                    self.config_step(
-                        &mut state,
-                        &canonical,
-                        &format!("ONBUILD {}", onbuild.expression),
-                    );
+                    // BuildKit records no history entry for ONBUILD.
+                    state.key = chain(&state.key, &[canonical.as_bytes()]);
                 }
                 Command::Cmd(cmd) => {
                     let argv = command_argv(&cmd.command, &state.shell());
                     state.config().insert("Cmd".into(), json!(argv));
                     cmd_set = true;
-                    self.config_step(&mut state, &canonical, &format!("CMD {}", json!(argv)));
+                    self.config_step(&mut state, &canonical, &format!("CMD {}", go_list(&argv)));
                 }
                 Command::Entrypoint(entrypoint) => {
                     let argv = command_argv(&entrypoint.command, &state.shell());
@@ -1188,22 +1186,13 @@ impl<'s> Engine<'_, 's> {
                     self.config_step(
                         &mut state,
                         &canonical,
-                        &format!("ENTRYPOINT {}", json!(argv)),
+                        &format!("ENTRYPOINT {}", go_list(&argv)),
                     );
                 }
                 Command::Healthcheck(health) => {
                     let value = healthcheck_json(health);
                     state.config().insert("Healthcheck".into(), value);
-                    self.config_step(
-                        &mut state,
-                        &canonical,
-                        &format!(
-                            "HEALTHCHECK {}",
-                            self.source_text(step.span)
-                                .trim_start_matches(|c: char| !c.is_whitespace())
-                                .trim()
-                        ),
-                    );
+                    self.config_step(&mut state, &canonical, &healthcheck_history(health));
                 }
                 Command::Workdir { path, .. } => {
                     let target = join_in_image(&state.workdir(), &path.value);
@@ -1276,11 +1265,24 @@ impl<'s> Engine<'_, 's> {
                     key_parts.push(format!("network={network:?}").into_bytes());
                     let parts: Vec<&[u8]> = key_parts.iter().map(Vec::as_slice).collect();
                     let key = chain(&state.key, &parts);
+                    // BuildKit's `|N K=V` prefix: each ARG declared in this
+                    // stage with its current value (an ENV of the same name
+                    // included), empty when unset.
                     let arg_prefix = if args.is_empty() {
                         String::new()
                     } else {
-                        let list: Vec<String> =
-                            args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        let list: Vec<String> = args
+                            .iter()
+                            .map(|name| {
+                                let value = state
+                                    .scope
+                                    .run_env()
+                                    .iter()
+                                    .find(|(k, _)| k == name)
+                                    .map_or("", |(_, v)| v.as_str());
+                                format!("{name}={value}")
+                            })
+                            .collect();
                         format!("|{} {} ", args.len(), list.join(" "))
                     };
                     let created_by = format!("RUN {arg_prefix}{} # buildkit", argv.join(" "));
@@ -2240,14 +2242,8 @@ impl<'s> Engine<'_, 's> {
         shown.extend(urls.iter().cloned());
         shown.extend(heredocs.iter().map(|h| h.name.clone()));
         shown.push(dest_text.clone());
-        let created_by = match from {
-            Some(f) => format!(
-                "{keyword} --from={} {} # buildkit",
-                f.value,
-                shown.join(" ")
-            ),
-            None => format!("{keyword} {} # buildkit", shown.join(" ")),
-        };
+        // As BuildKit: sources and destination only, `--from` included.
+        let created_by = format!("{keyword} {} # buildkit", shown.join(" "));
         let step_clone = StepInfo {
             label: step.label.clone(),
             span: step.span,
@@ -2474,6 +2470,140 @@ fn command_argv(command: &CommandLine, shell: &[String]) -> Vec<String> {
     }
 }
 
+/// `EXPOSE` in the history as BuildKit writes it: Go's `%v` of the port
+/// set, `map[53/udp:{} 80/tcp:{}]` (sorted).
+fn expose_history(keys: &[String]) -> String {
+    let mut sorted: Vec<&String> = keys.iter().collect();
+    sorted.sort();
+    sorted.dedup();
+    let list: Vec<String> = sorted.iter().map(|k| format!("{k}:{{}}")).collect();
+    format!("EXPOSE map[{}]", list.join(" "))
+}
+
+/// `HEALTHCHECK` in the history as BuildKit (Docker 20.10) writes it: Go's
+/// `%q` of the health config, `&{["CMD-SHELL" "curl x"] "5s" "0s" "0s" '\x03'}`.
+fn healthcheck_history(health: &Healthcheck) -> String {
+    let (test, durations, retries) = match health {
+        Healthcheck::None { .. } => (vec!["NONE".to_string()], [None; 3], 0),
+        Healthcheck::Check(check) => {
+            let mut test = Vec::new();
+            match &check.command {
+                CommandLine::Shell(text) => {
+                    test.push("CMD-SHELL".to_string());
+                    test.push(text.value.clone());
+                }
+                CommandLine::Exec(words) => {
+                    test.push("CMD".to_string());
+                    test.extend(words.iter().map(|w| w.value.clone()));
+                }
+            }
+            (
+                test,
+                [check.interval, check.timeout, check.start_period],
+                check.retries.unwrap_or(0),
+            )
+        }
+    };
+    let test: Vec<String> = test.iter().map(|t| go_quote(t)).collect();
+    let durations: Vec<String> = durations
+        .iter()
+        .map(|d| format!("\"{}\"", go_duration(d.unwrap_or_default())))
+        .collect();
+    format!(
+        "HEALTHCHECK &{{[{}] {} {}}}",
+        test.join(" "),
+        durations.join(" "),
+        go_quote_rune(u64::from(retries))
+    )
+}
+
+/// Go's `%q` of a string list, as BuildKit writes CMD and ENTRYPOINT into
+/// the history: `["sh" "-c" "echo hi"]`.
+fn go_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| go_quote(i)).collect();
+    format!("[{}]", quoted.join(" "))
+}
+
+/// Go's `strconv.Quote` for the printable-ASCII-or-escaped cases.
+fn go_quote(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Go's `%q` of a small integer: a quoted rune literal (`'\x03'`, `'A'`).
+fn go_quote_rune(value: u64) -> String {
+    let named = match value {
+        7 => Some("\\a"),
+        8 => Some("\\b"),
+        9 => Some("\\t"),
+        10 => Some("\\n"),
+        11 => Some("\\v"),
+        12 => Some("\\f"),
+        13 => Some("\\r"),
+        39 => Some("\\'"),
+        92 => Some("\\\\"),
+        _ => None,
+    };
+    match (named, u8::try_from(value)) {
+        (Some(text), _) => format!("'{text}'"),
+        (None, Ok(byte)) if (0x20..0x7f).contains(&byte) => format!("'{}'", byte as char),
+        (None, Ok(byte)) if byte < 0x80 => format!("'\\x{byte:02x}'"),
+        _ => match char::from_u32(u32::try_from(value).unwrap_or(0xfffd)) {
+            Some(c) if !c.is_control() => format!("'{c}'"),
+            _ => format!("'\\u{value:04x}'"),
+        },
+    }
+}
+
+/// Go's `time.Duration.String()`: `0s`, `500ms`, `1.5s`, `1m30s`, `1h0m0s`.
+fn go_duration(duration: std::time::Duration) -> String {
+    let ns = duration.as_nanos();
+    let fraction = |value: u128, unit: u128| -> String {
+        let whole = value / unit;
+        let rest = value % unit;
+        if rest == 0 {
+            return whole.to_string();
+        }
+        let digits = unit.ilog10() as usize;
+        let text = format!("{rest:0digits$}");
+        format!("{whole}.{}", text.trim_end_matches('0'))
+    };
+    if ns == 0 {
+        "0s".to_string()
+    } else if ns < 1_000 {
+        format!("{ns}ns")
+    } else if ns < 1_000_000 {
+        format!("{}µs", fraction(ns, 1_000))
+    } else if ns < 1_000_000_000 {
+        format!("{}ms", fraction(ns, 1_000_000))
+    } else {
+        let hours = ns / 3_600_000_000_000;
+        let minutes = (ns / 60_000_000_000) % 60;
+        let seconds = fraction(ns % 60_000_000_000, 1_000_000_000);
+        if hours > 0 {
+            format!("{hours}h{minutes}m{seconds}s")
+        } else if minutes > 0 {
+            format!("{minutes}m{seconds}s")
+        } else {
+            format!("{seconds}s")
+        }
+    }
+}
+
 fn healthcheck_json(health: &Healthcheck) -> Value {
     match health {
         Healthcheck::None { .. } => json!({"Test": ["NONE"]}),
@@ -2585,6 +2715,26 @@ mod tests {
     }
 
     #[test]
+    fn history_texts_are_gos() {
+        use std::time::Duration;
+        assert_eq!(go_duration(Duration::ZERO), "0s");
+        assert_eq!(go_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
+        assert_eq!(go_duration(Duration::from_micros(2)), "2µs");
+        assert_eq!(go_quote_rune(0), "'\\x00'");
+        assert_eq!(go_quote_rune(3), "'\\x03'");
+        assert_eq!(go_quote_rune(65), "'A'");
+        assert_eq!(go_quote_rune(10), "'\\n'");
+        assert_eq!(go_quote("a \"b\"\\"), "\"a \\\"b\\\"\\\\\"");
+        assert_eq!(
+            expose_history(&["80/tcp".into(), "53/udp".into()]),
+            "EXPOSE map[53/udp:{} 80/tcp:{}]"
+        );
+    }
+
+    #[test]
     fn shell_form_goes_through_the_shell() {
         let shell = vec!["/bin/sh".to_string(), "-c".to_string()];
         let text = kiln_dockerfile::ast::Text {
@@ -2621,14 +2771,4 @@ pub fn export_filesystem(store: &Store, manifest: &Digest, dest: &Path) -> Resul
         })?;
     }
     Ok(())
-}
-
-/// The value of the last `name` in a list of pairs (later entries override
-/// earlier ones, as repeated `--build-arg`s and ARG lines do).
-fn last_value(pairs: &[(String, String)], name: &str) -> Option<String> {
-    pairs
-        .iter()
-        .rev()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.clone())
 }
