@@ -153,7 +153,9 @@ fn hundred_run_stop_rm_cycles_leave_the_host_as_found() {
     kiln_ok(&root, &["run", "--rm", "--network", "none", IMAGE, "true"]);
 
     let marker = format!("kiln-leak-test-{}", std::process::id());
-    let script = format!("trap 'exit 0' TERM; while true; do sleep 0.1; done # {marker}");
+    // `wait` returns as soon as the trapped TERM arrives: stop is immediate,
+    // and the background sleep dies with the container's PID namespace.
+    let script = format!("trap 'exit 0' TERM; sleep 1000 & wait # {marker}");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
