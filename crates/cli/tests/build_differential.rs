@@ -49,6 +49,9 @@ struct Case {
     /// Text that must appear in neither image (files, config, history): the
     /// values of secrets the build used.
     absent: Vec<&'static str>,
+    /// An image both engines build first under this tag, from this
+    /// Dockerfile (with the case's context), for the case to start from.
+    base: Option<(&'static str, &'static str)>,
 }
 
 fn case(name: &'static str, dockerfile: &'static str, files: Vec<(&'static str, Item)>) -> Case {
@@ -61,6 +64,7 @@ fn case(name: &'static str, dockerfile: &'static str, files: Vec<(&'static str, 
         mount_stubs: Vec::new(),
         flags: Vec::new(),
         absent: Vec::new(),
+        base: None,
     }
 }
 
@@ -333,6 +337,7 @@ fn cases() -> Vec<Case> {
         mount_stubs: vec![],
         flags: vec![],
         absent: vec![],
+        base: None,
     });
     cases.push(Case {
         name: "run-mounts-never-reach-the-image",
@@ -343,6 +348,7 @@ fn cases() -> Vec<Case> {
         mount_stubs: vec!["mnt", "scratch", "var", "var/cache", "var/cache/kiln-diff"],
         flags: vec![],
         absent: vec![],
+        base: None,
     });
     cases.push(Case {
         name: "target-stops-early",
@@ -353,6 +359,7 @@ fn cases() -> Vec<Case> {
         mount_stubs: vec![],
         flags: vec![],
         absent: vec![],
+        base: None,
     });
     cases.extend(scoping_cases());
     cases.extend(mount_cases());
@@ -416,6 +423,15 @@ fn scoping_cases() -> Vec<Case> {
             vec![],
         ),
         case(
+            "onbuild-triggers-of-an-image",
+            "FROM kiln-diff-onbuild-base:1\nRUN cat /app/f > /seen && echo \"$OB_ENV\" > /env-seen\n",
+            vec![("f", Item::File("child context file\n", 0o644))],
+        )
+        .base(
+            "kiln-diff-onbuild-base:1",
+            "FROM busybox:local\nWORKDIR /app\nONBUILD COPY f /app/f\nONBUILD ENV OB_ENV=from-trigger\nONBUILD RUN echo triggered > /app/triggered\nONBUILD LABEL onbuild=yes\nCMD [\"sh\"]\n",
+        ),
+        case(
             "onbuild-arg-and-env-triggers",
             "FROM busybox:local AS base\nONBUILD ARG OB=onbuild-default\nONBUILD ENV OE=$OB\nONBUILD RUN echo \"$OB $OE\" > /ob\nFROM base AS user\nRUN echo \"after $OB\" > /after\n",
             vec![],
@@ -442,6 +458,11 @@ impl Case {
 
     fn absent(mut self, texts: &[&'static str]) -> Case {
         self.absent.extend_from_slice(texts);
+        self
+    }
+
+    fn base(mut self, tag: &'static str, dockerfile: &'static str) -> Case {
+        self.base = Some((tag, dockerfile));
         self
     }
 }
@@ -558,7 +579,45 @@ fn kiln_build_matches_buildkit() {
         let context = work.path().join("contexts").join(case.name);
         write_context(&context, &case);
         let tag = format!("kiln-diff-{}", case.name);
-        if let Err(e) = docker_build(&case, &context, &tag) {
+        if let Some((base_tag, dockerfile)) = case.base {
+            let base_dir = work
+                .path()
+                .join("contexts")
+                .join(format!("{}-base", case.name));
+            let base_case = Case {
+                name: case.name,
+                dockerfile,
+                files: Vec::new(),
+                args: Vec::new(),
+                target: None,
+                mount_stubs: Vec::new(),
+                flags: Vec::new(),
+                absent: Vec::new(),
+                base: None,
+            };
+            write_context(&base_dir, &base_case);
+            if let Err(e) = docker_build(&base_case, &base_dir, base_tag) {
+                failures.push(format!(
+                    "[{}] docker build of the base failed: {e}",
+                    case.name
+                ));
+                continue;
+            }
+            if let Err(e) = kiln_build(&root, &base_case, &base_dir, base_tag) {
+                failures.push(format!(
+                    "[{}] kiln build of the base failed: {e}",
+                    case.name
+                ));
+                continue;
+            }
+        }
+        let result = docker_build(&case, &context, &tag);
+        if let Some((base_tag, _)) = case.base {
+            let _ = Command::new("/usr/bin/docker")
+                .args(["rmi", "-f", base_tag])
+                .output();
+        }
+        if let Err(e) = result {
             failures.push(format!("[{}] docker build failed: {e}", case.name));
             continue;
         }
