@@ -142,6 +142,8 @@ fn progress_bars_on_a_terminal_lines_otherwise() {
         .args(["-qec", &command, "/dev/null"])
         .env("DOCKER_CONFIG", &env.docker_config)
         .env("KILN_CERTS_DIR", &env.certs_dir)
+        .env("KILN_DOCKER_DAEMON_JSON", "")
+        .env_remove("KILN_INSECURE_REGISTRIES")
         .env("COLUMNS", "120")
         .stdin(Stdio::null())
         .output()
@@ -154,6 +156,25 @@ fn progress_bars_on_a_terminal_lines_otherwise() {
         "no byte counts:\n{screen}"
     );
     assert!(screen.contains("Pull complete"), "{screen}");
+
+    // A push to another registry (nothing to mount from there) draws bars too.
+    let other = TestRegistry::start(Auth::None, None);
+    let copy = format!("{}/test/copy:1", other.host());
+    env.ok_in(&tty_root, &["tag", &name, &copy]);
+    let command = format!("{} --root {} push {copy}", kiln_bin(), tty_root.display());
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("DOCKER_CONFIG", &env.docker_config)
+        .env("KILN_CERTS_DIR", &env.certs_dir)
+        .env("KILN_DOCKER_DAEMON_JSON", "")
+        .env_remove("KILN_INSECURE_REGISTRIES")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_success("kiln push on a pty", &out);
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(screen.contains("Pushing ["), "no bar drawn:\n{screen}");
+    assert!(screen.contains("Pushed"), "{screen}");
 
     let lines_root = env.fresh_root("lines");
     let lines = env.ok_in(&lines_root, &["pull", &name]);

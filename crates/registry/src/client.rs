@@ -306,12 +306,30 @@ fn client_certificate(
 pub enum Body<'a> {
     Empty,
     Bytes(&'a [u8]),
-    /// `len` bytes of the file at `path` from `offset`.
+    /// `len` bytes of the file at `path` from `offset`; `sent` (when given)
+    /// is told the bytes of the file sent so far (from `offset`'s start).
     File {
         path: &'a Path,
         offset: u64,
         len: u64,
+        sent: Option<&'a (dyn Fn(u64) + Sync)>,
     },
+}
+
+/// A reader that reports the bytes read so far (starting at `done`).
+struct Reporting<'a, R> {
+    inner: R,
+    done: u64,
+    report: &'a (dyn Fn(u64) + Sync),
+}
+
+impl<R: Read> Read for Reporting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        (self.report)(self.done);
+        Ok(n)
+    }
 }
 
 /// One registry host, its endpoint and its authentication state.
@@ -501,7 +519,12 @@ impl RegistryClient {
                 .clone()
                 .set("Content-Length", &bytes.len().to_string())
                 .send_bytes(bytes),
-            Body::File { path, offset, len } => {
+            Body::File {
+                path,
+                offset,
+                len,
+                sent,
+            } => {
                 use std::io::Seek;
                 let mut file = std::fs::File::open(path).map_err(|source| RegistryError::Io {
                     action: "opening blob",
@@ -514,10 +537,15 @@ impl RegistryClient {
                         path: path.to_path_buf(),
                         source,
                     })?;
-                request
-                    .clone()
-                    .set("Content-Length", &len.to_string())
-                    .send(file.take(len))
+                let request = request.clone().set("Content-Length", &len.to_string());
+                match sent {
+                    Some(report) => request.send(Reporting {
+                        inner: file.take(len),
+                        done: offset,
+                        report,
+                    }),
+                    None => request.send(file.take(len)),
+                }
             }
         };
         match result {

@@ -232,11 +232,18 @@ fn push_blob(
     });
     let blob_path = store.blob_path(digest);
     let chunk = client.chunk_size();
+    let sent = |done: u64| {
+        progress.event(ProgressEvent::BlobBytes {
+            digest: &digest_text,
+            done,
+        })
+    };
     let final_body = if size <= chunk {
         Body::File {
             path: &blob_path,
             offset: 0,
             len: size,
+            sent: Some(&sent),
         }
     } else {
         let mut offset = 0u64;
@@ -250,6 +257,7 @@ fn push_blob(
                         path: &blob_path,
                         offset,
                         len,
+                        sent: Some(&sent),
                     }),
             )?;
             if response.status() != 202 {
