@@ -155,7 +155,9 @@ fn hundred_run_stop_rm_cycles_leave_the_host_as_found() {
     let marker = format!("kiln-leak-test-{}", std::process::id());
     // `wait` returns as soon as the trapped TERM arrives: stop is immediate,
     // and the background sleep dies with the container's PID namespace.
-    let script = format!("trap 'exit 0' TERM; sleep 1000 & wait # {marker}");
+    // (Until the trap is set, PID 1 ignores TERM and stop would wait its 10 s
+    // for the SIGKILL: each cycle waits for "armed" first.)
+    let script = format!("trap 'exit 0' TERM; echo armed; sleep 1000 & wait # {marker}");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -181,6 +183,11 @@ fn hundred_run_stop_rm_cycles_leave_the_host_as_found() {
                 "monitor and container, in their own network namespace: {during:?}"
             );
             assert!(during.store.len() > before.store.len(), "{during:?}");
+        }
+        let armed = Instant::now() + Duration::from_secs(10);
+        while !kiln_ok(&root, &["logs", id]).contains("armed") {
+            assert!(Instant::now() < armed, "cycle {i}: the trap was never set");
+            std::thread::sleep(Duration::from_millis(5));
         }
         kiln_ok(&root, &["stop", id]);
         kiln_ok(&root, &["rm", id]);
