@@ -348,9 +348,18 @@ fn serve_udp(netns: &Arc<NetNs>, host: UdpSocket, port: u16) {
     loop {
         let (n, client) = match host.recv_from(&mut buf) {
             Ok(got) => got,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             // ICMP errors from earlier replies surface here; keep serving.
-            Err(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted
+                        | io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                continue;
+            }
+            Err(_) => return,
         };
         let known = flows
             .lock()
@@ -417,7 +426,15 @@ fn start_udp_flow(
                 }
                 // ECONNREFUSED: nothing listened when a datagram arrived; a
                 // later one may find a listener.
-                Err(_) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionRefused
+                    ) =>
+                {
+                    continue;
+                }
+                Err(_) => break,
             }
         }
         if let Ok(mut f) = flows_for_thread.lock() {
