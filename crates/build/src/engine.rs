@@ -2702,6 +2702,31 @@ fn canonical(command: &Command) -> String {
         .join("\u{0}")
 }
 
+/// Writes the flattened root filesystem of a stored image into `dest` (an
+/// empty or missing directory): `kiln build -o type=local,dest=DIR`.
+pub fn export_filesystem(store: &Store, manifest: &Digest, dest: &Path) -> Result<(), BuildError> {
+    let record = store.image(manifest)?.ok_or_else(|| BuildError::Io {
+        what: "exporting image",
+        path: dest.to_path_buf(),
+        source: std::io::Error::other(format!("image {manifest} is not in the store")),
+    })?;
+    fs::create_dir_all(dest).map_err(io_error("creating export directory", dest))?;
+    for layer in &record.layers {
+        let file = store.open_blob(&layer.layer.blob)?;
+        kiln_snapshot::apply_layer(
+            BufReader::with_capacity(1 << 20, file),
+            dest,
+            &kiln_snapshot::ApplyOptions::default(),
+        )
+        .map_err(|e| BuildError::Io {
+            what: "unpacking a layer into",
+            path: dest.to_path_buf(),
+            source: std::io::Error::other(e),
+        })?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2746,29 +2771,4 @@ mod tests {
             vec!["/bin/sh", "-c", "echo hi"]
         );
     }
-}
-
-/// Writes the flattened root filesystem of a stored image into `dest` (an
-/// empty or missing directory): `kiln build -o type=local,dest=DIR`.
-pub fn export_filesystem(store: &Store, manifest: &Digest, dest: &Path) -> Result<(), BuildError> {
-    let record = store.image(manifest)?.ok_or_else(|| BuildError::Io {
-        what: "exporting image",
-        path: dest.to_path_buf(),
-        source: std::io::Error::other(format!("image {manifest} is not in the store")),
-    })?;
-    fs::create_dir_all(dest).map_err(io_error("creating export directory", dest))?;
-    for layer in &record.layers {
-        let file = store.open_blob(&layer.layer.blob)?;
-        kiln_snapshot::apply_layer(
-            BufReader::with_capacity(1 << 20, file),
-            dest,
-            &kiln_snapshot::ApplyOptions::default(),
-        )
-        .map_err(|e| BuildError::Io {
-            what: "unpacking a layer into",
-            path: dest.to_path_buf(),
-            source: std::io::Error::other(e),
-        })?;
-    }
-    Ok(())
 }

@@ -399,16 +399,18 @@ pub fn run(root: &Path, mut args: BuildArgs) -> Result<ExitCode> {
     for stage in &outcome.stages {
         let _ = writeln!(err, "  stage {}: {}", stage.name, human_size(stage.size));
     }
-    if let Some(largest) = outcome.stages.iter().map(|s| s.size).max() {
-        if outcome.stages.len() > 1 && largest > outcome.size && largest > 0 {
-            let saved = 100.0 * (largest - outcome.size) as f64 / largest as f64;
-            let _ = writeln!(
-                err,
-                "multi-stage: {} -> {} ({saved:.1}% saved)",
-                human_size(largest),
-                human_size(outcome.size)
-            );
-        }
+    if let Some(largest) = outcome.stages.iter().map(|s| s.size).max()
+        && outcome.stages.len() > 1
+        && largest > outcome.size
+        && largest > 0
+    {
+        let saved = 100.0 * (largest - outcome.size) as f64 / largest as f64;
+        let _ = writeln!(
+            err,
+            "multi-stage: {} -> {} ({saved:.1}% saved)",
+            human_size(largest),
+            human_size(outcome.size)
+        );
     }
     println!("{id}");
     drop(stdin_context);
