@@ -73,6 +73,19 @@ pub struct BuildOptions {
     pub pull: bool,
     /// `--secret` values, for `RUN --mount=type=secret`.
     pub secrets: Vec<Secret>,
+    /// `--build-context NAME=...`: what `FROM NAME`, `COPY --from=NAME` and
+    /// `RUN --mount=from=NAME` use instead of the image NAME (stage names
+    /// still refer to stages).
+    pub build_contexts: Vec<(String, NamedContext)>,
+}
+
+/// A named build context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// A local directory (`NAME=PATH`).
+    Dir(PathBuf),
+    /// An image (`NAME=docker-image://REF`).
+    Image(String),
 }
 
 /// A `--secret`: given to the RUN steps that mount it, and never written
@@ -766,6 +779,11 @@ impl<'s> Engine<'_, 's> {
     /// `--pull`, always, once per build), showing an `[internal] pulling` step.
     /// A name that is not a valid reference is left to `image_state` to report.
     fn ensure_image(&self, name: &str, step: &StepInfo) -> Result<(), BuildError> {
+        let name = match self.named_context(name) {
+            Some(NamedContext::Image(reference)) => reference.as_str(),
+            Some(NamedContext::Dir(_)) => return Ok(()),
+            None => name,
+        };
         let Ok(reference) = kiln_image::Reference::parse(name) else {
             return Ok(());
         };
@@ -801,7 +819,47 @@ impl<'s> Engine<'_, 's> {
     }
 
     /// Loads an image as a starting state, pulling it first when needed.
+    /// The `--build-context` named `name`, if any.
+    fn named_context(&self, name: &str) -> Option<&NamedContext> {
+        self.options
+            .build_contexts
+            .iter()
+            .rev()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, context)| context)
+    }
+
+    /// A local named context as an image: one layer with the directory's
+    /// contents (cached under the digest of those contents).
+    fn dir_state(&self, name: &str, dir: &Path, step: &StepInfo) -> Result<StageState, BuildError> {
+        let digest = Context::scan_build_context(
+            dir,
+            None,
+            Some(self.store.root().join("context-stat-cache")),
+        )?
+        .root_digest();
+        let mut state = self.scratch_state();
+        let key = chain(&blake3::hash(b"named-context"), &[digest.0.as_slice()]);
+        let created_by = format!("named context {name}");
+        let load = StepInfo {
+            label: format!("[context {name}] load {}", dir.display()),
+            span: step.span,
+            stage_name: step.stage_name.clone(),
+        };
+        self.fs_step(&mut state, &load, key, created_by, |engine, _, _| {
+            engine.commit_dir(dir, kiln_snapshot::DiffKind::Directory)
+        })?;
+        // Its key is its content's, whichever step asked for it.
+        state.key = chain(&key, &[b"named-context-result"]);
+        Ok(state)
+    }
+
     fn image_state(&self, name: &str, step: &StepInfo) -> Result<StageState, BuildError> {
+        let name = match self.named_context(name) {
+            Some(NamedContext::Image(reference)) => reference.as_str(),
+            Some(NamedContext::Dir(dir)) => return self.dir_state(name, dir, step),
+            None => name,
+        };
         self.ensure_image(name, step)?;
         let not_found = || {
             self.step_error(
@@ -2212,6 +2270,22 @@ impl<'s> Engine<'_, 's> {
                     key_parts.push(digest.0.to_vec());
                 }
                 CopySource::Context
+            }
+            Some(SourceRef::Image(name))
+                if let Some(NamedContext::Dir(dir)) = self.named_context(&name) =>
+            {
+                // A local named context is read like the build context: the
+                // key covers what each source pattern selects in it.
+                let named = Context::scan_build_context(
+                    dir,
+                    None,
+                    Some(self.store.root().join("context-stat-cache")),
+                )?;
+                for pattern in &patterns {
+                    let digest = named.digest_of_selection(pattern.as_bytes())?;
+                    key_parts.push(digest.0.to_vec());
+                }
+                CopySource::Dir(dir.clone())
             }
             Some(reference) => {
                 let source_state = match reference {

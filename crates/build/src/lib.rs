@@ -29,6 +29,7 @@ pub mod fsview;
 pub mod progress;
 
 pub use engine::{
-    BuildError, BuildOptions, BuildOutcome, Secret, StageSize, build, export_filesystem,
+    BuildError, BuildOptions, BuildOutcome, NamedContext, Secret, StageSize, build,
+    export_filesystem,
 };
 pub use progress::{JsonProgress, PlainProgress, ProgressSink, QuietProgress};

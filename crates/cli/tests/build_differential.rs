@@ -1599,3 +1599,75 @@ fn tty_progress_view_on_a_terminal() {
     assert!(second.contains(" => CACHED [2/3] RUN"), "{second}");
     assert!(second.contains(" => CACHED [3/3] COPY f /f"), "{second}");
 }
+
+/// `--build-context` (needs buildx, which Docker 20.10 lacks, so checked
+/// against BuildKit's documented behaviour): a directory serves `COPY
+/// --from=NAME`, `RUN --mount=from=NAME` and `FROM NAME`; a
+/// `docker-image://REF` replaces the image NAME. Its contents are in the
+/// cache keys: a no-op rebuild is all cached, a changed file re-runs the
+/// COPY that reads it.
+#[test]
+fn named_build_contexts() {
+    if !tools_present() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    import_busybox(&root, work.path());
+    let context = work.path().join("ctx");
+    let other = work.path().join("other");
+    fs::create_dir_all(&context).unwrap();
+    fs::create_dir_all(other.join("sub")).unwrap();
+    fs::write(other.join("data.txt"), "data\n").unwrap();
+    fs::write(other.join("sub/deep"), "deep\n").unwrap();
+    fs::write(
+        context.join("Dockerfile"),
+        "FROM base AS b\nRUN echo from-base > /b\nFROM files AS f\nFROM busybox:local\nCOPY --from=extra data.txt /x\nCOPY --from=extra sub /sub\nCOPY --from=b /b /b\nCOPY --from=f /data.txt /f-data\nRUN --mount=from=extra,target=/m cat /m/data.txt > /mounted\n",
+    )
+    .unwrap();
+    let build = |dest: &Path| {
+        let out = kiln(&root)
+            .args(["build", "--progress=plain", "--build-context"])
+            .arg(format!("extra={}", other.display()))
+            .args(["--build-context", "base=docker-image://busybox:local"])
+            .arg("--build-context")
+            .arg(format!("files={}", other.display()))
+            .arg("-o")
+            .arg(format!("type=local,dest={}", dest.display()))
+            .arg(&context)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", output_text(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let dest = work.path().join("out1");
+    build(&dest);
+    assert_eq!(read_in(&dest, "x"), "data\n");
+    assert_eq!(read_in(&dest, "sub/deep"), "deep\n");
+    assert_eq!(read_in(&dest, "b"), "from-base\n");
+    assert_eq!(read_in(&dest, "f-data"), "data\n");
+    assert_eq!(read_in(&dest, "mounted"), "data\n");
+    let again = build(&work.path().join("out2"));
+    assert!(
+        again.contains("built in") && again.contains(" 0 steps run"),
+        "{again}"
+    );
+    fs::write(other.join("sub/deep"), "changed\n").unwrap();
+    let dest = work.path().join("out3");
+    let changed = build(&dest);
+    assert_eq!(read_in(&dest, "sub/deep"), "changed\n");
+    let lines: Vec<&str> = changed.lines().collect();
+    let copy_sub = lines
+        .iter()
+        .position(|l| l.contains("COPY --from=extra sub /sub"))
+        .unwrap();
+    assert!(!lines[copy_sub + 1].ends_with("CACHED"), "{changed}");
+    // A named context must exist.
+    let out = kiln(&root)
+        .args(["build", "--build-context", "x=/nonexistent/dir"])
+        .arg(&context)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a directory"));
+}

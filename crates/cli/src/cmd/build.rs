@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use kiln_build::{
-    BuildError, BuildOptions, JsonProgress, PlainProgress, ProgressSink, QuietProgress, Secret,
+    BuildError, BuildOptions, JsonProgress, NamedContext, PlainProgress, ProgressSink,
+    QuietProgress, Secret,
 };
 use kiln_image::Reference;
 use kiln_store::Store;
@@ -64,6 +65,10 @@ pub struct BuildArgs {
     /// `id=ID,env=VAR` (an environment variable); may be repeated
     #[arg(long = "secret", value_name = "id=ID,src=PATH|env=VAR")]
     secrets: Vec<String>,
+    /// An extra named context, `NAME=PATH` or `NAME=docker-image://REF`, for
+    /// `FROM NAME`, `COPY --from=NAME` and `RUN --mount=from=NAME`; may be repeated
+    #[arg(long = "build-context", value_name = "NAME=PATH|docker-image://REF")]
+    build_contexts: Vec<String>,
     /// Output: `type=image` (the store, default), `type=local,dest=DIR` (the
     /// final filesystem), `type=tar,dest=FILE` (the filesystem as a tar),
     /// `type=docker,dest=FILE` (docker-archive), `type=oci,dest=FILE` (OCI archive)
@@ -118,6 +123,37 @@ fn parse_output(spec: &str) -> Result<OutputSpec> {
         }
         (None, Some(_)) => bail!("-o {spec:?}: give type=local or type=tar"),
     }
+}
+
+/// `--build-context NAME=PATH` (a local directory) or
+/// `NAME=docker-image://REF` (an image).
+fn parse_build_context(spec: &str) -> Result<(String, NamedContext)> {
+    let Some((name, value)) = spec
+        .split_once('=')
+        .filter(|(n, v)| !n.is_empty() && !v.is_empty())
+    else {
+        bail!("--build-context {spec:?}: use NAME=PATH or NAME=docker-image://REF");
+    };
+    if let Some(image) = value.strip_prefix("docker-image://") {
+        let reference = Reference::parse(image).with_context(|| {
+            format!("--build-context {name}: {image:?} is not an image reference")
+        })?;
+        return Ok((name.to_string(), NamedContext::Image(reference.to_string())));
+    }
+    if let Some((scheme, _)) = value.split_once("://") {
+        bail!(
+            "--build-context {name}: {scheme}:// contexts are not supported by kiln yet; use a local directory or docker-image://REF"
+        );
+    }
+    let path = std::path::absolute(value)
+        .with_context(|| format!("--build-context {name}: invalid path {value:?}"))?;
+    if !path.is_dir() {
+        bail!(
+            "--build-context {name}: {} is not a directory",
+            path.display()
+        );
+    }
+    Ok((name.to_string(), NamedContext::Dir(path)))
 }
 
 /// `--secret` as docker build reads it: `id=ID` with `src=`/`source=PATH`
@@ -285,6 +321,11 @@ pub fn run(root: &Path, mut args: BuildArgs) -> Result<ExitCode> {
             .secrets
             .iter()
             .map(|spec| parse_secret(spec))
+            .collect::<Result<_>>()?,
+        build_contexts: args
+            .build_contexts
+            .iter()
+            .map(|spec| parse_build_context(spec))
             .collect::<Result<_>>()?,
     };
     let quiet = args.quiet || args.progress == ProgressMode::Quiet;
