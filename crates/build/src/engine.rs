@@ -593,6 +593,7 @@ pub fn build(
         context_loading: Mutex::new(()),
         results: Mutex::new(HashMap::new()),
         stage_done: Condvar::new(),
+        required: graph.required_stages(target),
         failed: AtomicBool::new(false),
         first_error: Mutex::new(None),
         flattened: Mutex::new(HashMap::new()),
@@ -607,9 +608,8 @@ pub fn build(
     };
     // One thread per stage the target needs; each waits for the stages it
     // uses, so independent stages are built at the same time.
-    let required = graph.required_stages(target);
     std::thread::scope(|scope| {
-        for &index in &required {
+        for &index in &engine.required {
             let engine = &engine;
             scope.spawn(move || engine.stage_thread(index));
         }
@@ -667,6 +667,8 @@ struct Engine<'a, 's> {
     /// build fails.
     results: Mutex<HashMap<usize, StageState>>,
     stage_done: Condvar,
+    /// The stages this build needs (each gets a thread).
+    required: Vec<usize>,
     /// Set by the first failure: the other stages stop before their next step.
     failed: AtomicBool,
     first_error: Mutex<Option<BuildError>>,
@@ -936,31 +938,10 @@ impl<'s> Engine<'_, 's> {
 
     /// One stage's thread: waits until the stages it uses are built (or the
     /// build failed), builds it, and publishes the result or the error.
+    /// Stages start at once and wait for another stage only when a step
+    /// needs its result (FROM, COPY --from, RUN --mount from=), so the steps
+    /// before that run meanwhile, as in BuildKit.
     fn stage_thread(&self, index: usize) {
-        let dependencies: Vec<usize> = self
-            .graph
-            .stages
-            .get(index)
-            .map(|node| node.stage_dependencies().into_iter().collect())
-            .unwrap_or_default();
-        {
-            let mut results = lock(&self.results);
-            loop {
-                if self.failed.load(Ordering::SeqCst) {
-                    return;
-                }
-                if dependencies
-                    .iter()
-                    .all(|d| *d == index || results.contains_key(d))
-                {
-                    break;
-                }
-                results = self
-                    .stage_done
-                    .wait(results)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-        }
         match self.build_stage(index) {
             Ok(state) => {
                 lock(&self.results).insert(index, state);
@@ -978,6 +959,33 @@ impl<'s> Engine<'_, 's> {
         // Under the results lock, so no waiting thread misses the signal.
         let _results = lock(&self.results);
         self.stage_done.notify_all();
+    }
+
+    /// The result of stage `index`, waiting until its thread has built it.
+    fn wait_for_stage(&self, index: usize, user: &str) -> Result<StageState, BuildError> {
+        if !self.required.contains(&index) {
+            let name = self
+                .graph
+                .stages
+                .get(index)
+                .map_or_else(|| index.to_string(), |n| n.display_name());
+            return Err(BuildError::Dockerfile {
+                rendered: format!(
+                    "stage {name} used by {user} is not part of this build (an ONBUILD trigger of a base image cannot name a stage of this Dockerfile)"
+                ),
+            });
+        }
+        let mut results = lock(&self.results);
+        loop {
+            if let Some(state) = results.get(&index) {
+                return Ok(state.clone());
+            }
+            self.check_cancelled()?;
+            results = self
+                .stage_done
+                .wait(results)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
     }
 
     /// The error a stage stops with when another stage failed first.
@@ -1025,6 +1033,11 @@ impl<'s> Engine<'_, 's> {
             // Pull before the FROM step starts, so the pull shows as its own step.
             self.ensure_image(name, &from_step)?;
         }
+        // A base stage is waited for before the FROM step starts.
+        let mut base_stage = match &node.base {
+            Base::Stage(base) => Some(self.wait_for_stage(*base, "FROM")?),
+            _ => None,
+        };
         let started = Instant::now();
         let id = self.progress.start(&from_step.label);
         let mut state = match &node.base {
@@ -1036,12 +1049,11 @@ impl<'s> Engine<'_, 's> {
                     return Err(e);
                 }
             },
-            Base::Stage(base) => {
-                let mut state = lock(&self.results).get(base).cloned().ok_or_else(|| {
-                    BuildError::Dockerfile {
-                        rendered: format!("stage {base} was not built before {stage_name}"),
-                    }
-                })?;
+            Base::Stage(_) => {
+                let mut state = match base_stage.take() {
+                    Some(state) => state,
+                    None => self.scratch_state(),
+                };
                 // A child stage inherits its parent's ARGs, then its ENV again.
                 state.scope = state.scope.child();
                 state
@@ -1867,14 +1879,7 @@ impl<'s> Engine<'_, 's> {
     /// The stage or image a RUN mount's `from=` names.
     fn mount_source_state(&self, from: &str, step: &StepInfo) -> Result<StageState, BuildError> {
         match self.resolve_from(from) {
-            SourceRef::Stage(index) => {
-                lock(&self.results)
-                    .get(&index)
-                    .cloned()
-                    .ok_or_else(|| BuildError::Dockerfile {
-                        rendered: format!("stage {index} used by RUN --mount was not built"),
-                    })
-            }
+            SourceRef::Stage(index) => self.wait_for_stage(index, "RUN --mount"),
             SourceRef::Image(name) => self.image_state(&name, step),
         }
     }
@@ -2289,12 +2294,7 @@ impl<'s> Engine<'_, 's> {
             }
             Some(reference) => {
                 let source_state = match reference {
-                    SourceRef::Stage(index) => lock(&self.results)
-                        .get(&index)
-                        .cloned()
-                        .ok_or_else(|| BuildError::Dockerfile {
-                            rendered: format!("stage {index} used by COPY --from was not built"),
-                        })?,
+                    SourceRef::Stage(index) => self.wait_for_stage(index, "COPY --from")?,
                     SourceRef::Image(name) => self.image_state(&name, step)?,
                 };
                 key_parts.push(source_state.key.as_bytes().to_vec());

@@ -1671,3 +1671,45 @@ fn named_build_contexts() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a directory"));
 }
+
+/// A stage starts at once and waits for another only at the step that needs
+/// it: the final stage's own RUN overlaps the builder stage's RUN.
+#[test]
+fn steps_before_copy_from_run_while_the_source_stage_builds() {
+    if !tools_present() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    import_busybox(&root, work.path());
+    let context = work.path().join("ctx");
+    fs::create_dir_all(&context).unwrap();
+    let run = |prefix: &str| {
+        format!(
+            "RUN cut -d' ' -f1 /proc/uptime > /{prefix}-start && sleep 1 && cut -d' ' -f1 /proc/uptime > /{prefix}-end"
+        )
+    };
+    fs::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM busybox:local AS builder\n{}\nFROM busybox:local\n{}\nCOPY --from=builder /b-start /b-end /\n",
+            run("b"),
+            run("f")
+        ),
+    )
+    .unwrap();
+    let dest = work.path().join("out");
+    let out = kiln(&root)
+        .args(["build", "--progress=plain", "-o"])
+        .arg(format!("type=local,dest={}", dest.display()))
+        .arg(&context)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let time = |name: &str| -> f64 { read_in(&dest, name).trim().parse().unwrap() };
+    assert!(
+        time("f-start") < time("b-end") && time("b-start") < time("f-end"),
+        "the final stage's RUN waited for the builder:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
