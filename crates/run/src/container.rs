@@ -7,6 +7,7 @@
 //! <root>/containers/<id>/<id>-json.log   output, docker's json-file format
 //! <root>/containers/<id>/monitor.log     the detached monitor's own errors
 //! <root>/containers/<id>/upper, work     the overlay's writable layer
+//! <root>/containers/<id>/ephemeral       present for `--rm`: its files are not fsynced
 //! <root>/containers/.names.lock          serialises name allocation
 //! ```
 //!
@@ -225,7 +226,17 @@ impl Containers {
             file: "config.json",
             why: e.to_string(),
         })?;
-        write_atomic(&container.dir.join("config.json"), &json)?;
+        if config.auto_remove {
+            // Deleted when it exits: a crash can only leave garbage behind,
+            // so its files are not fsynced (see `Container::durable`).
+            File::create(container.dir.join(EPHEMERAL_MARK))
+                .map_err(io_err("creating", container.dir.join(EPHEMERAL_MARK)))?;
+        }
+        write_file(
+            &container.dir.join("config.json"),
+            &json,
+            !config.auto_remove,
+        )?;
         container.write_state(&ContainerState::created())?;
         Ok(container)
     }
@@ -315,7 +326,13 @@ impl Container {
             file: "state.json",
             why: e.to_string(),
         })?;
-        write_atomic(&self.dir.join("state.json"), &json)
+        write_file(&self.dir.join("state.json"), &json, self.durable())
+    }
+
+    /// Whether the record must survive a crash: not for `--rm` containers,
+    /// which are removed when they exit (their files skip the fsync).
+    pub fn durable(&self) -> bool {
+        !self.dir.join(EPHEMERAL_MARK).exists()
     }
 
     pub fn lock_path(&self) -> PathBuf {
@@ -466,12 +483,23 @@ fn file_mtime(path: &Path) -> Option<i64> {
 
 /// Writes `bytes` to a temp file next to `path`, fsyncs, renames over `path`.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_file(path, bytes, true)
+}
+
+/// Replaces `path` atomically (readers see the old or the new bytes), and
+/// durably (fsynced before the rename) when `durable`.
+fn write_file(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut file = File::create(&tmp).map_err(io_err("creating", &tmp))?;
     file.write_all(bytes).map_err(io_err("writing", &tmp))?;
-    file.sync_all().map_err(io_err("syncing", &tmp))?;
+    if durable {
+        file.sync_all().map_err(io_err("syncing", &tmp))?;
+    }
     fs::rename(&tmp, path).map_err(io_err("renaming into place", path))
 }
+
+/// Marks the directory of a `--rm` container (see `Container::durable`).
+const EPHEMERAL_MARK: &str = "ephemeral";
 
 #[cfg(test)]
 mod tests {
