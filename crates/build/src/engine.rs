@@ -145,6 +145,7 @@ impl SecretFiles {
                     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
                     let name = format!("kiln-secrets-{}-{n}", std::process::id());
                     let shm = Path::new("/dev/shm");
+                    remove_stale_secrets(shm);
                     let dir = if shm.is_dir() {
                         shm.join(name)
                     } else {
@@ -182,6 +183,30 @@ impl SecretFiles {
             });
         }
         Ok((files, mounts, env))
+    }
+}
+
+/// Removes the secret directories of kiln processes that died mid-step
+/// (killed before their `SecretFiles` were dropped).
+fn remove_stale_secrets(shm: &Path) {
+    let Ok(entries) = fs::read_dir(shm) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("kiln-secrets-")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks whether the process exists.
+        let alive = pid > 0
+            && (unsafe { libc::kill(pid, 0) } == 0
+                || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH));
+        if !alive {
+            let _ = fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -286,6 +311,10 @@ pub struct BuildOutcome {
     /// Steps whose result came from the cache, and steps run.
     pub cached_steps: usize,
     pub executed_steps: usize,
+    /// The stages the final image copies files from (`COPY --from` in the
+    /// target stage or the stages it is built `FROM`), by name: what a
+    /// multi-stage build saved is measured against the largest of them.
+    pub copied_from: Vec<String>,
 }
 
 /// Why a build failed. Messages name the stage, the step and the Dockerfile line.
@@ -649,7 +678,36 @@ pub fn build(
         stages: lock(&engine.stage_sizes).clone(),
         cached_steps: engine.cached_steps.load(Ordering::Relaxed),
         executed_steps: engine.executed_steps.load(Ordering::Relaxed),
+        copied_from: copied_from(&graph, target),
     })
+}
+
+/// The stages that `target` (or a stage it is built FROM) copies from.
+fn copied_from(graph: &Graph, target: usize) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut next = Some(target);
+    let mut seen = std::collections::HashSet::new();
+    while let Some(index) = next.take() {
+        let Some(node) = graph.stages.get(index) else {
+            break;
+        };
+        if !seen.insert(index) {
+            break;
+        }
+        for dependency in &node.dependencies {
+            if dependency.kind == kiln_dockerfile::stages::DependencyKind::CopyFrom
+                && let kiln_dockerfile::stages::Reference::Stage(source) = dependency.reference
+                && let Some(source) = graph.stages.get(source)
+                && !names.contains(&source.display_name())
+            {
+                names.push(source.display_name());
+            }
+        }
+        if let Base::Stage(base) = node.base {
+            next = Some(base);
+        }
+    }
+    names
 }
 
 struct Engine<'a, 's> {

@@ -440,8 +440,14 @@ pub fn run(root: &Path, mut args: BuildArgs) -> Result<ExitCode> {
     for stage in &outcome.stages {
         let _ = writeln!(err, "  stage {}: {}", stage.name, human_size(stage.size));
     }
-    if let Some(largest) = outcome.stages.iter().map(|s| s.size).max()
-        && outcome.stages.len() > 1
+    // What multi-stage saved: the final image against the largest stage it
+    // copies from (as the seeds' "812 MB -> 18 MB (97.8% saved)").
+    if let Some(largest) = outcome
+        .stages
+        .iter()
+        .filter(|s| outcome.copied_from.contains(&s.name))
+        .map(|s| s.size)
+        .max()
         && largest > outcome.size
         && largest > 0
     {
