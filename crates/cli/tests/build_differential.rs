@@ -423,6 +423,23 @@ fn scoping_cases() -> Vec<Case> {
             vec![],
         ),
         case(
+            "args-in-copy-workdir-label-user",
+            "ARG META=meta-value\nFROM busybox:local\nARG DIR=/opt/app SRC=f OWNER=nobody\nWORKDIR $DIR\nCOPY --chown=$OWNER $SRC ${DIR}/copied-$SRC\nLABEL dir=$DIR meta=\"[$META]\"\nUSER $OWNER\nENV HOME_DIR=$DIR\n",
+            vec![("f", Item::File("f\n", 0o644)), ("g", Item::File("g\n", 0o644))],
+        )
+        .args(&["SRC=g"]),
+        case(
+            "env-accumulates-through-stages",
+            "FROM busybox:local AS one\nENV A=1 PATH=/opt/bin:$PATH\nFROM one AS two\nENV B=$A-2\nARG C=c\nFROM two\nENV C=${C:-unset} D=\"$A $B\"\nRUN echo \"$A $B $C $D $PATH\" > /envs\n",
+            vec![],
+        ),
+        case(
+            "arg-without-value-and-empty-build-arg",
+            "FROM busybox:local\nARG EMPTY\nARG UNSET\nARG DEFAULTED=d\nRUN echo \"[${EMPTY-was-unset}] [${UNSET-was-unset}] [${DEFAULTED}]\" > /args && env | sort > /env\n",
+            vec![],
+        )
+        .args(&["EMPTY=", "DEFAULTED="]),
+        case(
             "onbuild-triggers-of-an-image",
             "FROM kiln-diff-onbuild-base:1\nRUN cat /app/f > /seen && echo \"$OB_ENV\" > /env-seen\n",
             vec![("f", Item::File("child context file\n", 0o644))],
