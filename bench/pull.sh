@@ -3,6 +3,10 @@
 # layers) in a local docker-registry on 127.0.0.1, pulled into an empty store
 # by kiln, by `skopeo copy` to an OCI directory and by `docker pull`. Prints
 # seconds for each and the ratios (other / kiln: above 1 means kiln is faster).
+# kiln's pull hashes each blob into the store and also decompresses every
+# layer once (while it streams) to record docker's layer size; skopeo only
+# hashes and writes, docker pull also unpacks. On a 2-core machine the
+# decompression dominates kiln's time (see crates/registry/README.md).
 #
 # Usage: bench/pull.sh            (BENCH_MB=500 BENCH_LAYERS=5 to change the size)
 # Needs: docker-registry, skopeo, python3, a running docker engine, cargo.
