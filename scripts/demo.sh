@@ -10,15 +10,22 @@
 # No registry is needed: scripts/make-base-images.sh makes kiln/debian:bookworm
 # with debootstrap, kiln/golang:1.19 with kiln itself from Debian's Go, and
 # kiln/busybox:latest from busybox-static (cached in /var/cache/kiln-base, so
-# a second run takes seconds). The store is $KILN_ROOT (default /var/lib/kiln).
+# a second run takes seconds). The store is $KILN_ROOT (default /var/lib/kiln);
+# KILN_DEMO_PORT changes the host port (default 8080).
 set -euo pipefail
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo_root"
 source scripts/setup.sh
 
-echo "== cargo build --release -p kiln"
-cargo build --release -p kiln
-kiln="${CARGO_TARGET_DIR:-$repo_root/target}/release/kiln"
+# KILN_DEMO_BIN: an already built kiln to use instead (the test of this
+# script, crates/cli/tests/examples_seeds.rs, passes the one it tests).
+if [ -n "${KILN_DEMO_BIN:-}" ]; then
+  kiln="$KILN_DEMO_BIN"
+else
+  echo "== cargo build --release -p kiln"
+  cargo build --release -p kiln
+  kiln="${CARGO_TARGET_DIR:-$repo_root/target}/release/kiln"
+fi
 export KILN_ROOT="${KILN_ROOT:-/var/lib/kiln}"
 port="${KILN_DEMO_PORT:-8080}"
 
