@@ -10,7 +10,13 @@
 //! owned by root unless `--chown` says otherwise, while `--from` keeps the
 //! source owners; `--chmod` replaces the permission bits of what is copied.
 //! Parent directories that already exist in the image keep their metadata
-//! (they are copied into the layer as they are).
+//! (they are copied into the layer as they are); a destination under an
+//! existing file, or a directory onto one, is an error. ADD unpacks local
+//! archives (`archive.rs`); heredocs and URL downloads (`fetch.rs`) are
+//! generated files with their own root. `--parents` keeps each source's
+//! path after its `/./` pivot; `--link` copies as onto an empty image.
+//!
+//! Checked against BuildKit by `crates/cli/tests/build_differential_copy.rs`.
 
 use std::ffi::{CString, OsStr};
 use std::fs;
