@@ -3,7 +3,8 @@
 #
 #   kiln/debian:bookworm   debootstrap --variant=minbase, imported (PATH, CMD bash),
 #                          trusting the host's CA certificates (HTTPS from RUN steps)
-#   kiln/busybox:latest    busybox-static (in place of alpine)
+#   kiln/busybox:latest    busybox-static (in place of alpine), plus an Alpine-like
+#                          adduser/addgroup (images/busybox/)
 #   kiln/golang:1.19       \
 #   kiln/python:3.11        | built WITH KILN from images/NAME/Dockerfile,
 #   kiln/node:18            | FROM kiln/debian:bookworm, with Debian's packages
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
     --kiln=*) kiln="${1#--kiln=}"; shift ;;
     --root) root_args=(--root "$2"); shift 2 ;;
     --root=*) root_args=(--root "${1#--root=}"); shift ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     debian|busybox|golang|python|node|nginx) wanted+=("$1"); shift ;;
     *) echo "make-base-images: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac

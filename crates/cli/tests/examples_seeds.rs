@@ -351,6 +351,7 @@ fn go_basic_serves_the_greeting_logs_stops_and_is_removed() {
         let _ctr = Container::run(root, &format!("go-basic-{seed}"), &["-p", &published, &tag]);
         let body = http_get(port, "/", Duration::from_secs(20));
         assert!(body.starts_with("Merhaba"), "seed {seed}: {body}");
+        compare_with_docker(bases, &dir, file, None, &tag);
     }
     compare_with_docker(bases, &dir, "Dockerfile", None, "examples/go-basic");
 }
