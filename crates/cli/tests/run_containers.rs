@@ -866,6 +866,20 @@ fn interactive_tty_gives_a_working_shell() {
     assert_eq!(status.code(), Some(5), "{seen}");
     assert!(seen.contains("tty=/dev/pts/0 sum=42"), "{seen}");
 
+    // -it needs a terminal on stdin, as docker says.
+    let mut piped = kiln(&env)
+        .args(["run", "-it", "--rm", IMAGE, "sh"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kiln run -it");
+    drop(piped.stdin.take());
+    let status = wait_child(&mut piped, Duration::from_secs(30));
+    let out = piped.wait_with_output().expect("output");
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(text(&out.stderr), "the input device is not a TTY\n");
+
     // Ctrl-C typed on kiln's terminal reaches the container's foreground
     // process as SIGINT (through the container's own terminal).
     let (status, seen) = on_a_terminal_after(

@@ -324,7 +324,22 @@ fn fail(err: &RunError) -> ExitCode {
     exit_code(monitor::start_failure_exit_code(err))
 }
 
+/// docker's refusal of `-it` when kiln's stdin is no terminal (a pipe or a
+/// file cannot drive a terminal's line discipline: the shell would never see
+/// its end of input).
+fn stdin_is_not_a_tty(interactive: bool, tty: bool) -> bool {
+    use std::io::IsTerminal;
+    if interactive && tty && !std::io::stdin().is_terminal() {
+        eprintln!("the input device is not a TTY");
+        return true;
+    }
+    false
+}
+
 fn run_container(root: &Path, args: RunArgs) -> ExitCode {
+    if !args.detach && stdin_is_not_a_tty(args.interactive, args.tty) {
+        return ExitCode::FAILURE;
+    }
     let store = match super::image::open_store(root) {
         Ok(s) => s,
         Err(e) => {
@@ -516,6 +531,9 @@ fn wait(root: &Path, args: WaitArgs) -> Result<ExitCode> {
 }
 
 fn exec(root: &Path, args: ExecArgs) -> ExitCode {
+    if stdin_is_not_a_tty(args.interactive, args.tty) {
+        return ExitCode::FAILURE;
+    }
     let result = (|| -> Result<i32, RunError> {
         let containers = Containers::open(root)?;
         let container = containers.find(&args.container)?;
