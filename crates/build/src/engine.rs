@@ -1684,6 +1684,13 @@ impl<'s> Engine<'_, 's> {
             parent = Some(chain_id);
         }
         dirs.reverse();
+        // Layers with the same diff (two RUN steps that changed nothing, say)
+        // share one local directory, and overlayfs refuses a lower dir given
+        // twice (ELOOP, "conflicting lowerdir path"). The top-most copy alone
+        // gives the same view: everything the lower copy holds is shadowed
+        // by the identical entries above it.
+        let mut seen = std::collections::HashSet::new();
+        dirs.retain(|dir| seen.insert(dir.clone()));
         Ok(dirs)
     }
 
