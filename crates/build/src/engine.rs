@@ -1324,9 +1324,17 @@ impl<'s> Engine<'_, 's> {
                 }
                 Command::Workdir { path, .. } => {
                     let target = join_in_image(&state.workdir(), &path.value);
-                    state.config().insert("WorkingDir".into(), json!(target));
+                    // BuildKit keeps an absolute WORKDIR as written ("/root/"
+                    // stays "/root/" in the config); a relative one is joined
+                    // onto the current one and cleaned.
+                    let configured = if path.value.starts_with('/') {
+                        path.value.clone()
+                    } else {
+                        target.clone()
+                    };
+                    state.config().insert("WorkingDir".into(), json!(configured));
                     let key = chain(&state.key, &[canonical.as_bytes(), target.as_bytes()]);
-                    let created_by = format!("WORKDIR {target}");
+                    let created_by = format!("WORKDIR {configured}");
                     self.fs_step(&mut state, &step, key, created_by, |engine, state, _id| {
                         engine.workdir_layer(state, &target)
                     })?;
