@@ -73,10 +73,16 @@ pub fn is_git_url(source: &str) -> bool {
 /// One downloaded file.
 #[derive(Debug, Clone)]
 pub struct Fetched {
+    /// The URL it came from.
+    pub url: String,
     /// Its name in the download directory (what BuildKit names it).
     pub name: String,
     /// `sha256:HEX` of its content.
     pub digest: String,
+    /// False when the server said the content is unchanged (HTTP 304 to
+    /// the ETag of an earlier download): nothing was written yet, and the
+    /// caller downloads it again, expecting `digest`, only if it needs it.
+    pub downloaded: bool,
 }
 
 /// The file name BuildKit gives a URL's download: the last component of the
@@ -160,10 +166,33 @@ fn agent() -> ureq::Agent {
 /// the server's `Last-Modified` time, checking `checksum` (already parsed by
 /// [`parse_checksum`]) when given.
 pub fn fetch(url: &str, dir: &Path, checksum: Option<&str>) -> Result<Fetched, FetchError> {
+    match fetch_if_changed(url, dir, checksum, None)? {
+        Some((fetched, _etag)) => Ok(fetched),
+        None => Err(FetchError::Status {
+            url: url.to_string(),
+            status: 304,
+            text: "Not Modified to a request without a validator".into(),
+        }),
+    }
+}
+
+/// [`fetch`], sending `If-None-Match: etag` when given: `None` when the
+/// server answers 304 Not Modified. Also gives the response's ETag.
+fn fetch_if_changed(
+    url: &str,
+    dir: &Path,
+    checksum: Option<&str>,
+    etag: Option<&str>,
+) -> Result<Option<(Fetched, Option<String>)>, FetchError> {
     if is_git_url(url) {
         return Err(FetchError::Git(url.to_string()));
     }
-    let response = match agent().get(url).call() {
+    let mut request = agent().get(url);
+    if let Some(etag) = etag {
+        request = request.set("If-None-Match", etag);
+    }
+    let response = match request.call() {
+        Ok(response) if response.status() == 304 && etag.is_some() => return Ok(None),
         Ok(response) => response,
         Err(ureq::Error::Status(status, response)) => {
             return Err(FetchError::Status {
@@ -180,6 +209,7 @@ pub fn fetch(url: &str, dir: &Path, checksum: Option<&str>) -> Result<Fetched, F
         }
     };
     let modified = response.header("Last-Modified").and_then(parse_http_date);
+    let new_etag = response.header("ETag").map(str::to_string);
     let name = file_name(url);
     let path = dir.join(&name);
     let write_error = |source| FetchError::Write {
@@ -228,7 +258,72 @@ pub fn fetch(url: &str, dir: &Path, checksum: Option<&str>) -> Result<Fetched, F
         file.set_times(fs::FileTimes::new().set_accessed(time).set_modified(time))
             .map_err(write_error)?;
     }
-    Ok(Fetched { name, digest })
+    Ok(Some((
+        Fetched {
+            url: url.to_string(),
+            name,
+            digest,
+            downloaded: true,
+        },
+        new_etag,
+    )))
+}
+
+/// Where the ETag and digest of an earlier download of `url` are kept.
+fn validator_path(validators: &Path, url: &str) -> PathBuf {
+    validators.join(blake3::hash(url.as_bytes()).to_hex().as_str())
+}
+
+/// Downloads the URL sources of an ADD without `--checksum`, revalidating
+/// each against the ETag recorded (under `validators`, a directory of the
+/// store) for its last download, as BuildKit does: an unchanged file (HTTP
+/// 304) is not downloaded again, its recorded digest stands for it
+/// (`downloaded: false`). The records are a cache only: unreadable or
+/// unwritable ones mean a plain download.
+pub fn fetch_or_revalidate(
+    urls: &[String],
+    dir: &Path,
+    validators: &Path,
+) -> Result<Vec<Fetched>, FetchError> {
+    known_digest(urls, None, false)?;
+    let mut out = Vec::with_capacity(urls.len());
+    for url in urls {
+        let record_path = validator_path(validators, url);
+        let record = fs::read_to_string(&record_path).ok();
+        let recorded = record.as_deref().and_then(|text| {
+            let (etag, digest) = text.split_once('\n')?;
+            let digest = digest.trim_end();
+            parse_checksum(digest).ok()?;
+            Some((etag.to_string(), digest.to_string()))
+        });
+        match fetch_if_changed(url, dir, None, recorded.as_ref().map(|(e, _)| e.as_str()))? {
+            None => {
+                let digest = recorded.map(|(_, d)| d).unwrap_or_default();
+                out.push(Fetched {
+                    url: url.clone(),
+                    name: file_name(url),
+                    digest,
+                    downloaded: false,
+                });
+            }
+            Some((fetched, etag)) => {
+                match etag {
+                    Some(etag) if !etag.contains('\n') => {
+                        let _ = fs::create_dir_all(validators);
+                        let temp = record_path.with_extension(format!("tmp{}", std::process::id()));
+                        if fs::write(&temp, format!("{etag}\n{}\n", fetched.digest)).is_ok() {
+                            let _ = fs::rename(&temp, &record_path);
+                        }
+                    }
+                    _ => {
+                        let _ = fs::remove_file(&record_path);
+                    }
+                }
+                out.push(fetched);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The content digest of an ADD's URL source known before fetching it:

@@ -221,6 +221,25 @@ fn served_files() -> BTreeMap<&'static str, (Vec<u8>, &'static str)> {
     files
 }
 
+/// A strong ETag from the content (FNV-1a), quoted.
+fn etag_of(body: &[u8]) -> String {
+    let hash = body.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("\"{hash:016x}\"")
+}
+
+/// The `/disk/` paths whose bodies the test server sent, once per response
+/// (304 answers not counted).
+static DISK_BODIES_SENT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn bodies_sent(path: &str) -> usize {
+    DISK_BODIES_SENT
+        .lock()
+        .map(|sent| sent.iter().filter(|p| *p == path).count())
+        .unwrap_or(0)
+}
+
 /// Where `/disk/NAME` URLs of the test server are read from.
 fn changing_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("kiln-copy-diff-http-{}", std::process::id()))
@@ -244,12 +263,19 @@ fn start_http_server() -> String {
             if reader.read_line(&mut request).is_err() {
                 continue;
             }
+            let mut if_none_match = None;
             loop {
                 let mut line = String::new();
                 match reader.read_line(&mut line) {
                     Ok(0) | Err(_) => break,
                     Ok(_) if line == "\r\n" || line == "\n" => break,
-                    Ok(_) => {}
+                    Ok(_) => {
+                        if let Some((name, value)) = line.split_once(':')
+                            && name.eq_ignore_ascii_case("if-none-match")
+                        {
+                            if_none_match = Some(value.trim().to_string());
+                        }
+                    }
                 }
             }
             let mut words = request.split_whitespace();
@@ -269,11 +295,21 @@ fn start_http_server() -> String {
                 continue;
             }
             let response = match from_disk.as_ref().or(files.get(path.as_str())) {
+                Some((body, _)) if if_none_match.as_deref() == Some(&etag_of(body)) => format!(
+                    "HTTP/1.1 304 Not Modified\r\nETag: {}\r\nConnection: close\r\n\r\n",
+                    etag_of(body)
+                )
+                .into_bytes(),
                 Some((body, modified)) => {
+                    if path.starts_with("/disk/")
+                        && let Ok(mut sent) = DISK_BODIES_SENT.lock()
+                    {
+                        sent.push(path.clone());
+                    }
                     let mut head = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nETag: \"{:x}\"\r\nConnection: close\r\n",
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nETag: {}\r\nConnection: close\r\n",
                         body.len(),
-                        body.len() * 31 + path.len()
+                        etag_of(body)
                     );
                     if !modified.is_empty() {
                         head.push_str(&format!("Last-Modified: {modified}\r\n"));
@@ -1268,15 +1304,35 @@ fn add_url_cache_follows_the_content() {
         again.contains("CACHED"),
         "unchanged URL content must hit the cache:\n{again}"
     );
+    // The rebuild revalidated with the ETag: a 304, no second download.
+    assert_eq!(bodies_sent("/disk/data.txt"), 1);
     fs::write(&served, "two\n").unwrap();
     let changed = build();
-    let _ = fs::remove_file(&served);
-    // Other tests of this process may still serve files from there.
-    let _ = fs::remove_dir(changing_dir());
     assert!(
         !changed.contains("CACHED"),
         "changed URL content must run the ADD again:\n{changed}"
     );
+    assert_eq!(bodies_sent("/disk/data.txt"), 2);
+    // Without the cache, an unchanged (304) file is downloaded for the copy.
+    let out = kiln(&root)
+        .args(["build", "-q", "--no-cache", "-o"])
+        .arg(format!(
+            "type=local,dest={}",
+            work.path().join("out").display()
+        ))
+        .arg(&context)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = fs::remove_file(&served);
+    // Other tests of this process may still serve files from there.
+    let _ = fs::remove_dir(changing_dir());
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(
+        fs::read(work.path().join("out/data.txt")).unwrap(),
+        b"two\n"
+    );
+    assert_eq!(bodies_sent("/disk/data.txt"), 3);
 }
 
 /// A COPY whose source is a symlink (or goes through one) reads what the
