@@ -2305,7 +2305,8 @@ impl<'s> Engine<'_, 's> {
             CopyKind::Add(add) => (add.checksum.as_ref().map(|c| c.value.clone()), add.unpack),
             CopyKind::Copy(_) => (None, None),
         };
-        let mut deferred_fetch: Option<(String, Option<String>, PathBuf)> = None;
+        // Downloads the copy itself makes, on a cache miss: (url, expected digest, dir).
+        let mut deferred_fetch: Vec<(String, Option<String>, PathBuf)> = Vec::new();
         let url_dir = if urls.is_empty() && checksum.is_none() {
             None
         } else {
@@ -2317,12 +2318,16 @@ impl<'s> Engine<'_, 's> {
                 // --checksum: the key is known, the download waits for a miss.
                 key_parts.push(digest.into_bytes());
                 generated.push((dir.0.clone(), crate::fetch::file_name(url)));
-                deferred_fetch = Some((url.clone(), checksum.clone(), dir.0.clone()));
+                deferred_fetch.push((url.clone(), checksum.clone(), dir.0.clone()));
             } else {
-                let fetched =
-                    crate::fetch::fetch_sources(&urls, checksum.as_deref(), others, &dir.0)
-                        .map_err(|e| self.step_error(step, e.to_string(), None, &[]))?;
+                // Revalidated with the ETag of the last download (fetch.rs).
+                let validators = self.store.root().join("http-validators");
+                let fetched = crate::fetch::fetch_or_revalidate(&urls, &dir.0, &validators)
+                    .map_err(|e| self.step_error(step, e.to_string(), None, &[]))?;
                 for file in fetched {
+                    if !file.downloaded {
+                        deferred_fetch.push((file.url, Some(file.digest.clone()), dir.0.clone()));
+                    }
                     key_parts.push(file.digest.into_bytes());
                     generated.push((dir.0.clone(), file.name));
                 }
@@ -2408,7 +2413,7 @@ impl<'s> Engine<'_, 's> {
                 Some(spec) => Some(resolve_chown(spec, &view).map_err(|e| engine.step_error(&step_clone, e.to_string(), None, &[]))?),
                 None => None,
             };
-            if let Some((url, checksum, dir)) = &deferred_fetch {
+            for (url, checksum, dir) in &deferred_fetch {
                 crate::fetch::fetch_sources(std::slice::from_ref(url), checksum.as_deref(), false, dir)
                     .map_err(|e| engine.step_error(&step_clone, e.to_string(), None, &[]))?;
             }
