@@ -2,11 +2,14 @@
 //! component of the URL's path (`__unnamed__` when there is none), written
 //! with mode 0600 and, when the server sends `Last-Modified`, that
 //! modification time; it is never unpacked, even when it is an archive.
-//! `--checksum=sha256:HEX` must match the downloaded content. Every build
-//! fetches the URL again (BuildKit checks it each time too); the step's cache
-//! key is derived from the URL, the checksum and the content's digest, so a
-//! changed file at the same URL invalidates the step and an unchanged one
-//! hits the cache. Git sources are not supported yet.
+//! `--checksum=sha256:HEX` must match the downloaded content.
+//!
+//! Cache keys come from the URL and the content digest. With `--checksum`
+//! the digest is known up front, so a cached step fetches nothing. Without
+//! it the URL is checked on every build, as BuildKit does, revalidating with
+//! the ETag recorded for its last download (`<store>/http-validators/`): a
+//! 304 answer stands for the recorded digest and nothing is downloaded
+//! unless the step misses the cache. Git sources are not supported yet.
 
 use std::fs;
 use std::io::{self, Read, Write};
