@@ -1,7 +1,9 @@
 //! Downloading one blob into the store in a single pass: the bytes go to the
-//! store's blob writer (which hashes them) and, for layers, at the same time
-//! to a second thread that decompresses the tar stream and measures its
-//! content (docker's layer size), so no layer is read twice.
+//! store's blob writer, which hashes them and commits the blob only when its
+//! digest is the one asked for. Layers are not decompressed here: their
+//! content size (docker's image size) is measured when they are first
+//! unpacked or listed (see `kiln_store::image_ops::record_image_unmeasured`),
+//! which was most of a pull's CPU time.
 //!
 //! A transfer cut short (connection reset, timeout, a short body) is resumed
 //! where it stopped with an HTTP `Range` request; a registry that ignores
@@ -9,24 +11,19 @@
 //! off exponentially; progress resets the count, so a long download over a
 //! flaky link keeps going while a dead one gives up after a few tries.
 
-use std::io::{self, BufRead, Read, Write};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::io::{self, Read, Write};
 use std::time::Duration;
 
-use kiln_store::image_ops::{OpsError, layer_stream_content_size, tar_stream_content_size};
 use kiln_store::{BlobWriter, Lease, Store, StoreError};
 
 use crate::client::{Body, RegistryClient, Request, error_body};
 use crate::error::{RegistryError, Result};
-use crate::gunzip::VerifiedGzip;
 use crate::progress::{Progress, ProgressEvent};
 
 /// Attempts in a row that received nothing before a download gives up.
 const MAX_ATTEMPTS_WITHOUT_PROGRESS: u32 = 4;
 /// Attempts in all for one blob.
 const MAX_ATTEMPTS: u32 = 20;
-/// Buffered chunks between the download and the measuring thread.
-const MEASURE_QUEUE: usize = 32;
 /// Read size from the network.
 const READ_BUFFER: usize = 256 * 1024;
 
@@ -39,85 +36,39 @@ pub struct BlobRequest<'a> {
     pub digest: &'a kiln_image::Digest,
     pub size: u64,
     pub scopes: &'a [String],
-    /// Whether to measure the layer's content while it streams.
-    pub is_layer: bool,
 }
 
-/// Downloads `blob` into the store (verified, committed under `lease`).
-/// Returns the layer's content size when `is_layer`.
+/// Downloads `blob` into the store: verified against its digest, committed
+/// under `lease`; on a mismatch nothing is kept.
 pub fn download_blob(
     store: &Store,
     lease: &Lease<'_>,
     client: &RegistryClient,
     blob: &BlobRequest<'_>,
     progress: &dyn Progress,
-) -> Result<Option<u64>> {
+) -> Result<()> {
     let store_digest = kiln_store::image_ops::to_store_digest(blob.digest)?;
     let digest_text = blob.digest.to_string();
-    let writer = store.blob_writer()?;
-    std::thread::scope(|scope| {
-        let (side, measurer) = if blob.is_layer {
-            let (tx, rx) = sync_channel::<Vec<u8>>(MEASURE_QUEUE);
-            let handle = scope.spawn(move || measure_layer(ChannelReader::new(rx)));
-            (Some(tx), Some(handle))
-        } else {
-            (None, None)
-        };
-        let mut sink = Sink {
-            writer,
-            temp_dir: store.tmp_dir(),
-            side,
-            digest: &digest_text,
-            progress,
-        };
-        let transferred = transfer_with_retries(client, blob, &mut sink, progress);
-        // Closing the channel ends the measurer's stream.
-        let Sink { writer, side, .. } = sink;
-        drop(side);
-        let measured = measurer.map(|handle| handle.join());
-        transferred?;
-        match writer.commit(lease, Some(&store_digest)) {
-            Ok(_) => {}
-            Err(StoreError::DigestMismatch {
-                expected,
-                actual,
-                size,
-            }) => {
-                return Err(RegistryError::DigestMismatch {
-                    source_name: blob.source_name.to_string(),
-                    expected: expected.to_string(),
-                    actual: actual.to_string(),
-                    size,
-                });
-            }
-            Err(e) => return Err(e.into()),
-        }
-        // The blob is what the manifest names; a layer that is not a readable
-        // tar is still an error of this image, as it was before streaming.
-        match measured {
-            None => Ok(None),
-            Some(Ok(Ok(size))) => Ok(Some(size)),
-            Some(Ok(Err(e))) => Err(OpsError::BadLayer {
-                blob: store_digest.clone(),
-                why: format!("not a readable layer tar: {e}"),
-            }
-            .into()),
-            Some(Err(_)) => Err(RegistryError::Protocol {
-                what: format!("layer {digest_text}"),
-                why: "the thread measuring it panicked (a kiln bug; please report it)".into(),
-            }),
-        }
-    })
-}
-
-/// The content size of a layer arriving through `reader`; gzip (nearly every
-/// layer) through [`VerifiedGzip`], the rest as the store reads them.
-fn measure_layer(reader: ChannelReader) -> io::Result<u64> {
-    let mut reader = io::BufReader::with_capacity(READ_BUFFER, reader);
-    if reader.fill_buf()?.starts_with(&[0x1f, 0x8b]) {
-        tar_stream_content_size(VerifiedGzip::new(reader)?)
-    } else {
-        layer_stream_content_size(reader)
+    let mut sink = Sink {
+        writer: store.blob_writer()?,
+        temp_dir: store.tmp_dir(),
+        digest: &digest_text,
+        progress,
+    };
+    transfer_with_retries(client, blob, &mut sink, progress)?;
+    match sink.writer.commit(lease, Some(&store_digest)) {
+        Ok(_) => Ok(()),
+        Err(StoreError::DigestMismatch {
+            expected,
+            actual,
+            size,
+        }) => Err(RegistryError::DigestMismatch {
+            source_name: blob.source_name.to_string(),
+            expected: expected.to_string(),
+            actual: actual.to_string(),
+            size,
+        }),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -272,13 +223,11 @@ fn transfer_once(
     Ok(())
 }
 
-/// Where downloaded bytes go: the blob writer, progress, and (for layers) a
-/// copy to the measuring thread.
+/// Where downloaded bytes go: the blob writer (hashing them) and progress.
 struct Sink<'s, 'p> {
     writer: BlobWriter<'s>,
     /// For messages: where the writer's temp file is.
     temp_dir: std::path::PathBuf,
-    side: Option<SyncSender<Vec<u8>>>,
     digest: &'p str,
     progress: &'p dyn Progress,
 }
@@ -286,14 +235,6 @@ struct Sink<'s, 'p> {
 impl Write for Sink<'_, '_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.writer.write(buf)?;
-        if let Some(side) = &self.side {
-            let done = buf.get(..n).unwrap_or_default().to_vec();
-            if side.send(done).is_err() {
-                // The measurer stopped (end of the tar, or an error it will
-                // report when joined): the download goes on without it.
-                self.side = None;
-            }
-        }
         self.progress.event(ProgressEvent::BlobBytes {
             digest: self.digest,
             done: self.writer.size(),
@@ -306,62 +247,9 @@ impl Write for Sink<'_, '_> {
     }
 }
 
-/// Reads the chunks sent over a channel until the sender is dropped.
-struct ChannelReader {
-    rx: Receiver<Vec<u8>>,
-    chunk: Vec<u8>,
-    pos: usize,
-}
-
-impl ChannelReader {
-    fn new(rx: Receiver<Vec<u8>>) -> Self {
-        ChannelReader {
-            rx,
-            chunk: Vec::new(),
-            pos: 0,
-        }
-    }
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos >= self.chunk.len() {
-            match self.rx.recv() {
-                Ok(chunk) => {
-                    self.chunk = chunk;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let available = self.chunk.get(self.pos..).unwrap_or_default();
-        let n = available.len().min(buf.len());
-        buf.get_mut(..n)
-            .unwrap_or_default()
-            .copy_from_slice(available.get(..n).unwrap_or_default());
-        self.pos += n;
-        Ok(n)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn channel_reader_joins_chunks_and_ends_when_the_sender_goes() {
-        let (tx, rx) = sync_channel(4);
-        let reader = std::thread::spawn(move || {
-            let mut all = Vec::new();
-            ChannelReader::new(rx).read_to_end(&mut all).unwrap();
-            all
-        });
-        for chunk in [b"ab".to_vec(), Vec::new(), b"cde".to_vec()] {
-            tx.send(chunk).unwrap();
-        }
-        drop(tx);
-        assert_eq!(reader.join().unwrap(), b"abcde");
-    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -15,7 +15,6 @@ pub mod client;
 pub mod credentials;
 mod download;
 pub mod error;
-mod gunzip;
 mod parallel;
 pub mod progress;
 pub mod pull;

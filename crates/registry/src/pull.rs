@@ -2,18 +2,18 @@
 //! from an index → config and layers downloaded in parallel, each streamed into
 //! the store's blob writer while hashed, committed only when its digest matches
 //! → the image and its name recorded. Blobs the store already has are not
-//! downloaded again, so an interrupted pull resumes where it stopped.
+//! downloaded again, so an interrupted pull resumes where it stopped. Layers
+//! are not decompressed: their sizes are measured when first unpacked or
+//! listed.
 
-use std::collections::HashMap;
 use std::io::Read;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use kiln_image::manifest::media_types;
 use kiln_image::{
     Manifest, ManifestDoc, Platform, Reference, parse_config, parse_manifest, sha256_digest,
 };
-use kiln_store::image_ops::{layer_content_size, record_image_with_sizes, to_store_digest};
+use kiln_store::image_ops::{record_image_unmeasured, to_store_digest};
 use kiln_store::{Lease, Store};
 
 use crate::client::{RegistryClient, Request, error_body, repository_scope};
@@ -125,13 +125,11 @@ pub fn pull(
     let mut blobs = vec![BlobToFetch {
         digest: image_doc.config().digest().clone(),
         size: image_doc.config().size(),
-        is_layer: false,
     }];
     for layer in &image_doc.layers {
         blobs.push(BlobToFetch {
             digest: layer.descriptor.digest().clone(),
             size: layer.descriptor.size(),
-            is_layer: true,
         });
     }
     let source_name = format!("{}/{}", reference.domain(), repository);
@@ -150,9 +148,8 @@ pub fn pull(
     let config_bytes = store.read_blob(&config_digest)?;
     let config = parse_config(&config_bytes)?;
     store.put_blob(&lease, &image_doc.bytes)?;
-    // The layer sizes measured during the download spare a second decompression.
-    let manifest_digest =
-        record_image_with_sizes(store, &lease, &image_doc, &config, &fetched.content_sizes)?;
+    // Layer sizes are measured later, once, when first needed.
+    let manifest_digest = record_image_unmeasured(store, &lease, &image_doc, &config)?;
     let resolved = to_store_digest(&resolved_digest)?;
     let name = reference.to_string();
     let previous = store.resolve_ref(&name)?;
@@ -312,21 +309,16 @@ fn fetch_manifest(
 struct BlobToFetch {
     digest: kiln_image::Digest,
     size: u64,
-    is_layer: bool,
 }
 
 /// What [`download_all`] did.
 struct Fetched {
     blobs: usize,
     bytes: u64,
-    /// Unpacked content size of each layer blob (docker's layer size).
-    content_sizes: HashMap<kiln_store::Digest, u64>,
 }
 
 /// Downloads the blobs the store lacks, `DOWNLOAD_WORKERS` at a time (the
-/// first error stops the others). Layers are measured while they stream in
-/// (see [`crate::download`]); layers the store already had are measured from
-/// the store.
+/// first error stops the others).
 #[allow(clippy::too_many_arguments)]
 fn download_all(
     store: &Store,
@@ -340,10 +332,8 @@ fn download_all(
 ) -> Result<Fetched> {
     let downloaded = AtomicUsize::new(0);
     let bytes = AtomicU64::new(0);
-    let content_sizes = Mutex::new(HashMap::new());
     crate::parallel::for_each(blobs, DOWNLOAD_WORKERS, |blob| {
-        let digest = to_store_digest(&blob.digest)?;
-        let measured = match fetch_blob(
+        if fetch_blob(
             store,
             lease,
             client,
@@ -353,33 +343,19 @@ fn download_all(
             scopes,
             progress,
         )? {
-            Some(measured) => {
-                downloaded.fetch_add(1, Ordering::Relaxed);
-                bytes.fetch_add(blob.size, Ordering::Relaxed);
-                measured
-            }
-            None if blob.is_layer => Some(layer_content_size(store, &digest)?),
-            None => None,
-        };
-        if let Some(size) = measured {
-            content_sizes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(digest, size);
+            downloaded.fetch_add(1, Ordering::Relaxed);
+            bytes.fetch_add(blob.size, Ordering::Relaxed);
         }
         Ok(())
     })?;
     Ok(Fetched {
         blobs: downloaded.into_inner(),
         bytes: bytes.into_inner(),
-        content_sizes: content_sizes
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner()),
     })
 }
 
-/// Downloads one blob into the store unless present. Returns None when the
-/// store had it, else Some(the layer's content size, for layers).
+/// Downloads one blob into the store unless present. Returns whether it was
+/// downloaded (false: the store had it).
 #[allow(clippy::too_many_arguments)]
 fn fetch_blob(
     store: &Store,
@@ -390,7 +366,7 @@ fn fetch_blob(
     blob: &BlobToFetch,
     scopes: &[String],
     progress: &dyn Progress,
-) -> Result<Option<Option<u64>>> {
+) -> Result<bool> {
     let store_digest = to_store_digest(&blob.digest)?;
     let digest_text = blob.digest.to_string();
     if store.has_blob(&store_digest) {
@@ -400,7 +376,7 @@ fn fetch_blob(
             progress.event(ProgressEvent::BlobExists {
                 digest: &digest_text,
             });
-            return Ok(None);
+            return Ok(false);
         }
     }
     progress.event(ProgressEvent::BlobStart {
@@ -414,11 +390,10 @@ fn fetch_blob(
         digest: &blob.digest,
         size: blob.size,
         scopes,
-        is_layer: blob.is_layer,
     };
-    let measured = download_blob(store, lease, client, &request, progress)?;
+    download_blob(store, lease, client, &request, progress)?;
     progress.event(ProgressEvent::BlobDone {
         digest: &digest_text,
     });
-    Ok(Some(measured))
+    Ok(true)
 }

@@ -87,6 +87,10 @@ pub struct ApplyStats {
     pub entries: u64,
     /// Sum of regular file sizes written.
     pub file_bytes: u64,
+    /// docker's size of the layer (moby's `directory.Size` of it unpacked),
+    /// counted over every tar entry as read: regular files by size, symlinks
+    /// by target length, the rest (directories, hard links, devices) nothing.
+    pub content_size: u64,
     /// Whiteout and opaque entries honoured.
     pub whiteouts: u64,
     /// Device nodes skipped because the process is not root.
@@ -328,6 +332,18 @@ impl Read for ChannelReader {
     }
 }
 
+/// What one tar entry adds to [`ApplyStats::content_size`].
+pub fn entry_content_size<R: Read>(entry: &tar::Entry<'_, R>) -> u64 {
+    let kind = entry.header().entry_type();
+    if kind.is_file() {
+        entry.size()
+    } else if kind.is_symlink() {
+        entry.link_name_bytes().map(|l| l.len() as u64).unwrap_or(0)
+    } else {
+        0
+    }
+}
+
 /// Applies an uncompressed tar stream.
 fn apply_stream(
     uncompressed: impl Read,
@@ -358,6 +374,7 @@ fn apply_stream(
             uncompressed_size: 0,
             entries: 0,
             file_bytes: 0,
+            content_size: 0,
             whiteouts: 0,
             skipped_devices: 0,
             skipped_xattrs: 0,
@@ -387,6 +404,7 @@ fn apply_stream(
             let Some(entry) = next else { break };
             let entry = entry.map_err(|source| stream_error(source, applier.stats.entries))?;
             applier.stats.entries += 1;
+            applier.stats.content_size += entry_content_size(&entry);
             if applier.stats.entries > opts.max_entries {
                 return Err(ApplyError::LimitExceeded {
                     what: "number of entries",

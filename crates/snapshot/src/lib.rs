@@ -50,7 +50,7 @@ mod create;
 mod digest;
 mod fsutil;
 
-pub use apply::{ApplyError, ApplyMode, ApplyOptions, ApplyStats, apply_layer};
+pub use apply::{ApplyError, ApplyMode, ApplyOptions, ApplyStats, apply_layer, entry_content_size};
 pub use compress::{
     CompressError, CompressWriter, CompressedBlob, Compression, CompressionParseError, Format,
     compress, decompress, sniff,

@@ -95,7 +95,7 @@ impl Store {
         // Images: every blob present and good, manifest agreeing with the record.
         let mut referenced_blobs: HashSet<Digest> = HashSet::new();
         let mut referenced_chains: HashSet<Digest> = HashSet::new();
-        for image in self.list_images()? {
+        for image in self.list_images_as_recorded()? {
             report.images_checked += 1;
             let mut broken = Vec::new();
             let mut wanted = vec![image.manifest.clone(), image.config.clone()];

@@ -93,7 +93,7 @@ impl Store {
     pub fn prune_images(&self, all: bool) -> Result<Vec<ImageRecord>> {
         self.reap_dead_holders()?;
         let candidates: Vec<ImageRecord> = self
-            .list_images()?
+            .list_images_as_recorded()?
             .into_iter()
             .filter(|image| all || image.refs.is_empty())
             .collect();

@@ -9,7 +9,7 @@ use std::io::{self, Read, Seek, Write};
 use kiln_image::{BlobRead, BlobWrite, ImageError};
 use serde_json::{Map, Value, json};
 
-use crate::{BlobWriter, Digest, LayerRecord, Lease, NewImage, Store, StoreError};
+use crate::{BlobWriter, Digest, ImageRecord, LayerRecord, Lease, NewImage, Store, StoreError};
 
 /// OCI media types kiln writes for imported images.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -216,14 +216,50 @@ pub fn record_loaded_image<'s>(
 }
 
 /// As [`record_loaded_image`], for a caller that already measured some layers'
-/// uncompressed sizes while the blobs streamed in (a registry pull): those
-/// layers are not decompressed again to count them.
+/// uncompressed sizes while the blobs streamed in: those layers are not
+/// decompressed again to count them.
 pub fn record_image_with_sizes<'s>(
     store: &'s Store,
     lease: &Lease<'s>,
     manifest: &kiln_image::ManifestDoc,
     config: &kiln_image::ConfigDoc,
     known_sizes: &HashMap<Digest, u64>,
+) -> Result<Digest, OpsError> {
+    record_image(
+        store,
+        lease,
+        manifest,
+        config,
+        &mut |blob| match known_sizes.get(blob) {
+            Some(size) => Ok(*size),
+            None => layer_content_size(store, blob),
+        },
+    )
+}
+
+/// Records an image whose layers' content sizes are not measured yet (a
+/// registry pull, which then reads each layer only to hash it): they are
+/// [`LayerRecord::UNKNOWN_SIZE`] until the layer is first unpacked
+/// ([`unpack_image`]) or its size is asked for ([`Store::image`],
+/// [`Store::list_images`]), which measures and records it once. Sizes the
+/// store already knows (the layer came with another image) are kept.
+pub fn record_image_unmeasured<'s>(
+    store: &'s Store,
+    lease: &Lease<'s>,
+    manifest: &kiln_image::ManifestDoc,
+    config: &kiln_image::ConfigDoc,
+) -> Result<Digest, OpsError> {
+    record_image(store, lease, manifest, config, &mut |_| {
+        Ok(LayerRecord::UNKNOWN_SIZE)
+    })
+}
+
+fn record_image<'s>(
+    store: &'s Store,
+    lease: &Lease<'s>,
+    manifest: &kiln_image::ManifestDoc,
+    config: &kiln_image::ConfigDoc,
+    size_of: &mut dyn FnMut(&Digest) -> Result<u64, OpsError>,
 ) -> Result<Digest, OpsError> {
     let manifest_digest = to_store_digest(&manifest.digest)?;
     let diff_ids = config.diff_ids()?;
@@ -252,10 +288,7 @@ pub fn record_image_with_sizes<'s>(
                 ),
             });
         }
-        let size = match known_sizes.get(&blob) {
-            Some(size) => *size,
-            None => layer_content_size(store, &blob)?,
-        };
+        let size = size_of(&blob)?;
         layers.push(LayerRecord {
             blob,
             media_type: layer.descriptor.media_type().to_string(),
@@ -288,6 +321,8 @@ pub fn unpack_image<'s>(
     lease.add_image(&image.manifest)?;
     let mut dirs = Vec::with_capacity(image.layers.len());
     let mut parent: Option<Digest> = None;
+    // Sizes not measured yet, counted while the layers are applied.
+    let mut measured = Vec::new();
     for layer in &image.layers {
         let blob = &layer.layer.blob;
         let diff_id = &layer.layer.diff_id;
@@ -311,12 +346,118 @@ pub fn unpack_image<'s>(
                     ),
                 });
             }
+            if !layer.layer.size_known() {
+                measured.push((blob.clone(), stats.content_size));
+            }
             Ok::<(), OpsError>(())
         })?;
         dirs.push(dir);
         parent = Some(layer.chain_id.clone());
     }
+    // The layers are unpacked: a size that cannot be recorded is measured
+    // again when next asked for, so this is no reason to fail.
+    if let Err(e) = store.record_layer_sizes(&measured) {
+        eprintln!("warning: could not record the sizes of unpacked layers: {e}");
+    }
     Ok(dirs)
+}
+
+/// Fills in the layer sizes of `images` not measured yet: each distinct layer
+/// is decompressed once (on all cores) and its size recorded in the store, so
+/// it is never measured again. A layer that cannot be read counts as 0 and a
+/// warning is printed (the image stays listed, so it can still be removed).
+pub(crate) fn measure_unknown_sizes(store: &Store, images: &mut [ImageRecord]) {
+    let mut wanted: Vec<Digest> = images
+        .iter()
+        .flat_map(|image| image.layers.iter())
+        .filter(|layer| !layer.layer.size_known())
+        .map(|layer| layer.layer.blob.clone())
+        .collect();
+    if wanted.is_empty() {
+        return;
+    }
+    wanted.sort();
+    wanted.dedup();
+    let results = measure_layers(store, &wanted);
+    let mut sizes = HashMap::with_capacity(results.len());
+    let mut measured = Vec::with_capacity(results.len());
+    for (blob, result) in wanted.into_iter().zip(results) {
+        match result {
+            Ok(size) => {
+                measured.push((blob.clone(), size));
+                sizes.insert(blob, size);
+            }
+            Err(e) => {
+                let why = match e {
+                    OpsError::BadLayer { why, .. } => why,
+                    other => other.to_string(),
+                };
+                eprintln!(
+                    "warning: cannot measure the size of layer {blob}: {why}; it counts as 0 (`kiln system check` checks the store, `kiln rmi` removes an image)"
+                );
+                sizes.insert(blob, 0);
+            }
+        }
+    }
+    if let Err(e) = store.record_layer_sizes(&measured) {
+        eprintln!("warning: could not record measured layer sizes: {e}");
+    }
+    for image in images {
+        for layer in &mut image.layers {
+            if !layer.layer.size_known()
+                && let Some(size) = sizes.get(&layer.layer.blob)
+            {
+                layer.layer.size = *size;
+            }
+        }
+        image.size = image.layers.iter().map(|l| l.layer.size).sum();
+    }
+}
+
+/// [`layer_content_size`] of each blob, several at a time (one per core).
+fn measure_layers(store: &Store, blobs: &[Digest]) -> Vec<Result<u64, OpsError>> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(blobs.len());
+    if workers <= 1 {
+        return blobs
+            .iter()
+            .map(|blob| layer_content_size(store, blob))
+            .collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<u64, OpsError>>>> =
+        blobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let (Some(blob), Some(slot)) = (blobs.get(i), results.get(i)) else {
+                        break;
+                    };
+                    let result = layer_content_size(store, blob);
+                    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .zip(blobs)
+        .map(|(slot, blob)| {
+            slot.into_inner()
+                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(|| {
+                    Err(OpsError::BadLayer {
+                        blob: blob.clone(),
+                        why: "the thread measuring it stopped (a kiln bug; please report it)"
+                            .into(),
+                    })
+                })
+        })
+        .collect()
 }
 
 /// Sum of the sizes of the regular files in a stored layer (what docker calls
@@ -344,18 +485,6 @@ pub fn layer_content_size(store: &Store, blob: &Digest) -> Result<u64, OpsError>
     }
 }
 
-/// [`layer_content_size`] of a layer read as a stream (plain, gzip or zstd),
-/// for callers that measure a blob while it arrives (a registry pull).
-pub fn layer_stream_content_size(reader: impl Read + Send) -> io::Result<u64> {
-    let mut archive = tar::Archive::new(kiln_snapshot::decompress(reader)?);
-    tar_content_size(&mut archive)
-}
-
-/// [`layer_content_size`] of an uncompressed layer tar read as a stream.
-pub fn tar_stream_content_size(tar: impl Read) -> io::Result<u64> {
-    tar_content_size(&mut tar::Archive::new(tar))
-}
-
 fn tar_content_size<R: Read>(archive: &mut tar::Archive<R>) -> io::Result<u64> {
     let mut size = 0;
     for entry in archive.entries()? {
@@ -366,16 +495,11 @@ fn tar_content_size<R: Read>(archive: &mut tar::Archive<R>) -> io::Result<u64> {
 
 /// What an entry adds to docker's layer size (moby's `directory.Size` of the
 /// unpacked layer): regular files by size, symlinks by target length,
-/// directories and hard links (counted at their first name) nothing.
+/// directories and hard links (counted at their first name) nothing. The one
+/// definition [`kiln_snapshot::apply_layer`] also counts with, so a size
+/// measured while unpacking equals one measured here.
 fn entry_content_size<R: Read>(entry: &tar::Entry<'_, R>) -> u64 {
-    let kind = entry.header().entry_type();
-    if kind.is_file() {
-        entry.size()
-    } else if kind.is_symlink() {
-        entry.link_name_bytes().map(|l| l.len() as u64).unwrap_or(0)
-    } else {
-        0
-    }
+    kiln_snapshot::entry_content_size(entry)
 }
 
 /// The Go name of this machine's architecture, as image configs spell it.
@@ -558,6 +682,191 @@ fn key_values(text: &str) -> Option<Vec<(String, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A layer tar with every kind of entry the size counts differently:
+    /// directory, file, symlink, hard link, whiteout, a file given twice, a
+    /// PAX long name.
+    fn layer_tar(tag: &str) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut entry = |kind: tar::EntryType, path: &str, data: &[u8], link: Option<&str>| {
+            let mut header = tar::Header::new_ustar();
+            header.set_entry_type(kind);
+            header.set_size(data.len() as u64);
+            header.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
+            header.set_mtime(0);
+            header.set_uid(0);
+            header.set_gid(0);
+            match link {
+                Some(target) => builder.append_link(&mut header, path, target).unwrap(),
+                None => builder.append_data(&mut header, path, data).unwrap(),
+            }
+        };
+        entry(tar::EntryType::Directory, "etc/", b"", None);
+        entry(tar::EntryType::Regular, "etc/a", tag.as_bytes(), None);
+        entry(tar::EntryType::Symlink, "etc/link", b"", Some("a/b/c"));
+        entry(tar::EntryType::Link, "etc/hard", b"", Some("etc/a"));
+        entry(tar::EntryType::Regular, "etc/.wh.gone", b"", None);
+        entry(tar::EntryType::Regular, "etc/a", b"four", None);
+        let long = format!("etc/{}", "n".repeat(150));
+        entry(tar::EntryType::Regular, &long, &[7u8; 1000], None);
+        builder.into_inner().unwrap()
+    }
+
+    fn gzip(tar: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        kiln_snapshot::compress(tar, kiln_snapshot::Compression::Gzip { level: 1 }, &mut out)
+            .unwrap();
+        out
+    }
+
+    /// Puts an image of `layers` (plain tars, gzipped when `compressed`)
+    /// into `store` the way a pull leaves its blobs, and returns its manifest
+    /// and config documents.
+    fn put_blobs(
+        store: &Store,
+        lease: &Lease<'_>,
+        layers: &[(Vec<u8>, bool)],
+        tag: &str,
+    ) -> (kiln_image::ManifestDoc, kiln_image::ConfigDoc) {
+        let mut descriptors = Vec::new();
+        let mut diff_ids = Vec::new();
+        for (tar, compressed) in layers {
+            diff_ids.push(kiln_image::sha256_digest(tar).to_string());
+            let (bytes, media_type) = if *compressed {
+                (gzip(tar), "application/vnd.oci.image.layer.v1.tar+gzip")
+            } else {
+                (tar.clone(), OCI_LAYER_TAR)
+            };
+            let blob = store.put_blob(lease, &bytes).unwrap();
+            descriptors.push(json!({"mediaType": media_type, "digest": blob.digest.to_string(), "size": blob.size}));
+        }
+        let config = json!({"architecture": "amd64", "os": "linux", "config": {}, "comment": tag,
+            "rootfs": {"type": "layers", "diff_ids": diff_ids}});
+        let config_bytes = serde_json::to_vec(&config).unwrap();
+        let config_blob = store.put_blob(lease, &config_bytes).unwrap();
+        let manifest = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": config_blob.digest.to_string(), "size": config_blob.size},
+            "layers": descriptors});
+        let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+        store.put_blob(lease, &manifest_bytes).unwrap();
+        let kiln_image::Manifest::Image(doc) =
+            kiln_image::parse_manifest(&manifest_bytes, None).unwrap()
+        else {
+            panic!("not an image manifest");
+        };
+        (doc, kiln_image::parse_config(&config_bytes).unwrap())
+    }
+
+    const LAYER_SIZE: u64 = 3 + 5 + 4 + 1000;
+
+    #[test]
+    fn pulled_sizes_are_unknown_until_asked_for_then_measured_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let lease = store.lease();
+        let layers = [(layer_tar("abc"), true), (layer_tar("xyz"), false)];
+        let (manifest, config) = put_blobs(&store, &lease, &layers, "pulled");
+        let pulled = record_image_unmeasured(&store, &lease, &manifest, &config).unwrap();
+
+        let recorded = store.image_as_recorded(&pulled).unwrap().unwrap();
+        assert!(!recorded.size_known());
+        assert_eq!(recorded.size, LayerRecord::UNKNOWN_SIZE);
+        assert!(recorded.layers.iter().all(|l| !l.layer.size_known()));
+
+        // The same image measured the old way (as `kiln load` does).
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = Store::open(other_dir.path()).unwrap();
+        let other_lease = other.lease();
+        let (m, c) = put_blobs(&other, &other_lease, &layers, "pulled");
+        let loaded = record_loaded_image(&other, &other_lease, &m, &c).unwrap();
+        let loaded = other.image(&loaded).unwrap().unwrap();
+        assert_eq!(loaded.size, 2 * LAYER_SIZE);
+
+        let listed = store.list_images().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].size, loaded.size);
+        let sizes = |image: &ImageRecord| {
+            image
+                .layers
+                .iter()
+                .map(|l| l.layer.size)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(sizes(&listed[0]), sizes(&loaded));
+
+        // Recorded: with the blobs gone, another process still knows the sizes
+        // (nothing is measured again).
+        for layer in &listed[0].layers {
+            std::fs::remove_file(store.blob_path(&layer.layer.blob)).unwrap();
+        }
+        drop(lease);
+        drop(store);
+        let reopened = Store::open(dir.path()).unwrap();
+        let again = reopened.image_as_recorded(&pulled).unwrap().unwrap();
+        assert!(again.size_known());
+        assert_eq!(again.size, loaded.size);
+        assert_eq!(reopened.image(&pulled).unwrap().unwrap().size, loaded.size);
+    }
+
+    #[test]
+    fn a_size_known_from_another_image_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let lease = store.lease();
+        let shared = (layer_tar("abc"), true);
+        let (m, c) = put_blobs(&store, &lease, std::slice::from_ref(&shared), "loaded");
+        record_loaded_image(&store, &lease, &m, &c).unwrap();
+        let (m, c) = put_blobs(&store, &lease, &[shared], "pulled");
+        let pulled = record_image_unmeasured(&store, &lease, &m, &c).unwrap();
+        let recorded = store.image_as_recorded(&pulled).unwrap().unwrap();
+        assert!(recorded.size_known());
+        assert_eq!(recorded.size, LAYER_SIZE);
+    }
+
+    #[test]
+    fn unpacking_records_the_size_it_counted() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("SKIP: overlay-mode snapshots (whiteout devices) need root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let lease = store.lease();
+        let layers = [(layer_tar("abc"), true), (layer_tar("xyz"), false)];
+        let (manifest, config) = put_blobs(&store, &lease, &layers, "pulled");
+        let pulled = record_image_unmeasured(&store, &lease, &manifest, &config).unwrap();
+        let recorded = store.image_as_recorded(&pulled).unwrap().unwrap();
+        unpack_image(&store, &lease, &recorded).unwrap();
+        let after = store.image_as_recorded(&pulled).unwrap().unwrap();
+        assert!(after.size_known());
+        assert_eq!(after.size, 2 * LAYER_SIZE);
+        for layer in &after.layers {
+            assert_eq!(
+                layer.layer.size,
+                layer_content_size(&store, &layer.layer.blob).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn an_unreadable_layer_counts_as_zero_and_stays_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let lease = store.lease();
+        let (manifest, config) = put_blobs(&store, &lease, &[(layer_tar("abc"), true)], "broken");
+        let pulled = record_image_unmeasured(&store, &lease, &manifest, &config).unwrap();
+        let blob = to_store_digest(manifest.layers[0].descriptor.digest()).unwrap();
+        std::fs::remove_file(store.blob_path(&blob)).unwrap();
+        let image = store.image(&pulled).unwrap().unwrap();
+        assert_eq!(image.size, 0);
+        assert!(
+            !store
+                .image_as_recorded(&pulled)
+                .unwrap()
+                .unwrap()
+                .size_known()
+        );
+    }
 
     #[test]
     fn changes_follow_docker_import() {

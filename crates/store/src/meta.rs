@@ -100,9 +100,44 @@ pub struct LayerRecord {
     pub compressed_size: u64,
     /// Digest of the uncompressed tar (the config's `rootfs.diff_ids` entry).
     pub diff_id: Digest,
-    /// Unpacked size of the layer's content (sum of file sizes), what docker reports.
+    /// Unpacked size of the layer's content (sum of file sizes), what docker
+    /// reports; [`LayerRecord::UNKNOWN_SIZE`] while not measured yet.
     pub size: u64,
 }
+
+impl LayerRecord {
+    /// The `size` of a layer not measured yet: a pull records its layers
+    /// without decompressing them; the size is counted when the layer is first
+    /// unpacked ([`crate::image_ops::unpack_image`]) or, failing that, when an
+    /// image record is read with [`Store::image`] / [`Store::list_images`].
+    /// Stored as -1 in the `layers.size` column (NOT NULL in existing stores).
+    pub const UNKNOWN_SIZE: u64 = u64::MAX;
+
+    /// Whether `size` has been measured.
+    pub fn size_known(&self) -> bool {
+        self.size != Self::UNKNOWN_SIZE
+    }
+}
+
+/// A size as the database stores it: unknown is -1.
+fn size_to_sql(size: u64) -> i64 {
+    i64::try_from(size).unwrap_or(-1)
+}
+
+/// A stored size: a negative one is unknown.
+fn size_from_sql(size: i64) -> u64 {
+    u64::try_from(size).unwrap_or(LayerRecord::UNKNOWN_SIZE)
+}
+
+/// Recomputes `images.size` (sum of the layers' sizes, -1 while one is
+/// unknown) of the images not fully measured that use layer blob `?1`.
+const REFRESH_IMAGE_SIZES: &str = "
+UPDATE images SET size = (
+    SELECT CASE WHEN MIN(l.size) < 0 THEN -1 ELSE COALESCE(SUM(l.size), 0) END
+    FROM image_layers il JOIN layers l ON l.blob_digest = il.blob_digest
+    WHERE il.manifest_digest = images.manifest_digest)
+WHERE size < 0
+  AND manifest_digest IN (SELECT manifest_digest FROM image_layers WHERE blob_digest = ?1)";
 
 /// What [`Store::put_image`] records.
 #[derive(Debug, Clone)]
@@ -130,13 +165,22 @@ pub struct ImageRecord {
     /// The config digest: docker's image id.
     pub config: Digest,
     pub created: Option<String>,
-    /// Sum of the layers' unpacked sizes.
+    /// Sum of the layers' unpacked sizes; [`LayerRecord::UNKNOWN_SIZE`] while
+    /// one of them is not measured (only in [`Store::image_as_recorded`] and
+    /// [`Store::list_images_as_recorded`] records).
     pub size: u64,
     /// Unix seconds when this store first recorded the image.
     pub added_at: i64,
     pub layers: Vec<ImageLayer>,
     /// Names (normalised references) that point at this image.
     pub refs: Vec<String>,
+}
+
+impl ImageRecord {
+    /// Whether every layer's size (and so `size`) has been measured.
+    pub fn size_known(&self) -> bool {
+        self.size != LayerRecord::UNKNOWN_SIZE && self.layers.iter().all(|l| l.layer.size_known())
+    }
 }
 
 /// A snapshot row.
@@ -188,7 +232,11 @@ impl Store {
         }
         let diff_ids: Vec<Digest> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
         let chain_ids = Digest::chain_ids(&diff_ids);
-        let size: u64 = image.layers.iter().map(|l| l.size).sum();
+        let size = if image.layers.iter().all(LayerRecord::size_known) {
+            image.layers.iter().map(|l| l.size).sum()
+        } else {
+            LayerRecord::UNKNOWN_SIZE
+        };
         let mut db = self.db();
         let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let exists: bool = tx
@@ -207,19 +255,24 @@ impl Store {
                     image.manifest_media_type,
                     image.config.to_string(),
                     image.created,
-                    size as i64,
+                    size_to_sql(size),
                     now_unix()
                 ],
             )?;
             for (position, (layer, chain_id)) in image.layers.iter().zip(&chain_ids).enumerate() {
+                // A size measured before (another image with this layer) is
+                // kept when this record does not know it.
                 tx.execute(
-                    "INSERT OR REPLACE INTO layers(blob_digest, media_type, compressed_size, diff_id, size) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO layers(blob_digest, media_type, compressed_size, diff_id, size) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(blob_digest) DO UPDATE SET media_type = excluded.media_type,
+                        compressed_size = excluded.compressed_size, diff_id = excluded.diff_id,
+                        size = CASE WHEN excluded.size < 0 THEN layers.size ELSE excluded.size END",
                     params![
                         layer.blob.to_string(),
                         layer.media_type,
                         layer.compressed_size as i64,
                         layer.diff_id.to_string(),
-                        layer.size as i64
+                        size_to_sql(layer.size)
                     ],
                 )?;
                 tx.execute(
@@ -227,6 +280,33 @@ impl Store {
                     params![image.manifest.to_string(), position as i64, layer.blob.to_string(), chain_id.to_string()],
                 )?;
             }
+            // This image's own size too, when its layers were measured before.
+            for layer in &image.layers {
+                tx.execute(REFRESH_IMAGE_SIZES, [layer.blob.to_string()])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records measured content sizes of layer blobs whose size was unknown
+    /// (a size already known is kept), in one transaction, and the sizes of
+    /// the images that are then fully measured.
+    pub fn record_layer_sizes(&self, sizes: &[(Digest, u64)]) -> Result<()> {
+        if sizes.is_empty() {
+            return Ok(());
+        }
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (blob, size) in sizes {
+            if *size == LayerRecord::UNKNOWN_SIZE {
+                continue;
+            }
+            tx.execute(
+                "UPDATE layers SET size = ?2 WHERE blob_digest = ?1 AND size < 0",
+                params![blob.to_string(), size_to_sql(*size)],
+            )?;
+            tx.execute(REFRESH_IMAGE_SIZES, [blob.to_string()])?;
         }
         tx.commit()?;
         Ok(())
@@ -265,8 +345,18 @@ impl Store {
         found.map(|p| Digest::parse(&p)).transpose()
     }
 
-    /// Every stored image, newest first.
+    /// Every stored image, newest first, with every size known: layers not
+    /// measured yet are measured now (each once, in parallel) and recorded.
     pub fn list_images(&self) -> Result<Vec<ImageRecord>> {
+        let mut images = self.list_images_as_recorded()?;
+        crate::image_ops::measure_unknown_sizes(self, &mut images);
+        Ok(images)
+    }
+
+    /// Every stored image, newest first, as recorded: sizes not measured yet
+    /// are [`LayerRecord::UNKNOWN_SIZE`]. For callers that need no sizes
+    /// (gc, check, unpacking) and should not pay for measuring them.
+    pub fn list_images_as_recorded(&self) -> Result<Vec<ImageRecord>> {
         let manifests: Vec<Digest> = {
             let db = self.db();
             let mut stmt = db.prepare(
@@ -277,15 +367,28 @@ impl Store {
         };
         let mut images = Vec::with_capacity(manifests.len());
         for manifest in manifests {
-            if let Some(image) = self.image(&manifest)? {
+            if let Some(image) = self.image_as_recorded(&manifest)? {
                 images.push(image);
             }
         }
         Ok(images)
     }
 
-    /// One image by manifest digest.
+    /// One image by manifest digest, with every size known (layers not
+    /// measured yet are measured now and recorded, once).
     pub fn image(&self, manifest: &Digest) -> Result<Option<ImageRecord>> {
+        let Some(image) = self.image_as_recorded(manifest)? else {
+            return Ok(None);
+        };
+        let mut images = [image];
+        crate::image_ops::measure_unknown_sizes(self, &mut images);
+        let [image] = images;
+        Ok(Some(image))
+    }
+
+    /// One image by manifest digest, as recorded: sizes not measured yet are
+    /// [`LayerRecord::UNKNOWN_SIZE`] (see [`Store::list_images_as_recorded`]).
+    pub fn image_as_recorded(&self, manifest: &Digest) -> Result<Option<ImageRecord>> {
         let db = self.db();
         let head = db
             .query_row(
@@ -318,12 +421,20 @@ impl Store {
                         media_type: r.get(1)?,
                         compressed_size: r.get::<_, i64>(2)? as u64,
                         diff_id: digest_col(r, 3)?,
-                        size: r.get::<_, i64>(4)? as u64,
+                        size: size_from_sql(r.get::<_, i64>(4)?),
                     },
                     chain_id: digest_col(r, 5)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
+        // The column lags behind when a layer was measured through another
+        // image's record: the layers say.
+        let size = match size_from_sql(size) {
+            LayerRecord::UNKNOWN_SIZE if layers.iter().all(|l| l.layer.size_known()) => {
+                layers.iter().map(|l| l.layer.size).sum()
+            }
+            size => size,
+        };
         let mut stmt =
             db.prepare("SELECT name FROM refs WHERE manifest_digest = ?1 ORDER BY name")?;
         let refs = stmt
@@ -334,7 +445,7 @@ impl Store {
             manifest_media_type: media_type,
             config,
             created,
-            size: size as u64,
+            size,
             added_at,
             layers,
             refs,
@@ -359,10 +470,11 @@ impl Store {
         };
         let mut images = Vec::new();
         for manifest in manifests {
-            if let Some(image) = self.image(&manifest)? {
+            if let Some(image) = self.image_as_recorded(&manifest)? {
                 images.push(image);
             }
         }
+        crate::image_ops::measure_unknown_sizes(self, &mut images);
         Ok(images)
     }
 
@@ -448,7 +560,7 @@ impl Store {
     /// Disk use summary.
     pub fn usage(&self) -> Result<Usage> {
         self.reap_dead_holders()?;
-        let images = self.list_images()?;
+        let images = self.list_images_as_recorded()?;
         let mut usage = Usage {
             images: images.len() as u64,
             ..Usage::default()
