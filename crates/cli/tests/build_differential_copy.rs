@@ -505,6 +505,20 @@ fn cases() -> Vec<Case> {
                 ),
             ],
         ),
+        case(
+            "add-archive-with-chmod",
+            "FROM busybox:local\nADD --chmod=600 a.tar /x/\n",
+            vec![(
+                "a.tar",
+                Archive(
+                    vec![
+                        Member::Dir("sub/", 0o750),
+                        Member::File("sub/f", "f\n", 0o644),
+                    ],
+                    "",
+                ),
+            )],
+        ),
         failing(
             "add-url-not-found",
             "FROM busybox:local\nADD {URL}/missing.txt /x\n",
