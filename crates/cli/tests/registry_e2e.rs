@@ -517,3 +517,88 @@ fn transient_blob_errors_are_retried() {
     let check = env.ok_in(&fresh, &["system", "check"]);
     assert!(check.contains("store is clean"), "{check}");
 }
+
+/// A pull does not decompress layers: their sizes are measured once, when
+/// first needed. `kiln images` and `inspect` after a pull show what a load of
+/// the same image shows; in a store whose first use of the image is
+/// `kiln run`, the sizes counted while unpacking are the ones listed (the
+/// layer blobs are deleted before listing, so nothing is measured again).
+#[test]
+fn pulled_image_sizes_equal_a_loaded_copys() {
+    if !have_registry_tools() {
+        return;
+    }
+    let registry = TestRegistry::start(Auth::None, None);
+    let env = Env::new();
+    let host = registry.host();
+    let local = format!("{host}/src/busybox:sizes");
+    if !env.import_busybox(&local, 300_000) {
+        return;
+    }
+    env.ok(&["push", &local]);
+    let copied = format!("{host}/copied/busybox:sizes");
+    run_ok(Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        "--format",
+        "v2s2",
+        "--dest-compress",
+        &format!("docker://{local}"),
+        &format!("docker://{copied}"),
+    ]));
+    let sizes = |root: &std::path::Path| {
+        let listed = env.ok_in(root, &["images", "--format", "{{.Size}}"]);
+        (
+            listed.trim().to_string(),
+            inspect_field(&env, root, &copied, "Size"),
+        )
+    };
+
+    let pulled = env.fresh_root("pulled");
+    env.ok_in(&pulled, &["pull", "-q", &copied]);
+    let pulled_sizes = sizes(&pulled);
+    let saved = env.dir.path().join("sizes.tar");
+    env.ok_in(&pulled, &["save", &copied, "-o", saved.to_str().unwrap()]);
+    let loaded = env.fresh_root("loaded");
+    env.ok_in(&loaded, &["load", "-i", saved.to_str().unwrap()]);
+    let loaded_sizes = sizes(&loaded);
+    assert_eq!(pulled_sizes, loaded_sizes, "pulled vs loaded (SIZE, Size)");
+    assert!(
+        loaded_sizes.1.as_u64().unwrap_or(0) > 300_000,
+        "{loaded_sizes:?}"
+    );
+    let check = env.ok_in(&pulled, &["system", "check"]);
+    assert!(check.contains("store is clean"), "{check}");
+
+    if !image_common::is_root() {
+        eprintln!("SKIP: the kiln run part needs root");
+        return;
+    }
+    let ran = env.fresh_root("ran");
+    env.ok_in(&ran, &["pull", "-q", &copied]);
+    env.ok_in(&ran, &["run", "--rm", &copied, "/bin/busybox", "true"]);
+    let mut removed = 0;
+    for entry in std::fs::read_dir(ran.join("blobs/sha256")).unwrap() {
+        let path = entry.unwrap().path();
+        let mut head = [0u8; 2];
+        let is_gzip = std::fs::File::open(&path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+            .is_ok()
+            && head == [0x1f, 0x8b];
+        if is_gzip {
+            std::fs::remove_file(&path).unwrap();
+            removed += 1;
+        }
+    }
+    assert!(removed > 0, "no gzip layer blob in the store");
+    let out = env.kiln_in(&ran).args(["images"]).output().unwrap();
+    assert_success("kiln images", &out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("warning"), "{stderr}");
+    assert_eq!(
+        sizes(&ran),
+        loaded_sizes,
+        "sizes counted by kiln run's unpack"
+    );
+}

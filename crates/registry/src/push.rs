@@ -46,8 +46,9 @@ pub fn push(
     let manifest_digest = store
         .resolve_ref(&name)?
         .ok_or_else(|| RegistryError::NoLocalImage(reference.familiar()))?;
+    // Pushing needs no layer sizes: a pulled image's stay unmeasured.
     let image = store
-        .image(&manifest_digest)?
+        .image_as_recorded(&manifest_digest)?
         .ok_or_else(|| RegistryError::NoLocalImage(reference.familiar()))?;
     let manifest_bytes = store.read_blob(&manifest_digest)?;
     let repository = reference.path();

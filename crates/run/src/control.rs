@@ -22,7 +22,7 @@ use crate::{Result, RunError, ids, io_err, sys};
 pub fn resolve_image(store: &Store, text: &str) -> Result<ImageRecord> {
     if let Ok(reference) = kiln_image::Reference::parse(text)
         && let Some(manifest) = store.resolve_ref(&reference.to_string())?
-        && let Some(image) = store.image(&manifest)?
+        && let Some(image) = store.image_as_recorded(&manifest)?
     {
         return Ok(image);
     }
@@ -85,7 +85,7 @@ pub fn create(store: &Store, containers: &Containers, options: &RunOptions) -> R
     let held = store
         .hold_image(&container.image_owner(), &image.manifest)
         .map_err(RunError::from)
-        .and_then(|()| match store.image(&image.manifest)? {
+        .and_then(|()| match store.image_as_recorded(&image.manifest)? {
             Some(_) => Ok(()),
             None => Err(RunError::NoSuchImage(options.image.clone())),
         });

@@ -134,7 +134,7 @@ fn start_and_pump(
         store.hold_image(&container.image_owner(), &manifest)?;
     }
     let image = store
-        .image(&manifest)?
+        .image_as_recorded(&manifest)?
         .ok_or_else(|| RunError::NoSuchImage(format!("{} ({})", config.image, config.image_id)))?;
     let mut lower_dirs =
         kiln_store::image_ops::unpack_image(&store, &lease, &image).map_err(|e| {
