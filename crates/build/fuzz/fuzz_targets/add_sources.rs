@@ -31,8 +31,15 @@ fuzz_target!(|data: &[u8]| {
         let _ = archive::unpack(&source, &into, "/into");
     }
     // Everything the archive made is under `into`.
-    for name in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+    for name in std::fs::read_dir(dir.path())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = name.file_name();
-        assert!(name == "source" || name == "a", "wrote {name:?} beside the destination");
+        assert!(
+            name == "source" || name == "a",
+            "wrote {name:?} beside the destination"
+        );
     }
 });
