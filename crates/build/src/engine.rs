@@ -2390,9 +2390,14 @@ impl<'s> Engine<'_, 's> {
         let chown = chown.as_ref().map(|c| c.value.clone());
         let chmod_text = chmod.as_ref().map(|c| c.value.clone());
         // BuildKit's history shows sources and destination, not the flags.
-        let mut shown: Vec<String> = patterns.clone();
-        shown.extend(urls.iter().cloned());
-        shown.extend(heredocs.iter().map(|h| h.name.clone()));
+        // Sources in the order written, whatever their kind, then DEST.
+        let mut shown: Vec<String> = sources
+            .iter()
+            .map(|source| match source {
+                Source::Path(path) => path.value.clone(),
+                Source::Heredoc(heredoc) => heredoc.name.clone(),
+            })
+            .collect();
         shown.push(dest_text.clone());
         // As BuildKit: sources and destination only, `--from` included.
         let created_by = format!("{keyword} {} # buildkit", shown.join(" "));
