@@ -887,6 +887,29 @@ fn run_case(work: &Path, root: &Path, base_url: &str, case: &Case) -> Vec<String
     let (docker_tree, docker_config) = flatten_archive(&docker_tar, work);
     let (kiln_tree, kiln_config) = flatten_archive(&kiln_tar, work);
     problems.extend(describe_differences(&docker_tree, &kiln_tree));
+    // History entries as docker shows them: what made each layer, and
+    // which entries made none.
+    let history = |config: &Value| -> Vec<(bool, String)> {
+        config["history"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .map(|h| {
+                        (
+                            h["empty_layer"].as_bool().unwrap_or(false),
+                            h["created_by"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (docker_history, kiln_history) = (history(&docker_config), history(&kiln_config));
+    if docker_history != kiln_history {
+        problems.push(format!(
+            "history differs:\n  docker {docker_history:?}\n  kiln   {kiln_history:?}"
+        ));
+    }
     let kiln_fields = config_fields(&kiln_config);
     for (key, value) in config_fields(&docker_config) {
         if kiln_fields.get(key) != Some(&value) {
