@@ -2339,6 +2339,8 @@ impl<'s> Engine<'_, 's> {
             CopyKind::Copy(copy) => (copy.link, copy.parents),
             CopyKind::Add(add) => (add.link, false),
         };
+        // `--from` a stage or image: its state, flattened when the step runs.
+        let mut from_state: Option<StageState> = None;
         let source = match from.map(|f| self.resolve_from(&f.value)) {
             None if patterns.is_empty() && (heredoc_dir.is_some() || url_dir.is_some()) => {
                 match heredoc_dir.as_ref().or(url_dir.as_ref()) {
@@ -2376,8 +2378,11 @@ impl<'s> Engine<'_, 's> {
                     SourceRef::Image(name) => self.image_state(&name, step)?,
                 };
                 key_parts.push(source_state.key.as_bytes().to_vec());
-                let root = self.flattened(&source_state)?;
-                CopySource::Dir(root)
+                // Flattened only if the step runs: on a cache hit the key
+                // (the source stage's key) is all that is needed, and
+                // flattening a big stage costs seconds.
+                from_state = Some(source_state);
+                CopySource::Context
             }
         };
         let parts: Vec<&[u8]> = key_parts.iter().map(Vec::as_slice).collect();
@@ -2417,6 +2422,10 @@ impl<'s> Engine<'_, 's> {
             let owner = match &chown {
                 Some(spec) => Some(resolve_chown(spec, &view).map_err(|e| engine.step_error(&step_clone, e.to_string(), None, &[]))?),
                 None => None,
+            };
+            let source = match &from_state {
+                Some(source_state) => CopySource::Dir(engine.flattened(source_state)?),
+                None => source,
             };
             for (url, checksum, dir) in &deferred_fetch {
                 crate::fetch::fetch_sources(std::slice::from_ref(url), checksum.as_deref(), false, dir)
