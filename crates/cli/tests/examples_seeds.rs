@@ -23,130 +23,22 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bases_common::{
+    Bases, bases, docker, inspect, load_bases_into_docker, ok, repo_root, run_kiln,
+};
 use diff_common::{config_fields, describe_differences, flatten_archive, output_text};
-use image_common::{have_tool, is_root, kiln, kiln_bin};
+use image_common::{have_tool, kiln, kiln_bin};
 use serde_json::Value;
 
+mod bases_common;
 mod diff_common;
 mod image_common;
 
-/// The store with the base images, shared by the tests of this binary.
-struct Bases {
-    dir: PathBuf,
-    root: PathBuf,
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("repository root")
-}
-
-fn skip_or_fail(why: &str) -> bool {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{why} (required under CI=true)");
-    }
-    eprintln!("SKIP: {why}");
-    false
-}
-
-static STORE_DIR: OnceLock<PathBuf> = OnceLock::new();
-
-/// Removes the shared store when the test binary exits (statics are never
-/// dropped): containers first, so no monitor keeps a mount busy.
-extern "C" fn remove_store() {
-    if let Some(dir) = STORE_DIR.get() {
-        let root = dir.join("store");
-        if let Ok(out) = kiln(&root).args(["ps", "-a", "-q", "--no-trunc"]).output() {
-            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(str::to_string)
-                .collect();
-            if !ids.is_empty() {
-                let _ = kiln(&root).arg("rm").arg("-f").args(&ids).output();
-            }
-        }
-        let _ = fs::remove_dir_all(dir);
-    }
-}
-
-/// Runs scripts/make-base-images.sh once into a fresh store; None: skip.
-fn bases() -> Option<&'static Bases> {
-    static BASES: OnceLock<Result<Option<Bases>, String>> = OnceLock::new();
-    let made = BASES.get_or_init(|| {
-        if !is_root() {
-            skip_or_fail("the examples need root (kiln's sandbox)");
-            return Ok(None);
-        }
-        for (tool, probe) in [
-            ("debootstrap", "--version"),
-            ("jq", "--version"),
-            ("/bin/busybox", "true"),
-        ] {
-            if !have_tool(tool, &[probe]) {
-                return Ok(None);
-            }
-        }
-        let dir = std::env::temp_dir().join(format!("kiln-examples-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let _ = STORE_DIR.set(dir.clone());
-        // SAFETY: registering a plain extern "C" fn with no captured state.
-        unsafe { libc::atexit(remove_store) };
-        let root = dir.join("store");
-        let start = Instant::now();
-        let out = Command::new("bash")
-            .arg(repo_root().join("scripts/make-base-images.sh"))
-            .arg("--kiln")
-            .arg(kiln_bin())
-            .arg("--root")
-            .arg(&root)
-            .env_remove("KILN_ROOT")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("running make-base-images.sh: {e}"))?;
-        eprintln!(
-            "make-base-images.sh: {:.1} s\n{}",
-            start.elapsed().as_secs_f64(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if !out.status.success() {
-            return Err(format!("make-base-images.sh failed: {}", output_text(&out)));
-        }
-        Ok(Some(Bases { dir, root }))
-    });
-    match made {
-        Ok(bases) => bases.as_ref(),
-        Err(e) => panic!("{e}"),
-    }
-}
-
 fn example(name: &str) -> PathBuf {
     repo_root().join("examples").join(name)
-}
-
-fn run_kiln(root: &Path, args: &[&str]) -> Output {
-    kiln(root)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running kiln")
-}
-
-fn ok(root: &Path, args: &[&str]) -> String {
-    let out = run_kiln(root, args);
-    assert!(
-        out.status.success(),
-        "kiln {}: {}",
-        args.join(" "),
-        output_text(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `kiln build --progress plain` of an example; returns the build log.
@@ -183,12 +75,6 @@ fn build(
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-fn inspect(root: &Path, what: &str) -> Value {
-    let text = ok(root, &["inspect", what]);
-    let value: Value = serde_json::from_str(&text).expect("inspect JSON");
-    value[0].clone()
 }
 
 fn container_state(root: &Path, name: &str) -> Value {
@@ -294,7 +180,9 @@ fn assert_small_fraction(root: &Path, final_image: &str, builder: &str, percent:
 
 #[test]
 fn go_basic_serves_the_greeting_logs_stops_and_is_removed() {
-    let Some(bases) = bases() else { return };
+    let Some(bases) = bases("examples") else {
+        return;
+    };
     let root = &bases.root;
     let dir = example("go-basic");
     let log = build(root, &dir, None, None, "examples/go-basic");
@@ -358,7 +246,9 @@ fn go_basic_serves_the_greeting_logs_stops_and_is_removed() {
 
 #[test]
 fn go_production_becomes_healthy_and_runs_as_uid_1000() {
-    let Some(bases) = bases() else { return };
+    let Some(bases) = bases("examples") else {
+        return;
+    };
     let root = &bases.root;
     let dir = example("go-production");
     build(root, &dir, None, None, "examples/go-production");
@@ -412,7 +302,9 @@ fn go_production_becomes_healthy_and_runs_as_uid_1000() {
 
 #[test]
 fn go_targets_build_what_each_target_needs() {
-    let Some(bases) = bases() else { return };
+    let Some(bases) = bases("examples") else {
+        return;
+    };
     let root = &bases.root;
     let dir = example("go-targets");
     let dev_log = build(
@@ -532,7 +424,9 @@ fn file_set(dir: &Path) -> BTreeMap<PathBuf, u64> {
 
 #[test]
 fn go_cache_mounts_are_reused_by_the_second_build() {
-    let Some(bases) = bases() else { return };
+    let Some(bases) = bases("examples") else {
+        return;
+    };
     let root = &bases.root;
     let ctx = bases.dir.join("go-cache-mounts");
     copy_dir(&example("go-cache-mounts"), &ctx);
@@ -617,7 +511,9 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn go_scratch_three_stage_and_single_vs_multi() {
-    let Some(bases) = bases() else { return };
+    let Some(bases) = bases("examples") else {
+        return;
+    };
     let root = &bases.root;
     build(
         root,
@@ -731,7 +627,9 @@ fn go_scratch_three_stage_and_single_vs_multi() {
 
 #[test]
 fn python_app_installs_with_pip_user_and_serves() {
-    let Some(bases) = bases() else { return };
+    let Some(bases) = bases("examples") else {
+        return;
+    };
     let root = &bases.root;
     let dir = example("python-app");
     // pip install --user ran in this build or in an earlier one now cached:
@@ -796,7 +694,9 @@ fn python_app_installs_with_pip_user_and_serves() {
 
 #[test]
 fn node_build_served_by_nginx() {
-    let Some(bases) = bases() else { return };
+    let Some(bases) = bases("examples") else {
+        return;
+    };
     let root = &bases.root;
     let dir = example("node-nginx");
     build(root, &dir, None, None, "examples/node-nginx");
@@ -831,58 +731,6 @@ fn node_build_served_by_nginx() {
 }
 
 // ---- The same examples through the real Docker engine ----
-
-fn docker() -> Command {
-    let mut cmd = Command::new("/usr/bin/docker");
-    cmd.env("DOCKER_BUILDKIT", "1");
-    cmd
-}
-
-fn docker_id(image: &str) -> Option<String> {
-    let out = docker()
-        .args(["image", "inspect", "--format", "{{.Id}}", image])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// Loads the kiln/* base images into docker (`kiln save | docker load`)
-/// unless docker already has the very same images.
-fn load_bases_into_docker(bases: &Bases) {
-    static LOADED: OnceLock<()> = OnceLock::new();
-    LOADED.get_or_init(|| {
-        let refs = [
-            "kiln/debian:bookworm",
-            "kiln/busybox:latest",
-            "kiln/golang:1.19",
-            "kiln/python:3.11",
-            "kiln/node:18",
-            "kiln/nginx:latest",
-        ];
-        let missing: Vec<&str> = refs
-            .iter()
-            .copied()
-            .filter(|r| docker_id(r).as_deref() != inspect(&bases.root, r)["Id"].as_str())
-            .collect();
-        if missing.is_empty() {
-            return;
-        }
-        let archive = bases.dir.join("bases-for-docker.tar");
-        let mut args = vec!["save", "-o", archive.to_str().expect("utf8 path")];
-        args.extend(missing.iter().copied());
-        ok(&bases.root, &args);
-        let out = docker()
-            .arg("load")
-            .arg("-i")
-            .arg(&archive)
-            .output()
-            .expect("docker load");
-        assert!(out.status.success(), "docker load: {}", output_text(&out));
-        let _ = fs::remove_file(&archive);
-    });
-}
 
 /// Python writes the source file's mtime into bytes 8..12 of a .pyc
 /// header; pip compiles what it installs, so that field is the install time
@@ -982,7 +830,9 @@ fn compare_with_docker(
 
 #[test]
 fn readme_main_command_ends_with_the_greeting_and_the_size_report() {
-    let Some(bases) = bases() else { return };
+    let Some(bases) = bases("examples") else {
+        return;
+    };
     // scripts/demo.sh as README.md gives it, from a fresh clone of this
     // repository, with the kiln under test instead of a new release build
     // (KILN_DEMO_BIN), a throwaway store and a free port. The base images
