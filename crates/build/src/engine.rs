@@ -1332,7 +1332,9 @@ impl<'s> Engine<'_, 's> {
                     } else {
                         target.clone()
                     };
-                    state.config().insert("WorkingDir".into(), json!(configured));
+                    state
+                        .config()
+                        .insert("WorkingDir".into(), json!(configured));
                     let key = chain(&state.key, &[canonical.as_bytes(), target.as_bytes()]);
                     let created_by = format!("WORKDIR {configured}");
                     self.fs_step(&mut state, &step, key, created_by, |engine, state, _id| {
