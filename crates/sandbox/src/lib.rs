@@ -35,6 +35,7 @@ mod sys;
 mod user;
 
 pub use process::{ExecSpec, exec_in, spawn};
+pub use rootfs::read_only_overlay;
 pub use running::{Running, run};
 pub use spec::{
     DOCKER_DEFAULT_CAPABILITIES, ExitStatus, InjectedFile, Mount, MountKind, Network, Output,

@@ -128,6 +128,44 @@ pub(crate) fn overlay_mount(
     Ok(owned(mount))
 }
 
+/// A read-only overlay of `lower_dirs` (top-most first), as a detached mount:
+/// attached nowhere in any mount namespace, reachable only through the
+/// returned descriptor (e.g. as `/proc/self/fd/N/`), and gone when the
+/// descriptor is closed or the process dies, so nothing can leak. The kernel
+/// merges the layers (whiteouts, opaque directories) exactly as a RUN step's
+/// root sees them. Overlayfs needs two lower dirs without an upper one: with a
+/// single layer, pass an empty directory as the bottom one.
+pub fn read_only_overlay(lower_dirs: &[PathBuf]) -> Result<OwnedFd, SandboxError> {
+    let fail = |message: String| SandboxError::Overlay {
+        layers: lower_dirs.len(),
+        upper: PathBuf::new(),
+        message,
+    };
+    if lower_dirs.len() < 2 {
+        return Err(fail(
+            "a read-only overlay needs at least two lower dirs".into(),
+        ));
+    }
+    let fs = owned(sys::fsopen(c"overlay").map_err(|e| fail(format!("fsopen: {}", e.io())))?);
+    for lower in lower_dirs {
+        let value = cstring("layer path", lower.as_os_str().as_bytes())?;
+        sys::fsconfig_string(fs.as_raw_fd(), c"lowerdir+", &value).map_err(|e| {
+            let log = fs_context_log(fs.as_raw_fd());
+            fail(format!("lowerdir+ {}: {} {log}", lower.display(), e.io()))
+        })?;
+    }
+    sys::fsconfig_create(fs.as_raw_fd()).map_err(|e| {
+        let log = fs_context_log(fs.as_raw_fd());
+        fail(format!(
+            "{} {log} (the kernel log, dmesg, has overlayfs' reason)",
+            e.io()
+        ))
+    })?;
+    let mount = sys::fsmount(fs.as_raw_fd(), sys::MOUNT_ATTR_RDONLY)
+        .map_err(|e| fail(format!("fsmount: {}", e.io())))?;
+    Ok(owned(mount))
+}
+
 /// Reads a small file inside `root` as data (RESOLVE_IN_ROOT, regular files
 /// only, never blocking on a FIFO). None when it does not exist.
 pub(crate) fn read_in_root(
