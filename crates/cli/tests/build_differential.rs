@@ -16,8 +16,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use diff_common::{
-    config_fields, describe_differences, docker_present, flatten_archive, import_busybox,
-    output_text, set_mode, tools_present,
+    config_fields, describe_differences, docker_build, docker_present, flatten_archive,
+    import_busybox, kiln_build, output_text, set_mode, tools_present,
 };
 use image_common::kiln;
 use serde_json::Value;
@@ -533,45 +533,20 @@ fn mount_cases() -> Vec<Case> {
     ]
 }
 
-fn docker_build(case: &Case, context: &Path, tag: &str) -> Result<(), String> {
-    let mut cmd = Command::new("/usr/bin/docker");
-    cmd.env("DOCKER_BUILDKIT", "1")
-        .args(["build", "-q", "-t", tag]);
-    for flag in &case.flags {
-        cmd.arg(flag.replace("{ctx}", &context.display().to_string()));
-    }
+/// The case's flags, build args and target as command-line arguments.
+fn case_args(case: &Case, context: &Path) -> Vec<String> {
+    let mut args: Vec<String> = case
+        .flags
+        .iter()
+        .map(|flag| flag.replace("{ctx}", &context.display().to_string()))
+        .collect();
     for arg in &case.args {
-        cmd.args(["--build-arg", arg]);
+        args.extend(["--build-arg".to_string(), arg.to_string()]);
     }
     if let Some(target) = case.target {
-        cmd.args(["--target", target]);
+        args.extend(["--target".to_string(), target.to_string()]);
     }
-    let out = cmd.arg(context).output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(output_text(&out))
-    }
-}
-
-fn kiln_build(root: &Path, case: &Case, context: &Path, tag: &str) -> Result<String, String> {
-    let mut cmd = kiln(root);
-    cmd.args(["build", "--progress=plain", "-t", tag]);
-    for flag in &case.flags {
-        cmd.arg(flag.replace("{ctx}", &context.display().to_string()));
-    }
-    for arg in &case.args {
-        cmd.args(["--build-arg", arg]);
-    }
-    if let Some(target) = case.target {
-        cmd.args(["--target", target]);
-    }
-    let out = cmd.arg(context).output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stderr).into_owned())
-    } else {
-        Err(output_text(&out))
-    }
+    args
 }
 
 #[test]
@@ -613,14 +588,19 @@ fn kiln_build_matches_buildkit() {
                 base: None,
             };
             write_context(&base_dir, &base_case);
-            if let Err(e) = docker_build(&base_case, &base_dir, base_tag) {
+            if let Err(e) = docker_build(&base_dir, base_tag, &case_args(&base_case, &base_dir)) {
                 failures.push(format!(
                     "[{}] docker build of the base failed: {e}",
                     case.name
                 ));
                 continue;
             }
-            if let Err(e) = kiln_build(&root, &base_case, &base_dir, base_tag) {
+            if let Err(e) = kiln_build(
+                &root,
+                &base_dir,
+                base_tag,
+                &case_args(&base_case, &base_dir),
+            ) {
                 failures.push(format!(
                     "[{}] kiln build of the base failed: {e}",
                     case.name
@@ -628,7 +608,7 @@ fn kiln_build_matches_buildkit() {
                 continue;
             }
         }
-        let result = docker_build(&case, &context, &tag);
+        let result = docker_build(&context, &tag, &case_args(&case, &context));
         if let Some((base_tag, _)) = case.base {
             let _ = Command::new("/usr/bin/docker")
                 .args(["rmi", "-f", base_tag])
@@ -638,7 +618,7 @@ fn kiln_build_matches_buildkit() {
             failures.push(format!("[{}] docker build failed: {e}", case.name));
             continue;
         }
-        if let Err(e) = kiln_build(&root, &case, &context, &tag) {
+        if let Err(e) = kiln_build(&root, &context, &tag, &case_args(&case, &context)) {
             failures.push(format!("[{}] kiln build failed: {e}", case.name));
             continue;
         }

@@ -27,8 +27,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use diff_common::{
-    config_fields, describe_differences, docker_present, flatten_archive, import_busybox,
-    output_text, set_mode, tools_present,
+    config_fields, describe_differences, docker_build, docker_present, flatten_archive,
+    import_busybox, kiln_build, output_text, set_mode, tools_present,
 };
 use image_common::kiln;
 use serde_json::Value;
@@ -787,34 +787,6 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-fn docker_build(context: &Path, tag: &str) -> Result<(), String> {
-    let out = Command::new("/usr/bin/docker")
-        .env("DOCKER_BUILDKIT", "1")
-        .args(["build", "-q", "-t", tag])
-        .arg(context)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(output_text(&out))
-    }
-}
-
-fn kiln_build(root: &Path, context: &Path, tag: &str) -> Result<(), String> {
-    let out = kiln(root)
-        .args(["build", "--progress=plain", "-t", tag])
-        .arg(context)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(output_text(&out))
-    }
-}
-
 fn save(docker: bool, root: &Path, tag: &str, dest: &Path) {
     let out = if docker {
         Command::new("/usr/bin/docker")
@@ -842,8 +814,8 @@ fn run_case(work: &Path, root: &Path, base_url: &str, case: &Case) -> Vec<String
     let dockerfile = case.dockerfile.replace("{URL}", base_url);
     write_context(&context, &dockerfile, &case.files);
     let tag = format!("kiln-copy-diff-{}", case.name);
-    let docker = docker_build(&context, &tag);
-    let kiln_result = kiln_build(root, &context, &tag);
+    let docker = docker_build(&context, &tag, &[]);
+    let kiln_result = kiln_build(root, &context, &tag, &[]).map(|_| ());
     match (&case.outcome, docker, kiln_result) {
         (Outcome::BothFail(text), Err(_), Err(kiln_error)) => {
             if !kiln_error.contains(text) {

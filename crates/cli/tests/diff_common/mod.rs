@@ -15,6 +15,45 @@ use std::process::{Command, Output, Stdio};
 use super::image_common::{is_root, kiln, tar_directory};
 use serde_json::Value;
 
+/// `docker build -q -t TAG EXTRA... CONTEXT` through BuildKit; Err: its output.
+pub fn docker_build(context: &Path, tag: &str, extra: &[String]) -> Result<(), String> {
+    let out = Command::new("/usr/bin/docker")
+        .env("DOCKER_BUILDKIT", "1")
+        .args(["build", "-q", "-t", tag])
+        .args(extra)
+        .arg(context)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(output_text(&out))
+    }
+}
+
+/// `kiln build --progress=plain -t TAG EXTRA... CONTEXT`; Ok: the build log
+/// (stderr), Err: its output.
+pub fn kiln_build(
+    root: &Path,
+    context: &Path,
+    tag: &str,
+    extra: &[String],
+) -> Result<String, String> {
+    let out = kiln(root)
+        .args(["build", "--progress=plain", "-t", tag])
+        .args(extra)
+        .arg(context)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+    } else {
+        Err(output_text(&out))
+    }
+}
+
 pub fn output_text(out: &Output) -> String {
     format!(
         "status {}\nstdout:\n{}\nstderr:\n{}",
