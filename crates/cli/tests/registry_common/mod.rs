@@ -414,22 +414,29 @@ pub fn start_flaky_proxy(
     (port, seen)
 }
 
-fn proxy_one(mut client: TcpStream, target_port: u16, corrupt_digest: &str) -> std::io::Result<()> {
-    // Read one request head (GET/HEAD only: no bodies in a pull).
+/// Reads one HTTP request head (up to the blank line) from a test proxy's
+/// client. None: the client hung up, or did not speak HTTP (a TLS
+/// ClientHello starts with 0x16), and the proxy hangs up at once as a plain
+/// HTTP server would.
+fn read_request_head(client: &mut TcpStream) -> std::io::Result<Option<String>> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
         if client.read(&mut byte)? == 0 {
-            return Ok(());
+            return Ok(None);
         }
-        // Not HTTP (a TLS ClientHello starts with 0x16): hang up at once,
-        // as a plain HTTP server would.
         if head.is_empty() && !byte[0].is_ascii_uppercase() {
-            return Ok(());
+            return Ok(None);
         }
         head.push(byte[0]);
     }
-    let text = String::from_utf8_lossy(&head).into_owned();
+    Ok(Some(String::from_utf8_lossy(&head).into_owned()))
+}
+
+fn proxy_one(mut client: TcpStream, target_port: u16, corrupt_digest: &str) -> std::io::Result<()> {
+    let Some(text) = read_request_head(&mut client)? else {
+        return Ok(());
+    };
     let request_line = text.lines().next().unwrap_or_default().to_string();
     let mut upstream = TcpStream::connect(("127.0.0.1", target_port))?;
     upstream.write_all(with_connection_close(&text).as_bytes())?;
@@ -733,18 +740,9 @@ pub fn start_faulty_proxy(
         remaining: &AtomicUsize,
         log: &Mutex<Vec<BlobGet>>,
     ) -> std::io::Result<()> {
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if client.read(&mut byte)? == 0 {
-                return Ok(());
-            }
-            if head.is_empty() && !byte[0].is_ascii_uppercase() {
-                return Ok(());
-            }
-            head.push(byte[0]);
-        }
-        let text = String::from_utf8_lossy(&head).into_owned();
+        let Some(text) = read_request_head(&mut client)? else {
+            return Ok(());
+        };
         let request_line = text.lines().next().unwrap_or_default().to_string();
         let range = text
             .lines()
@@ -835,18 +833,9 @@ pub fn start_upload_failing_proxy(
         failures: usize,
         counter: &AtomicUsize,
     ) -> std::io::Result<()> {
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if client.read(&mut byte)? == 0 {
-                return Ok(());
-            }
-            if head.is_empty() && !byte[0].is_ascii_uppercase() {
-                return Ok(());
-            }
-            head.push(byte[0]);
-        }
-        let text = String::from_utf8_lossy(&head).into_owned();
+        let Some(text) = read_request_head(&mut client)? else {
+            return Ok(());
+        };
         let length: usize = text
             .lines()
             .find_map(|l| {
