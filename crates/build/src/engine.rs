@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::BufReader;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -596,6 +597,9 @@ impl Drop for TempDir {
     }
 }
 
+/// Sidecar kind of a COPY layer's index of context files (copy::Reuse).
+const COPY_INDEX: &str = "copy-index";
+
 /// Runs a build: parses the Dockerfile, solves the stages the target needs,
 /// writes the final image into the store and tags it.
 pub fn build(
@@ -642,6 +646,7 @@ pub fn build(
         file_name,
         local_layers: Mutex::new(HashMap::new()),
         layer_dirs: TempDir::new(store, "layers")?,
+        to_adopt: Mutex::new(Vec::new()),
         snapshot_dirs: Mutex::new(HashMap::new()),
         pulled: Mutex::new(std::collections::HashSet::new()),
     };
@@ -653,6 +658,14 @@ pub fn build(
             scope.spawn(move || engine.stage_thread(index));
         }
     });
+    // Layers made by COPY become store snapshots (renamed, not copied), in
+    // failed builds too: they are complete. No COPY --from mount may still
+    // stack them.
+    lock(&engine.flattened).clear();
+    let adopt = std::mem::take(&mut *lock(&engine.to_adopt));
+    if !adopt.is_empty() {
+        let _ = store.adopt_snapshots(&lease, &adopt);
+    }
     if let Some(error) = lock(&engine.first_error).take() {
         return Err(error);
     }
@@ -753,6 +766,9 @@ struct Engine<'a, 's> {
     local_layers: Mutex<HashMap<String, PathBuf>>,
     /// Owns the directories in `local_layers`; removed when the build ends.
     layer_dirs: TempDir,
+    /// COPY layer directories that become store snapshots when the build
+    /// ends (so the next build neither unpacks nor recopies them).
+    to_adopt: Mutex<Vec<kiln_store::SnapshotToAdopt>>,
     /// Store snapshots already ensured (and leased) in this build, by chain id:
     /// asking the store again costs two database writes per layer per step.
     snapshot_dirs: Mutex<HashMap<String, PathBuf>>,
@@ -1632,15 +1648,17 @@ impl<'s> Engine<'_, 's> {
             xattrs: kiln_snapshot::XattrPolicy::CapabilitiesOnly,
             ..kiln_snapshot::CreateOptions::from_env()
         };
-        kiln_snapshot::create_layer(dir, kind, &mut writer, &options).map_err(|e| {
-            BuildError::Io {
-                what: "creating a layer from",
-                path: dir.to_path_buf(),
-                source: std::io::Error::other(e),
-            }
-        })?;
+        // The store's writer hashes what it stores: the tar is hashed once.
+        let counts =
+            kiln_snapshot::write_layer_tar(dir, kind, &mut writer, &options).map_err(|e| {
+                BuildError::Io {
+                    what: "creating a layer from",
+                    path: dir.to_path_buf(),
+                    source: std::io::Error::other(e),
+                }
+            })?;
         let info = writer.commit(self.lease, None)?;
-        let size = image_ops::layer_content_size(self.store, &info.digest)?;
+        let size = counts.content_size;
         Ok(Layer {
             blob: info.digest.clone(),
             media_type: OCI_LAYER_TAR.to_string(),
@@ -1912,7 +1930,7 @@ impl<'s> Engine<'_, 's> {
                                 .context()?
                                 .digest_of_selection(source_path.as_bytes())?;
                             key.push(digest.0.to_vec());
-                            self.options.context_dir.clone()
+                            self.context_mount_root()?
                         }
                         Some(from) => {
                             let state = self.mount_source_state(from, step)?;
@@ -2201,6 +2219,90 @@ impl<'s> Engine<'_, 's> {
         }
     }
 
+    /// The build context as a RUN bind mount sees it: what the context scan
+    /// kept, nothing .dockerignore excludes (BuildKit mounts its filtered
+    /// local source). When nothing is excluded, the context directory itself;
+    /// otherwise a read-only overlay of it under a layer of whiteouts, one
+    /// per excluded path (directories holding excluded paths keep their
+    /// metadata), made once per build. Where overlayfs refuses the context's
+    /// filesystem as a lower dir, the context directory, unfiltered.
+    fn context_mount_root(&self) -> Result<PathBuf, BuildError> {
+        const KEY: &str = "context-mount";
+        let context = self.context()?;
+        let context_dir = self.options.context_dir.clone();
+        let mut flattened = lock(&self.flattened);
+        if let Some(found) = flattened.get(KEY) {
+            return Ok(found.root.clone());
+        }
+        let hidden = excluded_paths(context, &context_dir);
+        if hidden.is_empty() {
+            return Ok(context_dir);
+        }
+        let layer = TempDir::new(self.store, "context-hide")?;
+        // Directories of the whiteout layer, the root included: they take the
+        // context's own metadata at the end, so the merged view shows them
+        // as they are.
+        let mut made_dirs = vec![PathBuf::new()];
+        for rel in &hidden {
+            let rel_path = Path::new(std::ffi::OsStr::from_bytes(rel));
+            let mut parent = PathBuf::new();
+            let components: Vec<_> = rel_path.components().collect();
+            for component in components.iter().take(components.len().saturating_sub(1)) {
+                parent.push(component);
+                let made = layer.0.join(&parent);
+                if fs::symlink_metadata(&made).is_err() {
+                    fs::create_dir(&made).map_err(io_error("creating", &made))?;
+                    made_dirs.push(parent.clone());
+                }
+            }
+            let whiteout = layer.0.join(rel_path);
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &whiteout,
+                rustix::fs::FileType::CharacterDevice,
+                rustix::fs::Mode::empty(),
+                0,
+            )
+            .map_err(|e| BuildError::Io {
+                what: "creating a whiteout in",
+                path: whiteout.clone(),
+                source: e.into(),
+            })?;
+        }
+        // Deepest first: setting a directory's time must follow every change
+        // inside it.
+        made_dirs.sort();
+        for rel in made_dirs.iter().rev() {
+            let (made, real) = (layer.0.join(rel), context_dir.join(rel));
+            let meta = fs::symlink_metadata(&real).map_err(io_error("reading", &real))?;
+            fs::set_permissions(&made, fs::Permissions::from_mode(meta.mode() & 0o7777))
+                .map_err(io_error("setting the mode of", &made))?;
+            std::os::unix::fs::chown(&made, Some(meta.uid()), Some(meta.gid()))
+                .map_err(io_error("setting the owner of", &made))?;
+            let times = fs::FileTimes::new()
+                .set_modified(meta.modified().map_err(io_error("reading", &real))?)
+                .set_accessed(meta.accessed().map_err(io_error("reading", &real))?);
+            fs::File::open(&made)
+                .and_then(|f| f.set_times(times))
+                .map_err(io_error("setting the times of", &made))?;
+        }
+        let mount = match kiln_sandbox::read_only_overlay(&[layer.0.clone(), context_dir.clone()]) {
+            Ok(mount) => mount,
+            Err(_) => return Ok(context_dir),
+        };
+        use std::os::fd::AsRawFd;
+        let root = PathBuf::from(format!("/proc/self/fd/{}/.", mount.as_raw_fd()));
+        flattened.insert(
+            KEY.to_string(),
+            Flattened {
+                root: root.clone(),
+                _mount: Some(mount),
+                _dir: layer,
+            },
+        );
+        Ok(root)
+    }
+
     /// The root filesystem of a stage or image for `COPY --from` to read:
     /// its layers as a read-only overlay (a detached mount, reached through
     /// its descriptor; nothing is copied), the same merged view a RUN step
@@ -2465,6 +2567,22 @@ impl<'s> Engine<'_, 's> {
             span: step.span,
             stage_name: step.stage_name.clone(),
         };
+        // The same step whatever its sources and the layers below it hold:
+        // where an earlier build of it left a layer whose unchanged files
+        // this one can link (copy.rs checks every file it links, so a stale
+        // or foreign entry costs speed, never correctness).
+        let reuse_key = format!(
+            "copy-reuse:{}",
+            chain(
+                &blake3::hash(self.options.context_dir.as_os_str().as_encoded_bytes()),
+                &[
+                    step.stage_name.as_bytes(),
+                    canonical.as_bytes(),
+                    state.workdir().as_bytes()
+                ]
+            )
+            .to_hex()
+        );
         self.fs_step(state, step, key, created_by, move |engine, state, _id| {
             let chmod = match &chmod_text {
                 Some(text) => Some(crate::copy::Chmod::parse(text).ok_or_else(|| {
@@ -2524,7 +2642,8 @@ impl<'s> Engine<'_, 's> {
                 .with_archive_extraction(unpack)
                 .with_exclude(exclude.clone())
                 .with_link(link)
-                .with_parents(parents);
+                .with_parents(parents)
+                .with_reuse(engine.reuse_for(&reuse_key));
             let context_root = engine.options.context_dir.clone();
             let context = match &source {
                 CopySource::Context => Some(engine.context()?),
@@ -2538,8 +2657,69 @@ impl<'s> Engine<'_, 's> {
                 })?;
             let layer = engine.commit_dir(&staging.0, kiln_snapshot::DiffKind::Directory)?;
             engine.keep_layer_dir(&staging.0, &layer);
+            if let Some(chain_id) = engine.adopt_later(state, &layer) {
+                engine.remember_for_reuse(&reuse_key, &layer, &chain_id, &plan.index_bytes());
+            }
             Ok(layer)
         })
+    }
+
+    /// The layer an earlier build of this COPY step (`reuse_key`) left, if
+    /// its snapshot and index are still in the store (see copy::Reuse).
+    fn reuse_for(&self, reuse_key: &str) -> Option<crate::copy::Reuse> {
+        let found = self.store.cache_get(reuse_key).ok()??;
+        let (diff_id, chain_id) = found.split_once(' ')?;
+        let (diff_id, chain_id) = (Digest::parse(diff_id).ok()?, Digest::parse(chain_id).ok()?);
+        let index =
+            crate::copy::Reuse::parse_index(&self.store.read_sidecar(&diff_id, COPY_INDEX)?)?;
+        let root = match lock(&self.local_layers).get(&diff_id.to_string()) {
+            Some(local) => local.clone(),
+            None => {
+                // Leased before use so a concurrent gc keeps it; a link that
+                // fails anyway falls back to a copy.
+                self.lease.add_snapshot(&chain_id).ok()?;
+                self.store.snapshot_path(&chain_id)
+            }
+        };
+        crate::copy::Reuse::open(&root, index)
+    }
+
+    /// Records `layer` as the latest result of the COPY step `reuse_key`,
+    /// with the index of the context files in it. Best effort: without it
+    /// the next build copies every file.
+    fn remember_for_reuse(&self, reuse_key: &str, layer: &Layer, chain_id: &Digest, index: &[u8]) {
+        if index.is_empty() {
+            return;
+        }
+        if self
+            .store
+            .put_sidecar(&layer.diff_id, COPY_INDEX, index)
+            .is_ok()
+        {
+            let _ = self
+                .store
+                .cache_put(reuse_key, &format!("{} {chain_id}", layer.diff_id));
+        }
+    }
+
+    /// Marks the kept directory of `layer` (made on top of `state`) to become
+    /// the store's snapshot of its chain when the build ends.
+    /// Returns the chain id it will have.
+    fn adopt_later(&self, state: &StageState, layer: &Layer) -> Option<Digest> {
+        let dir = lock(&self.local_layers)
+            .get(&layer.diff_id.to_string())
+            .cloned()?;
+        let mut diff_ids: Vec<Digest> = state.layers.iter().map(|l| l.diff_id.clone()).collect();
+        diff_ids.push(layer.diff_id.clone());
+        let mut chain_ids = Digest::chain_ids(&diff_ids);
+        let chain_id = chain_ids.pop()?;
+        lock(&self.to_adopt).push(kiln_store::SnapshotToAdopt {
+            chain_id: chain_id.clone(),
+            parent: chain_ids.pop(),
+            diff_id: layer.diff_id.clone(),
+            dir,
+        });
+        Some(chain_id)
     }
 
     /// Stores `bytes` unless a blob with their digest is already there (a
@@ -2631,6 +2811,39 @@ enum CopyKind<'a> {
 }
 
 /// `ENV a=1 b=2` as BuildKit writes it into the history.
+/// Paths under `dir` (relative, `/`-separated) that the context scan left
+/// out: the top-most of each excluded subtree. Directories the scan kept
+/// are looked into; what they hold that the scan does not list was excluded.
+fn excluded_paths(context: &Context, dir: &Path) -> Vec<Vec<u8>> {
+    let mut excluded = Vec::new();
+    let mut kept_dirs: Vec<Vec<u8>> = vec![Vec::new()];
+    kept_dirs.extend(
+        context
+            .entries()
+            .iter()
+            .filter(|e| e.kind == crate::context::EntryKind::Dir)
+            .map(|e| e.path.clone()),
+    );
+    for kept in kept_dirs {
+        let real = dir.join(std::ffi::OsStr::from_bytes(&kept));
+        let Ok(children) = fs::read_dir(&real) else {
+            continue;
+        };
+        for child in children.flatten() {
+            let mut rel = kept.clone();
+            if !rel.is_empty() {
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(child.file_name().as_bytes());
+            if context.get(&rel).is_none() {
+                excluded.push(rel);
+            }
+        }
+    }
+    excluded.sort();
+    excluded
+}
+
 fn step_created_by_pairs(keyword: &str, pairs: &[kiln_dockerfile::instructions::Pair]) -> String {
     let list: Vec<String> = pairs
         .iter()

@@ -530,6 +530,21 @@ fn mount_cases() -> Vec<Case> {
             vec![("c.txt", File("ctx file\n", 0o644))],
         )
         .stubs(&["img-etc", "one-file", "scratch-space"]),
+        case(
+            "bind-context-honours-dockerignore",
+            "FROM busybox:local\nRUN --mount=type=bind,target=/ctx find /ctx | sort > /ctx-find && stat -c '%n %a %u %g' /ctx /ctx/build /ctx/sub > /ctx-stat\nRUN --mount=type=bind,target=/ctx,rw ls -a /ctx/build > /rw-ls && rm -f /ctx/a.txt\nRUN --mount=type=bind,source=build,target=/b ls -a /b > /b-ls\n",
+            vec![
+                (".dockerignore", File("*.log\nbuild\n!build/keep\nsecret/\n", 0o644)),
+                ("a.txt", File("a\n", 0o644)),
+                ("x.log", File("ignored\n", 0o644)),
+                ("build", Dir(0o750)),
+                ("build/out.bin", File("ignored\n", 0o644)),
+                ("build/keep", File("kept\n", 0o600)),
+                ("secret/k", File("ignored\n", 0o644)),
+                ("sub/y.log", File("kept: *.log is only the top level\n", 0o644)),
+            ],
+        )
+        .stubs(&["ctx", "b"]),
     ]
 }
 

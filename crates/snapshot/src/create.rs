@@ -12,7 +12,7 @@
 
 use crate::compress::{CompressError, CompressWriter, CompressedBlob, Compression};
 use crate::digest::{Digest, HashingWriter};
-use crate::fsutil::{open_root_dir, proc_fd_path, read_xattrs, sorted_names};
+use crate::fsutil::{open_root_dir, proc_fd_path, read_xattrs, read_xattrs_fd, sorted_names};
 use crate::{WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
@@ -83,6 +83,20 @@ pub struct LayerStats {
     /// Sum of the sizes of the regular files written (hard links counted once): what
     /// docker reports as a layer's size.
     pub file_bytes: u64,
+    /// [`file_bytes`](Self::file_bytes) plus symlink target lengths: the size
+    /// [`entry_content_size`](crate::entry_content_size) sums over the tar.
+    pub content_size: u64,
+}
+
+/// What [`write_layer_tar`] wrote (it does not hash).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TarCounts {
+    /// Tar entries written (whiteouts included, PAX headers not).
+    pub entries: u64,
+    /// Sum of the sizes of the regular files written (hard links counted once).
+    pub file_bytes: u64,
+    /// `file_bytes` plus symlink target lengths (see [`LayerStats::content_size`]).
+    pub content_size: u64,
 }
 
 /// Why a layer could not be created.
@@ -147,15 +161,30 @@ pub fn create_layer(
     out: impl Write,
     opts: &CreateOptions,
 ) -> Result<LayerStats, CreateError> {
-    let (hashed, entries, file_bytes) = write_layer(source, kind, HashingWriter::new(out), opts)?;
+    let (hashed, counts) = write_layer(source, kind, HashingWriter::new(out), opts)?;
     let (mut out, diff_id, size) = hashed.finish();
     out.flush().map_err(CreateError::Write)?;
     Ok(LayerStats {
         diff_id,
         size,
-        entries,
-        file_bytes,
+        entries: counts.entries,
+        file_bytes: counts.file_bytes,
+        content_size: counts.content_size,
     })
+}
+
+/// [`create_layer`] without hashing, for a writer that hashes anyway (a
+/// content-addressed store's): sha256 is the costliest part of writing a tar
+/// of files already in the page cache, so it should run once.
+pub fn write_layer_tar(
+    source: &Path,
+    kind: DiffKind,
+    out: impl Write,
+    opts: &CreateOptions,
+) -> Result<TarCounts, CreateError> {
+    let (mut out, counts) = write_layer(source, kind, out, opts)?;
+    out.flush().map_err(CreateError::Write)?;
+    Ok(counts)
 }
 
 /// [`create_layer`] into a compressed blob: returns the layer stats and the blob's
@@ -169,13 +198,14 @@ pub fn create_layer_compressed<W: Write>(
     opts: &CreateOptions,
 ) -> Result<(LayerStats, CompressedBlob), CreateError> {
     let compressed = CompressWriter::new(out, compression)?;
-    let (compressed, entries, file_bytes) = write_layer(source, kind, compressed, opts)?;
+    let (compressed, counts) = write_layer(source, kind, compressed, opts)?;
     let (_, blob) = compressed.finish()?;
     let stats = LayerStats {
         diff_id: blob.diff_id.clone(),
         size: blob.uncompressed_size,
-        entries,
-        file_bytes,
+        entries: counts.entries,
+        file_bytes: counts.file_bytes,
+        content_size: counts.content_size,
     };
     Ok((stats, blob))
 }
@@ -186,7 +216,7 @@ fn write_layer<W: Write>(
     kind: DiffKind,
     out: W,
     opts: &CreateOptions,
-) -> Result<(W, u64, u64), CreateError> {
+) -> Result<(W, TarCounts), CreateError> {
     let root = open_root_dir(source).map_err(|error| CreateError::Source {
         source_dir: source.into(),
         error,
@@ -197,6 +227,7 @@ fn write_layer<W: Write>(
         opts,
         entries: 0,
         file_bytes: 0,
+        link_bytes: 0,
         first_link: HashMap::new(),
         buffer: vec![0u8; 256 * 1024],
     };
@@ -205,12 +236,16 @@ fn write_layer<W: Write>(
         .out
         .write_all(&[0u8; 1024])
         .map_err(CreateError::Write)?;
-    let (entries, file_bytes) = (writer.entries, writer.file_bytes);
+    let counts = TarCounts {
+        entries: writer.entries,
+        file_bytes: writer.file_bytes,
+        content_size: writer.file_bytes + writer.link_bytes,
+    };
     let out = writer
         .out
         .into_inner()
         .map_err(|e| CreateError::Write(e.into_error()))?;
-    Ok((out, entries, file_bytes))
+    Ok((out, counts))
 }
 
 /// One header's worth of metadata.
@@ -233,6 +268,8 @@ struct LayerWriter<'o, W: Write> {
     opts: &'o CreateOptions,
     entries: u64,
     file_bytes: u64,
+    /// Symlink target lengths written.
+    link_bytes: u64,
     /// (device, inode) of multiply-linked files already written → their tar name.
     first_link: HashMap<(u64, u64), Vec<u8>>,
     buffer: Vec<u8>,
@@ -357,7 +394,21 @@ impl<W: Write> LayerWriter<'_, W> {
                 self.write_entry(&entry)?;
                 continue;
             }
-            if file_type != FileType::Directory {
+            // A regular file is opened here, and its xattrs read through the
+            // fd: cheaper than a /proc/self/fd path walk per file.
+            let mut opened: Option<OwnedFd> = None;
+            if file_type == FileType::RegularFile {
+                let file = rustix::fs::openat(
+                    dir,
+                    &name,
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| Self::read_error(&path, "open file")(e.into()))?;
+                entry.xattrs = read_xattrs_fd(file.as_fd())
+                    .map_err(Self::read_error(&path, "read extended attributes"))?;
+                opened = Some(file);
+            } else if file_type != FileType::Directory {
                 entry.xattrs = self.xattrs_of(dir, &name, &path)?;
             }
             if self.kind == DiffKind::OverlayUpper && file_type != FileType::Directory {
@@ -420,13 +471,11 @@ impl<W: Write> LayerWriter<'_, W> {
                     self.walk(child.as_fd(), &path)?;
                 }
                 FileType::RegularFile => {
-                    let file = rustix::fs::openat(
-                        dir,
-                        &name,
-                        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    )
-                    .map_err(|e| Self::read_error(&path, "open file")(e.into()))?;
+                    let Some(file) = opened.take() else {
+                        return Err(Self::read_error(&path, "open file")(io::Error::other(
+                            "not opened",
+                        )));
+                    };
                     entry.name = tar_name;
                     entry.size = stat.st_size as u64;
                     self.file_bytes += entry.size;
@@ -438,6 +487,7 @@ impl<W: Write> LayerWriter<'_, W> {
                         .map_err(|e| Self::read_error(&path, "read symlink")(e.into()))?;
                     entry.name = tar_name;
                     entry.entry_type = tar::EntryType::Symlink;
+                    self.link_bytes += target.as_bytes().len() as u64;
                     entry.link_name = Some(target.as_bytes());
                     self.write_entry(&entry)?;
                 }

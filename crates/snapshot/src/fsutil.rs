@@ -160,3 +160,34 @@ pub(crate) fn read_xattrs(path: &Path) -> io::Result<Vec<(OsString, Vec<u8>)>> {
     xattrs.sort();
     Ok(xattrs)
 }
+
+/// All extended attributes of the open file `fd`, as (name, value), sorted.
+pub(crate) fn read_xattrs_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<(OsString, Vec<u8>)>> {
+    let list_len = match rustix::fs::flistxattr_query(fd) {
+        Ok(len) => len,
+        Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    if list_len == 0 {
+        return Ok(Vec::new());
+    }
+    let mut list = vec![0u8; list_len];
+    let list_len = rustix::fs::flistxattr(fd, &mut list[..])?;
+    list.truncate(list_len);
+    let mut xattrs = Vec::new();
+    for name in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let name = OsStr::from_bytes(name);
+        let value_len = match rustix::fs::fgetxattr_query(fd, name) {
+            Ok(len) => len,
+            // Removed between list and get, or not readable by us: skip it.
+            Err(rustix::io::Errno::NODATA) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let mut value = vec![0u8; value_len];
+        let value_len = rustix::fs::fgetxattr(fd, name, &mut value[..])?;
+        value.truncate(value_len);
+        xattrs.push((name.to_os_string(), value));
+    }
+    xattrs.sort();
+    Ok(xattrs)
+}

@@ -56,8 +56,8 @@ pub use compress::{
     compress, decompress, sniff,
 };
 pub use create::{
-    CreateError, CreateOptions, DiffKind, LayerStats, XattrPolicy, create_layer,
-    create_layer_compressed,
+    CreateError, CreateOptions, DiffKind, LayerStats, TarCounts, XattrPolicy, create_layer,
+    create_layer_compressed, write_layer_tar,
 };
 pub use digest::{Digest, DigestParseError, HashingReader, HashingWriter};
 

@@ -4,7 +4,7 @@
 //! blob or the whole blob under its digest name, never half of one.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -23,32 +23,160 @@ pub struct BlobInfo {
 
 /// An in-progress blob: write its bytes, then [`BlobWriter::commit`].
 /// Dropping it without committing deletes the temp file.
+///
+/// Big blobs are written and hashed by a worker thread while the caller
+/// produces the next bytes (a layer tar read from files, a download): sha256
+/// and the copy into the page cache are most of what storing a layer costs,
+/// and this way they overlap with the reading. The worker also starts the
+/// disk writeback of each chunk as it goes, so the fsync at commit waits
+/// only for the tail. A blob that fits in one chunk never starts a thread.
 pub struct BlobWriter<'s> {
     store: &'s Store,
     temp_path: PathBuf,
-    out: Option<BufWriter<File>>,
-    hasher: Sha256,
+    /// Bytes not yet handed to the worker (or written, without one).
+    pending: Vec<u8>,
+    /// The file and hasher, until the worker takes them; None once committed.
+    sink: Option<Sink>,
+    worker: Option<Worker>,
     size: u64,
+}
+
+/// Where bytes go: the temp file, through the hasher.
+struct Sink {
+    file: File,
+    hasher: Sha256,
+    written: u64,
+    /// Bytes up to here have had their writeback started.
+    flushed: u64,
+}
+
+impl Sink {
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.file.write_all(chunk)?;
+        self.hasher.update(chunk);
+        self.written += chunk.len() as u64;
+        if self.written - self.flushed >= WRITEBACK_STEP {
+            start_writeback(&self.file, self.flushed, self.written - self.flushed);
+            self.flushed = self.written;
+        }
+        Ok(())
+    }
+}
+
+struct Worker {
+    chunks: std::sync::mpsc::SyncSender<Vec<u8>>,
+    /// Emptied buffers coming back for reuse.
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    done: std::thread::JoinHandle<io::Result<Sink>>,
+}
+
+/// Chunk handed to the worker.
+const CHUNK: usize = 1 << 20;
+/// How much written data may wait before its writeback is started.
+const WRITEBACK_STEP: u64 = 8 << 20;
+
+/// Starts (does not wait for) the disk writeback of a range of `file`:
+/// `sync_file_range(SYNC_FILE_RANGE_WRITE)`. Only a hint; errors show at fsync.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: a plain syscall on an open fd; no memory is passed.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+impl BlobWriter<'_> {
+    /// Hands `pending` to the worker (starting it if needed).
+    fn ship(&mut self) -> io::Result<()> {
+        if self.worker.is_none() {
+            let mut sink = self
+                .sink
+                .take()
+                .ok_or_else(|| io::Error::other("blob writer already finished"))?;
+            let (chunks, receive) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+            let (give_back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
+            let done = std::thread::Builder::new()
+                .name("kiln-blob".into())
+                .spawn(move || {
+                    for mut chunk in receive {
+                        sink.write(&chunk)?;
+                        chunk.clear();
+                        let _ = give_back.send(chunk);
+                    }
+                    Ok(sink)
+                })?;
+            self.worker = Some(Worker {
+                chunks,
+                spare,
+                done,
+            });
+        }
+        let Some(worker) = self.worker.as_ref() else {
+            return Err(io::Error::other("blob writer already finished"));
+        };
+        let next = worker
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        let chunk = std::mem::replace(&mut self.pending, next);
+        if worker.chunks.send(chunk).is_err() {
+            // The worker stopped on an error: report it now.
+            return match self.worker.take().map(|w| w.done.join()) {
+                Some(Ok(Err(e))) => Err(e),
+                _ => Err(io::Error::other("blob writer thread failed")),
+            };
+        }
+        Ok(())
+    }
+
+    /// Writes what is pending and returns the sink (joining the worker).
+    fn finish_sink(&mut self) -> io::Result<Sink> {
+        let pending = std::mem::take(&mut self.pending);
+        match self.worker.take() {
+            Some(worker) => {
+                let sent = pending.is_empty() || worker.chunks.send(pending).is_ok();
+                drop(worker.chunks);
+                let sink = worker
+                    .done
+                    .join()
+                    .map_err(|_| io::Error::other("blob writer thread panicked"))??;
+                if !sent {
+                    return Err(io::Error::other("blob writer thread stopped early"));
+                }
+                Ok(sink)
+            }
+            None => {
+                let mut sink = self
+                    .sink
+                    .take()
+                    .ok_or_else(|| io::Error::other("blob writer already finished"))?;
+                sink.write(&pending)?;
+                Ok(sink)
+            }
+        }
+    }
 }
 
 impl Write for BlobWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let out = self
-            .out
-            .as_mut()
-            .ok_or_else(|| io::Error::other("blob writer already finished"))?;
-        let written = out.write(buf)?;
-        let done = buf.get(..written).unwrap_or(buf);
-        self.hasher.update(done);
-        self.size += written as u64;
-        Ok(written)
+        if self.sink.is_none() && self.worker.is_none() {
+            return Err(io::Error::other("blob writer already finished"));
+        }
+        let room = CHUNK.saturating_sub(self.pending.len());
+        let take = buf.get(..room.min(buf.len())).unwrap_or(buf);
+        self.pending.extend_from_slice(take);
+        self.size += take.len() as u64;
+        if self.pending.len() >= CHUNK {
+            self.ship()?;
+        }
+        Ok(take.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        match self.out.as_mut() {
-            Some(out) => out.flush(),
-            None => Ok(()),
-        }
+        Ok(())
     }
 }
 
@@ -62,16 +190,16 @@ impl BlobWriter<'_> {
     /// it in `lease` (so no concurrent gc can remove it before an image refers
     /// to it) and renames it to its digest name.
     pub fn commit(mut self, lease: &Lease<'_>, expected: Option<&Digest>) -> Result<BlobInfo> {
-        let out = self
-            .out
-            .take()
-            .ok_or_else(|| StoreError::Corrupt("blob writer committed twice".into()))?;
-        let file = out.into_inner().map_err(|e| StoreError::Io {
+        if self.sink.is_none() && self.worker.is_none() {
+            return Err(StoreError::Corrupt("blob writer committed twice".into()));
+        }
+        let sink = self.finish_sink().map_err(|e| StoreError::Io {
             action: "writing blob",
             path: self.temp_path.clone(),
-            source: e.into_error(),
+            source: e,
         })?;
-        let digest = Digest::from_sha256_bytes(&self.hasher.clone().finalize());
+        let file = sink.file;
+        let digest = Digest::from_sha256_bytes(&sink.hasher.finalize());
         if let Some(expected) = expected
             && *expected != digest
         {
@@ -105,7 +233,11 @@ impl BlobWriter<'_> {
 
 impl Drop for BlobWriter<'_> {
     fn drop(&mut self) {
-        if self.out.is_some() {
+        if let Some(worker) = self.worker.take() {
+            drop(worker.chunks);
+            let _ = worker.done.join();
+            let _ = fs::remove_file(&self.temp_path);
+        } else if self.sink.is_some() {
             let _ = fs::remove_file(&self.temp_path);
         }
     }
@@ -121,8 +253,14 @@ impl Store {
         Ok(BlobWriter {
             store: self,
             temp_path,
-            out: Some(BufWriter::with_capacity(1 << 20, file)),
-            hasher: Sha256::new(),
+            pending: Vec::with_capacity(CHUNK),
+            sink: Some(Sink {
+                file,
+                hasher: Sha256::new(),
+                written: 0,
+                flushed: 0,
+            }),
+            worker: None,
             size: 0,
         })
     }
@@ -226,4 +364,31 @@ pub(crate) fn hash_file(path: &std::path::Path) -> io::Result<(Digest, u64)> {
         size += n as u64;
     }
     Ok((Digest::from_sha256_bytes(&hasher.finalize()), size))
+}
+
+/// Sidecars: small files of data derived from a blob (an index of what a
+/// layer holds, say) that its users would otherwise recompute by reading the
+/// blob. Kept under `sidecars/<kind>/<hex>` while the blob lives; gc removes
+/// them with it. Optional by nature: a missing or unreadable sidecar only
+/// means the work is done the slow way, so they are written without fsync.
+impl Store {
+    fn sidecar_path(&self, digest: &Digest, kind: &str) -> PathBuf {
+        self.root.join("sidecars").join(kind).join(digest.hex())
+    }
+
+    /// Stores `bytes` as the `kind` sidecar of blob `digest` (replacing any).
+    pub fn put_sidecar(&self, digest: &Digest, kind: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.sidecar_path(digest, kind);
+        let dir = self.root.join("sidecars").join(kind);
+        fs::create_dir_all(&dir).map_err(StoreError::io("creating sidecar directory", &dir))?;
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let temp = self.tmp_dir().join(format!("sidecar-{n}"));
+        fs::write(&temp, bytes).map_err(StoreError::io("writing sidecar", &temp))?;
+        fs::rename(&temp, &path).map_err(StoreError::io("publishing sidecar", &path))
+    }
+
+    /// The `kind` sidecar of blob `digest`, if there is one.
+    pub fn read_sidecar(&self, digest: &Digest, kind: &str) -> Option<Vec<u8>> {
+        fs::read(self.sidecar_path(digest, kind)).ok()
+    }
 }

@@ -217,6 +217,16 @@ impl Store {
         }
         sync_dir(&blob_dir)?;
         sync_dir(&snap_dir)?;
+        // Sidecars go with their blobs (see blob.rs).
+        let sidecars = self.root.join("sidecars");
+        for kind in list_names(&sidecars).unwrap_or_default() {
+            let dir = sidecars.join(&kind);
+            for name in list_names(&dir).unwrap_or_default() {
+                if !blob_dir.join(&name).exists() {
+                    let _ = fs::remove_file(dir.join(&name));
+                }
+            }
+        }
         for dir in trash {
             report.reclaimed_bytes += crate::meta::dir_size(&dir);
             make_removable(&dir);

@@ -41,6 +41,7 @@ pub use error::{Result, StoreError};
 pub use gc::GcReport;
 pub use lease::Lease;
 pub use meta::{ImageLayer, ImageRecord, LayerRecord, NewImage, SnapshotRecord, Usage};
+pub use snapshots::SnapshotToAdopt;
 
 /// Environment variable naming the store root (overridden by `--root`).
 pub const ROOT_ENV: &str = "KILN_ROOT";

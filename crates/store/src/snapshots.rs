@@ -106,3 +106,72 @@ impl Store {
         }))
     }
 }
+
+/// A directory already in snapshot form (a layer's own changes, whiteouts as
+/// overlayfs whiteouts), made on the store's filesystem by someone else: a
+/// build's COPY staging tree, which is exactly what applying the layer's tar
+/// would give. Publishing it spares the next user an unpack of the blob.
+#[derive(Debug, Clone)]
+pub struct SnapshotToAdopt {
+    pub chain_id: Digest,
+    pub parent: Option<Digest>,
+    pub diff_id: Digest,
+    /// Renamed into place: must be on the store's filesystem (under [`Store::tmp_dir`]).
+    pub dir: PathBuf,
+}
+
+impl Store {
+    /// Publishes `snapshots` (see [`SnapshotToAdopt`]) with one syncfs for all
+    /// of them, and adds them to `lease`. A snapshot that already exists is
+    /// left as it is and its `dir` untouched (the caller removes it). Returns
+    /// the chain ids published.
+    pub fn adopt_snapshots(
+        &self,
+        lease: &Lease<'_>,
+        snapshots: &[SnapshotToAdopt],
+    ) -> Result<Vec<Digest>> {
+        let mut pending = Vec::new();
+        for snapshot in snapshots {
+            lease.add_snapshot(&snapshot.chain_id)?;
+            if !self.snapshot_path(&snapshot.chain_id).is_dir() && snapshot.dir.is_dir() {
+                pending.push(snapshot);
+            }
+        }
+        if pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Durable before published, as ensure_snapshot: one syncfs flushes
+        // every file of every tree at once.
+        let tmp = self.tmp_dir();
+        let dir = fs::File::open(&tmp).map_err(StoreError::io("opening temp dir", &tmp))?;
+        rustix::fs::syncfs(dir.as_fd()).map_err(|e| StoreError::Io {
+            action: "syncing snapshots",
+            path: tmp.clone(),
+            source: e.into(),
+        })?;
+        drop(dir);
+        let mut published = Vec::new();
+        for snapshot in pending {
+            let final_path = self.snapshot_path(&snapshot.chain_id);
+            // Another process may have published the same snapshot meanwhile:
+            // then theirs stays and ours is the caller's to remove.
+            if fs::rename(&snapshot.dir, &final_path).is_ok() {
+                published.push(snapshot);
+            }
+        }
+        sync_dir(&self.root.join("snapshots"))?;
+        let db = self.db();
+        for snapshot in &published {
+            db.execute(
+                "INSERT OR IGNORE INTO snapshots(chain_id, parent, diff_id, state, created_at) VALUES (?1, ?2, ?3, 'ready', ?4)",
+                params![
+                    snapshot.chain_id.to_string(),
+                    snapshot.parent.as_ref().map(|p| p.to_string()),
+                    snapshot.diff_id.to_string(),
+                    now_unix()
+                ],
+            )?;
+        }
+        Ok(published.into_iter().map(|s| s.chain_id.clone()).collect())
+    }
+}

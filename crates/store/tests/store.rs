@@ -327,3 +327,91 @@ fn owned_holds_outlive_their_process_until_released() {
     assert!(!other.image_in_use(&image).unwrap());
     assert_eq!(other.prune_images(true).unwrap().len(), 1);
 }
+
+#[test]
+fn big_blobs_are_hashed_by_the_writer_thread_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let lease = store.lease();
+    // Several chunks, an odd tail, and writes of every size: the thread
+    // must see the bytes in order, once each.
+    let data: Vec<u8> = (0..(5 << 20) + 12_345u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut writer = store.blob_writer().unwrap();
+    let mut rest = data.as_slice();
+    let mut step = 1;
+    while !rest.is_empty() {
+        let n = step.min(rest.len());
+        writer.write_all(&rest[..n]).unwrap();
+        rest = &rest[n..];
+        step = step * 7 % 1_500_001 + 1;
+    }
+    assert_eq!(writer.size(), data.len() as u64);
+    let info = writer
+        .commit(&lease, Some(&Digest::of_bytes(&data)))
+        .unwrap();
+    assert_eq!(info.size, data.len() as u64);
+    assert_eq!(fs::read(store.blob_path(&info.digest)).unwrap(), data);
+
+    // A mismatch found after the thread ran: refused, nothing left behind.
+    let mut writer = store.blob_writer().unwrap();
+    writer.write_all(&data).unwrap();
+    let wrong = Digest::of_bytes(b"other");
+    assert!(matches!(
+        writer.commit(&lease, Some(&wrong)),
+        Err(StoreError::DigestMismatch { .. })
+    ));
+    // Dropped mid-way: the thread stops and the temp file goes.
+    let mut writer = store.blob_writer().unwrap();
+    writer.write_all(&data).unwrap();
+    drop(writer);
+    assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+}
+
+#[test]
+fn adopted_snapshots_are_published_once_and_sidecars_follow_their_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let lease = store.lease();
+    let layer = store.put_blob(&lease, b"pretend layer").unwrap();
+    let chain_id = layer.digest.clone();
+    let made = store.tmp_dir().join("made");
+    fs::create_dir_all(made.join("etc")).unwrap();
+    fs::write(made.join("etc/hostname"), b"kiln\n").unwrap();
+    let adopt = kiln_store::SnapshotToAdopt {
+        chain_id: chain_id.clone(),
+        parent: None,
+        diff_id: layer.digest.clone(),
+        dir: made.clone(),
+    };
+    let published = store
+        .adopt_snapshots(&lease, std::slice::from_ref(&adopt))
+        .unwrap();
+    assert_eq!(published, vec![chain_id.clone()]);
+    let path = store.snapshot_path(&chain_id);
+    assert_eq!(fs::read(path.join("etc/hostname")).unwrap(), b"kiln\n");
+    assert!(!made.exists(), "renamed, not copied");
+    let record = store.snapshot(&chain_id).unwrap().expect("recorded");
+    assert_eq!(record.diff_id, layer.digest);
+    // A second tree for the same chain is left to its maker.
+    fs::create_dir_all(&made).unwrap();
+    assert!(store.adopt_snapshots(&lease, &[adopt]).unwrap().is_empty());
+    assert!(made.is_dir());
+    assert_eq!(fs::read(path.join("etc/hostname")).unwrap(), b"kiln\n");
+
+    // Sidecars: read back while the blob lives, removed by gc with it.
+    store.put_sidecar(&layer.digest, "index", b"side").unwrap();
+    assert_eq!(store.read_sidecar(&layer.digest, "index").unwrap(), b"side");
+    assert!(store.read_sidecar(&layer.digest, "other").is_none());
+    store.gc().unwrap();
+    assert!(
+        store.read_sidecar(&layer.digest, "index").is_some(),
+        "leased"
+    );
+    drop(lease);
+    store.gc().unwrap();
+    assert!(!store.has_blob(&layer.digest));
+    assert!(store.read_sidecar(&layer.digest, "index").is_none());
+    assert!(!path.exists(), "the unleased snapshot went too");
+}
