@@ -66,7 +66,10 @@ ratio() { printf '%.3f' "$(echo "$1 / $2" | bc -l)"; }
 kiln_cold=$(time_it "$KILN_BIN" build --no-cache -t bench-runs "$runs")
 kiln_noop=$(time_it "$KILN_BIN" build -t bench-runs "$runs")
 "$KILN_BIN" build -t bench-multi "$multi" >/dev/null 2>&1
-echo "int changed(void) { return 0; }" >"$multi/f1.c"
+# A nonce per edit: BuildKit's cache outlives this script, and content it
+# saw in an earlier run would be a cache hit, not a rebuild.
+nonce="$(date +%s%N)-$$"
+echo "int changed(void) { return 0; } /* kiln $nonce */" >"$multi/f1.c"
 kiln_change=$(time_it "$KILN_BIN" build -t bench-multi "$multi")
 echo "int f1(void) { return 1; }" >"$multi/f1.c"
 
@@ -77,7 +80,7 @@ if /usr/bin/docker image inspect busybox:local >/dev/null 2>&1; then
   docker_cold=$(time_it /usr/bin/docker build --no-cache -t bench-runs "$runs")
   docker_noop=$(time_it /usr/bin/docker build -t bench-runs "$runs")
   /usr/bin/docker build -t bench-multi "$multi" >/dev/null 2>&1
-  echo "int changed(void) { return 0; }" >"$multi/f1.c"
+  echo "int changed(void) { return 0; } /* docker $nonce */" >"$multi/f1.c"
   docker_change=$(time_it /usr/bin/docker build -t bench-multi "$multi")
   /usr/bin/docker rmi -f bench-runs bench-multi >/dev/null 2>&1 || true
   echo "BuildKit: $steps RUN steps cold $(ms "$docker_cold") ms ($(ms "$(echo "$docker_cold / $steps" | bc -l)") ms/step), no-op $(ms "$docker_noop") ms, multi-stage one file changed $(ms "$docker_change") ms"
