@@ -1003,6 +1003,37 @@ mod tests {
     }
 
     #[test]
+    fn reuse_index_round_trips_and_damage_is_refused() {
+        let view = LayerView {
+            lowers_top_first: Vec::new(),
+        };
+        let staging = tempfile::tempdir().unwrap();
+        let plan = CopyPlan::new(&view, staging.path());
+        plan.written.lock().unwrap().extend([
+            (b"a/b".to_vec(), [1u8; 32]),
+            (b"\xff odd".to_vec(), [2u8; 32]),
+        ]);
+        let bytes = plan.index_bytes();
+        let index = Reuse::parse_index(&bytes).expect("parses");
+        assert_eq!(index.len(), 2);
+        assert_eq!(index.get(b"a/b".as_slice()), Some(&[1u8; 32]));
+        assert_eq!(index.get(b"\xff odd".as_slice()), Some(&[2u8; 32]));
+        for cut in 1..bytes.len() {
+            // Every truncation is refused, never misread.
+            assert!(Reuse::parse_index(&bytes[..cut]).is_none() || cut == 4 + 3 + 32);
+        }
+        assert_eq!(Reuse::parse_index(&[]).map(|i| i.len()), Some(0));
+        assert!(Reuse::parse_index(&[255, 255, 255, 255, 0]).is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn reuse_index_parser_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = Reuse::parse_index(&bytes);
+        }
+    }
+
+    #[test]
     fn select_dir_expands_wildcards_per_component() {
         let root = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         for path in ["a/x.go", "a/y.go", "a/z.txt", "b/x.go"] {
