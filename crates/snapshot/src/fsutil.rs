@@ -130,40 +130,57 @@ pub(crate) fn proc_fd_path(dir: BorrowedFd<'_>, name: &OsStr) -> PathBuf {
     path
 }
 
+/// What extended attributes are read from: a path (a final symlink not
+/// followed) or an open file.
+#[derive(Clone, Copy)]
+pub(crate) enum XattrSource<'a> {
+    Path(&'a Path),
+    Fd(BorrowedFd<'a>),
+}
+
+impl XattrSource<'_> {
+    fn list_len(self) -> rustix::io::Result<usize> {
+        match self {
+            XattrSource::Path(path) => rustix::fs::llistxattr_query(path),
+            XattrSource::Fd(fd) => rustix::fs::flistxattr_query(fd),
+        }
+    }
+
+    fn list(self, buf: &mut [u8]) -> rustix::io::Result<usize> {
+        match self {
+            XattrSource::Path(path) => rustix::fs::llistxattr(path, buf),
+            XattrSource::Fd(fd) => rustix::fs::flistxattr(fd, buf),
+        }
+    }
+
+    fn value_len(self, name: &OsStr) -> rustix::io::Result<usize> {
+        match self {
+            XattrSource::Path(path) => rustix::fs::lgetxattr_query(path, name),
+            XattrSource::Fd(fd) => rustix::fs::fgetxattr_query(fd, name),
+        }
+    }
+
+    fn value(self, name: &OsStr, buf: &mut [u8]) -> rustix::io::Result<usize> {
+        match self {
+            XattrSource::Path(path) => rustix::fs::lgetxattr(path, name, buf),
+            XattrSource::Fd(fd) => rustix::fs::fgetxattr(fd, name, buf),
+        }
+    }
+}
+
 /// All extended attributes of `path` (not following a final symlink), as (name, value).
 pub(crate) fn read_xattrs(path: &Path) -> io::Result<Vec<(OsString, Vec<u8>)>> {
-    let list_len = match rustix::fs::llistxattr_query(path) {
-        Ok(len) => len,
-        Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    if list_len == 0 {
-        return Ok(Vec::new());
-    }
-    let mut list = vec![0u8; list_len];
-    let list_len = rustix::fs::llistxattr(path, &mut list[..])?;
-    list.truncate(list_len);
-    let mut xattrs = Vec::new();
-    for name in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let name = OsStr::from_bytes(name);
-        let value_len = match rustix::fs::lgetxattr_query(path, name) {
-            Ok(len) => len,
-            // Removed between list and get, or not readable by us: skip it.
-            Err(rustix::io::Errno::NODATA) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let mut value = vec![0u8; value_len];
-        let value_len = rustix::fs::lgetxattr(path, name, &mut value[..])?;
-        value.truncate(value_len);
-        xattrs.push((name.to_os_string(), value));
-    }
-    xattrs.sort();
-    Ok(xattrs)
+    read_xattrs_of(XattrSource::Path(path))
 }
 
 /// All extended attributes of the open file `fd`, as (name, value), sorted.
 pub(crate) fn read_xattrs_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<(OsString, Vec<u8>)>> {
-    let list_len = match rustix::fs::flistxattr_query(fd) {
+    read_xattrs_of(XattrSource::Fd(fd))
+}
+
+/// All extended attributes of `source`, as (name, value), sorted.
+fn read_xattrs_of(source: XattrSource<'_>) -> io::Result<Vec<(OsString, Vec<u8>)>> {
+    let list_len = match source.list_len() {
         Ok(len) => len,
         Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
         Err(e) => return Err(e.into()),
@@ -172,19 +189,19 @@ pub(crate) fn read_xattrs_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<(OsString, Ve
         return Ok(Vec::new());
     }
     let mut list = vec![0u8; list_len];
-    let list_len = rustix::fs::flistxattr(fd, &mut list[..])?;
+    let list_len = source.list(&mut list[..])?;
     list.truncate(list_len);
     let mut xattrs = Vec::new();
     for name in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
         let name = OsStr::from_bytes(name);
-        let value_len = match rustix::fs::fgetxattr_query(fd, name) {
+        let value_len = match source.value_len(name) {
             Ok(len) => len,
             // Removed between list and get, or not readable by us: skip it.
             Err(rustix::io::Errno::NODATA) => continue,
             Err(e) => return Err(e.into()),
         };
         let mut value = vec![0u8; value_len];
-        let value_len = rustix::fs::fgetxattr(fd, name, &mut value[..])?;
+        let value_len = source.value(name, &mut value[..])?;
         value.truncate(value_len);
         xattrs.push((name.to_os_string(), value));
     }
