@@ -817,9 +817,6 @@ fn dir_children(root: &Path, dir: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
-/// Copies one file, symlink or directory (not its contents) from `real` to
-/// `target`. Returns the source metadata of directories (their times are set
-/// once their contents are written).
 /// The context's entry for `rel`, when copying from the context.
 fn context_entry<'c>(
     context: Option<&'c Context>,
@@ -844,7 +841,10 @@ fn open_dir_path(path: &Path) -> Option<std::os::fd::OwnedFd> {
 }
 
 impl CopyPlan<'_> {
-    /// Copies one entry; `entry`: its scan, when it comes from the context.
+    /// Copies one file, symlink or directory (not its contents) from `real`
+    /// to `target`; `entry` is its scan when it comes from the context.
+    /// Returns the source metadata of directories (their times are set once
+    /// their contents are written).
     fn copy_entry(
         &self,
         real: &Path,

@@ -2235,10 +2235,19 @@ impl<'s> Engine<'_, 's> {
             return Ok(found.root.clone());
         }
         let hidden = excluded_paths(context, &context_dir);
+        let layer = TempDir::new(self.store, "context-hide")?;
         if hidden.is_empty() {
+            // Remembered too: the walk is not repeated for the next mount.
+            flattened.insert(
+                KEY.to_string(),
+                Flattened {
+                    root: context_dir.clone(),
+                    _mount: None,
+                    _dir: layer,
+                },
+            );
             return Ok(context_dir);
         }
-        let layer = TempDir::new(self.store, "context-hide")?;
         // Directories of the whiteout layer, the root included: they take the
         // context's own metadata at the end, so the merged view shows them
         // as they are.
