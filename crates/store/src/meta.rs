@@ -611,7 +611,8 @@ impl Store {
     }
 }
 
-/// Apparent size of regular files under `dir` (no symlinks followed).
+/// Apparent size of regular files under `dir` (no symlinks followed), a
+/// multiply-linked file by its share.
 pub(crate) fn dir_size(dir: &std::path::Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
@@ -626,7 +627,14 @@ pub(crate) fn dir_size(dir: &std::path::Path) -> u64 {
             if file_type.is_dir() {
                 stack.push(entry.path());
             } else if file_type.is_file() {
-                total += entry.metadata().map(|m| m.len()).unwrap_or(0);
+                // A file with several names (snapshots share unchanged files
+                // by hard links, see kiln-build's COPY reuse) counts its share
+                // under each, so summing over all of them counts it once.
+                use std::os::unix::fs::MetadataExt;
+                total += entry
+                    .metadata()
+                    .map(|m| m.len() / m.nlink().max(1))
+                    .unwrap_or(0);
             }
         }
     }
