@@ -241,6 +241,31 @@ fn attached_run_streams_output_and_returns_exit_code() {
     assert_eq!(inspect[0]["State"]["ExitCode"], 0);
     assert_eq!(inspect[0]["Path"], "echo");
     assert_eq!(inspect[0]["Config"]["Image"], IMAGE);
+    // A container and an image with the same name: `inspect` looks at
+    // containers first, as docker's does; --type and `image inspect` choose.
+    ok(&env, &["tag", IMAGE, "kept"]);
+    let either: serde_json::Value =
+        serde_json::from_str(&ok(&env, &["inspect", "kept"])).expect("inspect JSON");
+    assert_eq!(either[0]["Name"], "/kept", "the container comes first");
+    for args in [
+        &["inspect", "--type", "image", "kept"][..],
+        &["image", "inspect", "kept"][..],
+    ] {
+        let image: serde_json::Value = serde_json::from_str(&ok(&env, args)).expect("inspect JSON");
+        assert!(image[0]["RootFS"]["Layers"].is_array(), "{args:?}: {image}");
+    }
+    let container: serde_json::Value =
+        serde_json::from_str(&ok(&env, &["inspect", "--type", "container", "kept"]))
+            .expect("inspect JSON");
+    assert_eq!(container[0]["State"]["Status"], "exited");
+    let out = run(&env, &["inspect", "--type", "volume", "kept"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--type"),
+        "{}",
+        text(&out.stderr)
+    );
+    ok(&env, &["rmi", "kept"]);
     assert_eq!(ok(&env, &["wait", "kept"]), "0\n");
     ok(&env, &["rm", "kept"]);
 }

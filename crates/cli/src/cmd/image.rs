@@ -116,9 +116,13 @@ pub struct ImagesArgs {
 
 #[derive(Args)]
 pub struct InspectArgs {
-    /// Images (names or IDs)
+    /// Containers or images (names or IDs)
     #[arg(required = true)]
     pub images: Vec<String>,
+    /// Only this kind of object: container or image (`kiln inspect`; docker
+    /// looks at containers first, then images)
+    #[arg(long = "type", value_name = "TYPE")]
+    pub kind: Option<String>,
 }
 
 #[derive(Args)]
@@ -226,7 +230,7 @@ fn dispatch(root: &Path, verb: ImageVerb) -> Result<ExitCode> {
     match verb {
         ImageVerb::Import(a) => import(root, a),
         ImageVerb::Images(a) => images(root, a),
-        ImageVerb::Inspect(a) => inspect(root, a),
+        ImageVerb::Inspect(a) => inspect(root, a, false),
         ImageVerb::History(a) => history(root, a),
         ImageVerb::Tag(a) => tag(root, a),
         ImageVerb::Rmi(a) => rmi(root, a),
@@ -236,7 +240,7 @@ fn dispatch(root: &Path, verb: ImageVerb) -> Result<ExitCode> {
             ImageCommand::Prune(a) => prune(root, a),
             ImageCommand::Ls(a) => images(root, a),
             ImageCommand::Rm(a) => rmi(root, a),
-            ImageCommand::Inspect(a) => inspect(root, a),
+            ImageCommand::Inspect(a) => inspect(root, a, true),
             ImageCommand::History(a) => history(root, a),
             ImageCommand::Tag(a) => tag(root, a),
             ImageCommand::Import(a) => import(root, a),
@@ -844,7 +848,7 @@ fn print_json_docker<T: Serialize>(value: &T) -> Result<()> {
     Ok(())
 }
 
-/// One `kiln inspect` result: an image, or (when no image has that name) a container.
+/// One `kiln inspect` result: a container or an image.
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Inspected {
@@ -852,25 +856,42 @@ enum Inspected {
     Container(Value),
 }
 
-fn inspect(root: &Path, args: InspectArgs) -> Result<ExitCode> {
+/// `kiln inspect` (containers first, then images, as docker's autodetect)
+/// or, with `images_only`, `kiln image inspect`.
+fn inspect(root: &Path, args: InspectArgs, images_only: bool) -> Result<ExitCode> {
+    let (containers, images) = match (images_only, args.kind.as_deref()) {
+        (true, None) => (false, true),
+        (true, Some(_)) => bail!("unknown flag: --type (only `kiln inspect` takes it)"),
+        (false, None) => (true, true),
+        (false, Some("container")) => (true, false),
+        (false, Some("image")) => (false, true),
+        (false, Some(other)) => {
+            bail!("\"{other}\" is not a valid value for --type: use container or image")
+        }
+    };
     let store = open_store(root)?;
     let mut found = Vec::new();
     let mut missing = Vec::new();
     for text in &args.images {
+        if containers && let Some(container) = super::run::inspect_container(root, text) {
+            found.push(Inspected::Container(container));
+            continue;
+        }
         match resolve(&store, text) {
-            Ok(resolved) => found.push(Inspected::Image(Box::new(inspect_one(
+            Ok(resolved) if images => found.push(Inspected::Image(Box::new(inspect_one(
                 &store,
                 &resolved.image,
             )?))),
-            Err(_) => match super::run::inspect_container(root, text) {
-                Some(container) => found.push(Inspected::Container(container)),
-                None => missing.push(text.clone()),
-            },
+            _ => missing.push(text.clone()),
         }
     }
     print_json_docker(&found)?;
     for text in &missing {
-        eprintln!("Error: No such object: {text}");
+        if images_only {
+            eprintln!("Error: No such image: {text}");
+        } else {
+            eprintln!("Error: No such object: {text}");
+        }
     }
     Ok(if missing.is_empty() {
         ExitCode::SUCCESS
