@@ -1183,9 +1183,9 @@ fn inspect_overrides_and_containers_keep_their_image() {
         "{}",
         text(&out.stderr)
     );
-    // Prune never takes a container's image (nor the snapshots it runs on).
+    // Image prune never takes a container's image (nor the snapshots it
+    // runs on); `system prune` would remove the stopped container first.
     ok(&env, &["image", "prune", "-a", "-f"]);
-    ok(&env, &["system", "prune", "-a", "-f"]);
     assert!(ok(&env, &["images"]).contains("kiln-test/health"));
     ok(&env, &["start", "probe"]);
     wait_for(
@@ -1441,4 +1441,50 @@ fn container_prune_removes_stopped_containers_only() {
     );
     // No container left: nothing holds the image.
     assert!(ok(&env, &["rmi", IMAGE]).contains("Untagged:"));
+}
+
+#[test]
+fn system_prune_removes_stopped_containers_then_their_images() {
+    let Some(env) = setup() else { return };
+    // A second image only a stopped container uses, and the first one in use
+    // by a running container.
+    let tar = env._tmp.path().join("rootfs.tar");
+    ok(
+        &env,
+        &[
+            "import",
+            "-c",
+            "ENV SECOND=1",
+            tar.to_str().unwrap(),
+            "kiln-test/second",
+        ],
+    );
+    let stopped = ok(&env, &["run", "--name", "done", "kiln-test/second", "true"]);
+    assert!(stopped.is_empty(), "{stopped}");
+    let running = ok(
+        &env,
+        &["run", "-d", "--name", "alive", IMAGE, "sleep", "1000"],
+    );
+    let running = running.trim();
+    let done_id = {
+        let inspect: serde_json::Value =
+            serde_json::from_str(&ok(&env, &["container", "inspect", "done"])).unwrap();
+        inspect[0]["Id"].as_str().unwrap().to_string()
+    };
+
+    let out = ok(&env, &["system", "prune", "-a", "-f"]);
+    assert!(
+        out.contains("Deleted Containers:") && out.contains(&done_id),
+        "{out}"
+    );
+    assert!(out.contains("Deleted Images:"), "{out}");
+    let ps = ok(&env, &["ps", "-a", "--no-trunc"]);
+    assert!(!ps.contains(&done_id) && ps.contains(running), "{ps}");
+    let images = ok(&env, &["images"]);
+    assert!(!images.contains("kiln-test/second"), "{images}");
+    assert!(
+        images.contains(IMAGE.split(':').next().unwrap()),
+        "{images}"
+    );
+    ok(&env, &["rm", "-f", "alive"]);
 }

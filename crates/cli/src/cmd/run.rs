@@ -456,6 +456,15 @@ fn container_prune(root: &Path, args: ContainerPruneArgs) -> Result<ExitCode> {
     if !args.force && !super::image::confirm("WARNING! This will remove all stopped containers.")? {
         return Ok(ExitCode::SUCCESS);
     }
+    let reclaimed = prune_stopped_containers(root)?;
+    println!("Total reclaimed space: {}", human_size4(reclaimed));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Removes every stopped container (`container prune`, and the first part
+/// of `system prune`), printing docker's "Deleted Containers:" block;
+/// returns the bytes their writable layers held.
+pub fn prune_stopped_containers(root: &Path) -> Result<u64> {
     let containers = Containers::open(root)?;
     let mut deleted = Vec::new();
     let mut reclaimed = 0;
@@ -482,8 +491,7 @@ fn container_prune(root: &Path, args: ContainerPruneArgs) -> Result<ExitCode> {
         }
         println!();
     }
-    println!("Total reclaimed space: {}", human_size4(reclaimed));
-    Ok(ExitCode::SUCCESS)
+    Ok(reclaimed)
 }
 
 /// Applies `action` to each named container, printing each name as docker

@@ -91,13 +91,15 @@ fn prune(root: &Path, args: SystemPruneArgs) -> Result<ExitCode> {
         "all dangling images"
     };
     let warning = format!(
-        "WARNING! This will remove:\n  - {images}\n  - all layers and snapshots no image uses\n  - temporary files of kiln processes that died"
+        "WARNING! This will remove:\n  - all stopped containers\n  - {images}\n  - all layers and snapshots no image uses\n  - temporary files of kiln processes that died"
     );
     if !args.force && !confirm(&warning)? {
         return Ok(ExitCode::SUCCESS);
     }
+    // Containers first, as docker: their images are then free to go.
+    let containers = super::run::prune_stopped_containers(root)?;
     let store = open_store(root)?;
-    let reclaimed = prune_images(&store, args.all)?;
+    let reclaimed = containers + prune_images(&store, args.all)?;
     println!("Total reclaimed space: {}", human_size4(reclaimed));
     Ok(ExitCode::SUCCESS)
 }
