@@ -205,13 +205,12 @@ fn basic_auth_over_tls_login_push_pull_logout() {
         return;
     }
 
-    // Without the CA the registry's certificate is refused (no fallback to HTTP
-    // works either: the port speaks TLS).
+    // Loopback is an insecure registry by default, as in docker: its
+    // certificate is not checked even without the CA, and the registry's
+    // own answer (log in) is what stops an anonymous push. (An untrusted
+    // certificate elsewhere is refused: registry_tls.rs.)
     let err = env.fails_in(&env.root.clone(), &["push", &name]);
-    assert!(
-        err.to_lowercase().contains("certificate") || err.contains("UnknownIssuer"),
-        "{err}"
-    );
+    assert!(err.contains("kiln login"), "{err}");
     std::fs::create_dir_all(env.certs_dir.join(&host)).unwrap();
     std::fs::copy(&ca, env.certs_dir.join(&host).join("ca.crt")).unwrap();
 

@@ -112,3 +112,50 @@ fn plain_http_only_for_listed_registries() {
         .unwrap();
     assert_success("pull from a registry daemon.json lists", &out);
 }
+
+#[test]
+fn insecure_registries_accept_an_untrusted_certificate_as_docker_does() {
+    if !have_registry_tools() || !have_tool("ip", &["-V"]) || !have_tool("openssl", &["version"]) {
+        return;
+    }
+    let Some(ip) = outside_address() else {
+        eprintln!("SKIP: no non-loopback IPv4 address to serve a registry on");
+        return;
+    };
+    // A certificate no CA the client knows signed, for another name (127.0.0.1).
+    let certs = tempfile::tempdir().unwrap();
+    let (_ca, cert, key) = make_certificates(certs.path());
+    let registry = TestRegistry::start_with(Auth::None, Some((cert, key)), None, &ip);
+    let env = Env::new();
+    let host = registry.host();
+    let name = format!("{host}/selfsigned/busybox:1");
+    if !env.import_busybox(&name, 0) {
+        return;
+    }
+    // A registry not listed as insecure: the certificate is refused.
+    let err = env.fails_in(&env.root.clone(), &["push", &name]);
+    assert!(
+        err.to_lowercase().contains("certificate") && err.contains("KILN_INSECURE_REGISTRIES"),
+        "{err}"
+    );
+    // Listed: docker's "TLS with a certificate not trusted" is accepted. The
+    // port speaks only TLS, so this is not the plain-HTTP fallback.
+    let out = env
+        .kiln()
+        .env("KILN_INSECURE_REGISTRIES", &host)
+        .args(["push", &name])
+        .output()
+        .unwrap();
+    assert_success(
+        "push to an insecure registry with an untrusted certificate",
+        &out,
+    );
+    let fresh = env.fresh_root("fresh");
+    let out = env
+        .kiln_in(&fresh)
+        .env("KILN_INSECURE_REGISTRIES", &host)
+        .args(["pull", &name])
+        .output()
+        .unwrap();
+    assert_success("pull from it", &out);
+}

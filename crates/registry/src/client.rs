@@ -182,7 +182,15 @@ fn system_roots() -> &'static [rustls::pki_types::CertificateDer<'static>] {
 /// TLS config as docker's `certs.d`: the system roots plus every `*.crt` in
 /// `certs_dir/HOST[:PORT]/` as CAs, and a client certificate `NAME.cert`
 /// with its key `NAME.key` (the first by name when there are several).
-fn tls_config(registry: &str, certs_dir: &Path) -> Result<Arc<rustls::ClientConfig>> {
+/// `skip_verify`: accept any server certificate (docker's behaviour for an
+/// insecure registry, loopback included: "not using TLS, or using TLS with a
+/// certificate not trusted"); the handshake's signatures are still checked,
+/// and a client certificate from certs.d is still offered.
+fn tls_config(
+    registry: &str,
+    certs_dir: &Path,
+    skip_verify: bool,
+) -> Result<Arc<rustls::ClientConfig>> {
     let tls_err = |why: String| RegistryError::Tls {
         registry: registry.to_string(),
         why,
@@ -239,10 +247,16 @@ fn tls_config(registry: &str, certs_dir: &Path) -> Result<Arc<rustls::ClientConf
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| tls_err(e.to_string()))?
-        .with_root_certificates(roots);
+        .map_err(|e| tls_err(e.to_string()))?;
+    let config = if skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServerCertificate(provider)))
+    } else {
+        builder.with_root_certificates(roots)
+    };
     let config = match client_identity {
         Some((chain, key)) => config
             .with_client_auth_cert(chain, key)
@@ -250,6 +264,56 @@ fn tls_config(registry: &str, certs_dir: &Path) -> Result<Arc<rustls::ClientConf
         None => config.with_no_client_auth(),
     };
     Ok(Arc::new(config))
+}
+
+/// The verifier of an insecure registry: any certificate, any name; the
+/// signatures of the handshake itself are verified as usual.
+#[derive(Debug)]
+struct AnyServerCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServerCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 type ClientIdentity = (
@@ -409,7 +473,11 @@ impl RegistryClient {
         credentials: Option<Credentials>,
     ) -> Result<Self> {
         let agent = ureq::AgentBuilder::new()
-            .tls_config(tls_config(registry, &options.certs_dir)?)
+            .tls_config(tls_config(
+                registry,
+                &options.certs_dir,
+                allows_plain_http(registry, &options.insecure),
+            )?)
             .timeout_connect(Duration::from_secs(30))
             .timeout_read(Duration::from_secs(120))
             .user_agent(USER_AGENT)
@@ -936,18 +1004,18 @@ mod tests {
     #[test]
     fn certs_dir_ca_is_loaded_and_bad_ones_rejected() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(tls_config("none.example", dir.path()).is_ok());
+        assert!(tls_config("none.example", dir.path(), false).is_ok());
         std::fs::create_dir_all(dir.path().join("bad.example:5000")).unwrap();
         std::fs::write(dir.path().join("bad.example:5000/ca.crt"), "not pem").unwrap();
-        let err = tls_config("bad.example:5000", dir.path()).unwrap_err();
+        let err = tls_config("bad.example:5000", dir.path(), false).unwrap_err();
         assert!(err.to_string().contains("no PEM certificate"), "{err}");
         std::fs::create_dir_all(dir.path().join("keyless.example")).unwrap();
         std::fs::write(dir.path().join("keyless.example/client.cert"), "x").unwrap();
-        let err = tls_config("keyless.example", dir.path()).unwrap_err();
+        let err = tls_config("keyless.example", dir.path(), false).unwrap_err();
         assert!(err.to_string().contains("PEM"), "{err}");
         std::fs::create_dir_all(dir.path().join("certless.example")).unwrap();
         std::fs::write(dir.path().join("certless.example/client.key"), "x").unwrap();
-        let err = tls_config("certless.example", dir.path()).unwrap_err();
+        let err = tls_config("certless.example", dir.path(), false).unwrap_err();
         assert!(err.to_string().contains("without its certificate"), "{err}");
     }
 }
