@@ -76,7 +76,8 @@ fn cut_download_resumes_with_range() {
 }
 
 /// kill -9 in the middle of a pull: the next pull fetches only the blobs
-/// that were not finished.
+/// that were not finished, and of the layer cut short only what had not
+/// arrived (`partial/` in the store keeps it).
 #[test]
 fn killed_pull_does_not_fetch_finished_blobs_again() {
     let Some((registry, env, _name)) = registry_with_big_image() else {
@@ -122,6 +123,35 @@ fn killed_pull_does_not_fetch_finished_blobs_again() {
         "the finished blob {finished} was downloaded again: {gets:?}"
     );
     assert_eq!(gets.len(), 1, "only the unfinished layer: {gets:?}");
+    // It continued where the killed pull stopped: the first 500,000 bytes
+    // arrived then, all but the last unwritten chunk (64 KiB) were kept.
+    let start: usize = gets[0]
+        .range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the layer was asked for whole: {gets:?}"));
+    assert!(
+        (500_000 - 64 * 1024..=500_000).contains(&start),
+        "resumed at {start}: {gets:?}"
+    );
+    assert_eq!(gets[0].status, 206);
+    let layer_size = std::fs::metadata(
+        fresh
+            .join("blobs/sha256")
+            .join(gets[0].digest.strip_prefix("sha256:").unwrap()),
+    )
+    .unwrap()
+    .len() as usize;
+    assert_eq!(gets[0].body_sent, layer_size - start, "{gets:?}");
+    assert!(
+        std::fs::read_dir(fresh.join("partial"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "the partial file became the blob"
+    );
     let check = env.ok_in(&fresh, &["system", "check"]);
     assert!(check.contains("store is clean"), "{check}");
 }

@@ -49,14 +49,30 @@ pub fn download_blob(
 ) -> Result<()> {
     let store_digest = kiln_store::image_ops::to_store_digest(blob.digest)?;
     let digest_text = blob.digest.to_string();
+    // What a killed or failed earlier pull left of this blob is continued.
+    let writer = store.resumable_blob_writer(&store_digest)?;
+    let resumed = writer.size() > 0;
     let mut sink = Sink {
-        writer: store.blob_writer()?,
+        writer,
         temp_dir: store.tmp_dir(),
         digest: &digest_text,
         progress,
     };
     transfer_with_retries(client, blob, &mut sink, progress)?;
-    match sink.writer.commit(lease, Some(&store_digest)) {
+    let mut result = sink.writer.commit(lease, Some(&store_digest));
+    if resumed && matches!(result, Err(StoreError::DigestMismatch { .. })) {
+        // The kept part was bad (the commit deleted it): once more, whole.
+        tracing::debug!("{digest_text}: the partial download did not verify; downloading it again");
+        let mut sink = Sink {
+            writer: store.blob_writer()?,
+            temp_dir: store.tmp_dir(),
+            digest: &digest_text,
+            progress,
+        };
+        transfer_with_retries(client, blob, &mut sink, progress)?;
+        result = sink.writer.commit(lease, Some(&store_digest));
+    }
+    match result {
         Ok(_) => Ok(()),
         Err(StoreError::DigestMismatch {
             expected,

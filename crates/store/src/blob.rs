@@ -39,6 +39,12 @@ pub struct BlobWriter<'s> {
     sink: Option<Sink>,
     worker: Option<Worker>,
     size: u64,
+    /// Bytes gathered before they are handed on ([`CHUNK`], or less for a
+    /// resumable download, whose bytes should reach the file soon).
+    chunk: usize,
+    /// A resumable download's partial file stays when the writer is dropped
+    /// uncommitted (see [`Store::resumable_blob_writer`]).
+    keep_on_drop: bool,
 }
 
 /// Where bytes go: the temp file, through the hasher.
@@ -120,7 +126,7 @@ impl BlobWriter<'_> {
         let next = worker
             .spare
             .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+            .unwrap_or_else(|_| Vec::with_capacity(self.chunk));
         let chunk = std::mem::replace(&mut self.pending, next);
         if worker.chunks.send(chunk).is_err() {
             // The worker stopped on an error: report it now.
@@ -165,11 +171,11 @@ impl Write for BlobWriter<'_> {
         if self.sink.is_none() && self.worker.is_none() {
             return Err(io::Error::other("blob writer already finished"));
         }
-        let room = CHUNK.saturating_sub(self.pending.len());
+        let room = self.chunk.saturating_sub(self.pending.len());
         let take = buf.get(..room.min(buf.len())).unwrap_or(buf);
         self.pending.extend_from_slice(take);
         self.size += take.len() as u64;
-        if self.pending.len() >= CHUNK {
+        if self.pending.len() >= self.chunk {
             self.ship()?;
         }
         Ok(take.len())
@@ -233,6 +239,12 @@ impl BlobWriter<'_> {
 
 impl Drop for BlobWriter<'_> {
     fn drop(&mut self) {
+        let unfinished = self.sink.is_some() || self.worker.is_some();
+        if self.keep_on_drop && unfinished {
+            // What arrived is kept for the next attempt.
+            let _ = self.finish_sink();
+            return;
+        }
         if let Some(worker) = self.worker.take() {
             drop(worker.chunks);
             let _ = worker.done.join();
@@ -262,6 +274,72 @@ impl Store {
             }),
             worker: None,
             size: 0,
+            chunk: CHUNK,
+            keep_on_drop: false,
+        })
+    }
+
+    /// A writer for a download of the blob `digest` that outlives the
+    /// process: its bytes go to `partial/<hex>` (flocked while written), and
+    /// a later call continues where a killed or failed one stopped (the bytes
+    /// already there are hashed again first; [`BlobWriter::size`] says how
+    /// many, so the caller asks only for the rest). Commit verifies the whole
+    /// as usual; on a mismatch the partial file is deleted. When another
+    /// process is writing the same blob, a plain [`Store::blob_writer`].
+    pub fn resumable_blob_writer(&self, digest: &Digest) -> Result<BlobWriter<'_>> {
+        let dir = self.root.join("partial");
+        fs::create_dir_all(&dir).map_err(StoreError::io("creating partial directory", &dir))?;
+        let path = dir.join(digest.hex());
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(StoreError::io("opening partial blob", &path))?;
+        if file.try_lock().is_err() {
+            return self.blob_writer();
+        }
+        let mut hasher = Sha256::new();
+        let mut held = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let part = buf.get(..n).unwrap_or_default();
+                    hasher.update(part);
+                    held += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    // Unreadable: start over.
+                    file.set_len(0)
+                        .map_err(StoreError::io("truncating partial blob", &path))?;
+                    hasher = Sha256::new();
+                    held = 0;
+                    break;
+                }
+            }
+        }
+        use std::io::Seek;
+        file.seek(io::SeekFrom::Start(held))
+            .map_err(StoreError::io("opening partial blob", &path))?;
+        const RESUMABLE_CHUNK: usize = 64 * 1024;
+        Ok(BlobWriter {
+            store: self,
+            temp_path: path,
+            pending: Vec::with_capacity(RESUMABLE_CHUNK),
+            sink: Some(Sink {
+                file,
+                hasher,
+                written: held,
+                flushed: held,
+            }),
+            worker: None,
+            size: held,
+            chunk: RESUMABLE_CHUNK,
+            keep_on_drop: true,
         })
     }
 

@@ -217,6 +217,23 @@ impl Store {
         }
         sync_dir(&blob_dir)?;
         sync_dir(&snap_dir)?;
+        // Partial downloads (Store::resumable_blob_writer) nobody is writing
+        // and nobody touched for a day: an abandoned pull's leftovers.
+        let partial = self.root.join("partial");
+        for name in list_names(&partial).unwrap_or_default() {
+            let path = partial.join(&name);
+            let stale = fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 24 * 3600);
+            if stale
+                && let Ok(file) = File::open(&path)
+                && file.try_lock().is_ok()
+            {
+                let _ = fs::remove_file(&path);
+            }
+        }
         // Sidecars go with their blobs (see blob.rs).
         let sidecars = self.root.join("sidecars");
         for kind in list_names(&sidecars).unwrap_or_default() {

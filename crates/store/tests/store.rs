@@ -415,3 +415,46 @@ fn adopted_snapshots_are_published_once_and_sidecars_follow_their_blobs() {
     assert!(store.read_sidecar(&layer.digest, "index").is_none());
     assert!(!path.exists(), "the unleased snapshot went too");
 }
+
+#[test]
+fn resumable_writers_continue_a_dropped_download_and_drop_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let lease = store.lease();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let digest = Digest::of_bytes(&data);
+
+    // A download that stops part way (dropped: the process gave up or died).
+    let mut first = store.resumable_blob_writer(&digest).unwrap();
+    first.write_all(&data[..200_000]).unwrap();
+    // While it is being written, another writer of the same blob gets a
+    // private temp file instead (nothing to continue).
+    let other = store.resumable_blob_writer(&digest).unwrap();
+    assert_eq!(other.size(), 0);
+    drop(other);
+    drop(first);
+
+    let mut second = store.resumable_blob_writer(&digest).unwrap();
+    assert_eq!(second.size(), 200_000, "what arrived was kept");
+    second.write_all(&data[200_000..]).unwrap();
+    let info = second.commit(&lease, Some(&digest)).unwrap();
+    assert_eq!(info.size, data.len() as u64);
+    assert_eq!(fs::read(store.blob_path(&digest)).unwrap(), data);
+    assert_eq!(fs::read_dir(dir.path().join("partial")).unwrap().count(), 0);
+
+    // A kept part that is wrong: the whole fails to verify and is deleted,
+    // so the next attempt starts from nothing.
+    let other_data = b"another blob entirely".repeat(10_000);
+    let other_digest = Digest::of_bytes(&other_data);
+    let mut bad = store.resumable_blob_writer(&other_digest).unwrap();
+    bad.write_all(b"garbage").unwrap();
+    drop(bad);
+    let mut resumed = store.resumable_blob_writer(&other_digest).unwrap();
+    assert_eq!(resumed.size(), 7);
+    resumed.write_all(&other_data[7..]).unwrap();
+    assert!(matches!(
+        resumed.commit(&lease, Some(&other_digest)),
+        Err(StoreError::DigestMismatch { .. })
+    ));
+    assert_eq!(store.resumable_blob_writer(&other_digest).unwrap().size(), 0);
+}
