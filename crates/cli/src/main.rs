@@ -35,6 +35,12 @@ enum Command {
     Registry(cmd::registry::RegistryVerb),
     #[command(flatten)]
     Container(cmd::run::ContainerVerb),
+    /// Check a Dockerfile against BuildKit's build checks without building
+    /// (as `docker build --check`)
+    Check(cmd::check::CheckArgs),
+    /// Remove stopped containers, unused images and their layers (as
+    /// `kiln system prune`)
+    Prune(cmd::system::SystemPruneArgs),
     /// Store maintenance: check, prune, df
     #[command(subcommand)]
     System(cmd::system::SystemCommand),
@@ -49,6 +55,8 @@ fn main() -> ExitCode {
         Command::Image(c) => cmd::image::run(&root, c),
         Command::Registry(c) => cmd::registry::run(&root, c),
         Command::Container(c) => cmd::run::run(&root, c),
+        Command::Check(c) => cmd::check::run(c),
+        Command::Prune(c) => cmd::system::run(&root, cmd::system::SystemCommand::Prune(c)),
         Command::System(c) => cmd::system::run(&root, c),
     };
     match result {

@@ -279,6 +279,83 @@ fn casing(dockerfile: &ast::Dockerfile, warnings: &mut Vec<Diagnostic>) {
     }
 }
 
+/// Every build check BuildKit runs on `dockerfile` (the parser's warnings,
+/// the stage graph's and [`lint`]'s), minus the rules its `# check=skip=`
+/// directive names (`skip=all`: all), in source order: what
+/// `docker build --check` reports.
+pub fn build_checks(dockerfile: &ast::Dockerfile, stages: &Stages) -> Vec<Diagnostic> {
+    let skip = skipped_rules(dockerfile.directive("check").map(|d| d.value.as_str()));
+    let mut found: Vec<Diagnostic> = dockerfile
+        .warnings
+        .iter()
+        .chain(&stages.warnings)
+        .cloned()
+        .chain(lint(dockerfile, stages))
+        .filter(|d| match (&skip, &d.code) {
+            (Skip::All, _) => false,
+            (Skip::Rules(rules), Some(code)) => !rules.iter().any(|r| r == code),
+            (Skip::Rules(_), None) => true,
+        })
+        .collect();
+    found.sort_by_key(|d| d.span.map(|s| (s.start.line, s.start.column)));
+    found
+}
+
+/// The documentation page of a rule (`JSONArgsRecommended` ->
+/// `https://docs.docker.com/go/dockerfile/rule/json-args-recommended/`).
+pub fn rule_url(rule: &str) -> String {
+    format!(
+        "https://docs.docker.com/go/dockerfile/rule/{}/",
+        kebab_case(rule)
+    )
+}
+
+/// What a `# check=` directive skips.
+#[derive(Debug, PartialEq)]
+enum Skip {
+    All,
+    Rules(Vec<String>),
+}
+
+/// `skip=A,B;error=true` -> the rules A and B; `skip=all` -> all.
+fn skipped_rules(directive: Option<&str>) -> Skip {
+    let mut rules = Vec::new();
+    for part in directive.unwrap_or_default().split(';') {
+        let Some((key, value)) = part.split_once('=') else {
+            continue;
+        };
+        if key.trim() != "skip" {
+            continue;
+        }
+        for rule in value.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+            if rule.eq_ignore_ascii_case("all") {
+                return Skip::All;
+            }
+            rules.push(rule.to_string());
+        }
+    }
+    Skip::Rules(rules)
+}
+
+/// `JSONArgsRecommended` -> `json-args-recommended` (the rule's page name).
+fn kebab_case(rule: &str) -> String {
+    let chars: Vec<char> = rule.chars().collect();
+    let mut out = String::new();
+    for (i, &c) in chars.iter().enumerate() {
+        let previous = i.checked_sub(1).and_then(|p| chars.get(p));
+        let next = chars.get(i + 1);
+        let starts_word = c.is_uppercase()
+            && previous.is_some_and(|p| {
+                p.is_lowercase() || (p.is_uppercase() && next.is_some_and(|n| n.is_lowercase()))
+            });
+        if starts_word {
+            out.push('-');
+        }
+        out.extend(c.to_lowercase());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,5 +476,26 @@ mod tests {
         assert!(!looks_secret("PUBLIC_KEY"));
         assert!(!looks_secret("KEYBOARD_LAYOUT"));
         assert!(!looks_secret("VERSION"));
+    }
+
+    #[test]
+    fn rule_pages_are_kebab_case() {
+        assert_eq!(kebab_case("JSONArgsRecommended"), "json-args-recommended");
+        assert_eq!(kebab_case("FromAsCasing"), "from-as-casing");
+        assert_eq!(kebab_case("UndefinedArgInFrom"), "undefined-arg-in-from");
+        assert_eq!(
+            kebab_case("SecretsUsedInArgOrEnv"),
+            "secrets-used-in-arg-or-env"
+        );
+    }
+
+    #[test]
+    fn check_directive_skips() {
+        assert_eq!(skipped_rules(None), Skip::Rules(vec![]));
+        assert_eq!(
+            skipped_rules(Some("skip=JSONArgsRecommended,StageNameCasing;error=true")),
+            Skip::Rules(vec!["JSONArgsRecommended".into(), "StageNameCasing".into()])
+        );
+        assert_eq!(skipped_rules(Some("error=true;skip=all")), Skip::All);
     }
 }

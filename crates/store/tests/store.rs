@@ -456,5 +456,8 @@ fn resumable_writers_continue_a_dropped_download_and_drop_a_bad_one() {
         resumed.commit(&lease, Some(&other_digest)),
         Err(StoreError::DigestMismatch { .. })
     ));
-    assert_eq!(store.resumable_blob_writer(&other_digest).unwrap().size(), 0);
+    assert_eq!(
+        store.resumable_blob_writer(&other_digest).unwrap().size(),
+        0
+    );
 }

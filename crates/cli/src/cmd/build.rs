@@ -78,6 +78,9 @@ pub struct BuildArgs {
     /// (also `-o type=image,name=REF,push=true` or `-o type=registry`)
     #[arg(long)]
     push: bool,
+    /// Only run BuildKit's build checks on the Dockerfile (`kiln check`)
+    #[arg(long)]
+    check: bool,
 }
 
 /// Where `-o` sends the result.
@@ -258,6 +261,17 @@ pub fn run(root: &Path, mut args: BuildArgs) -> Result<ExitCode> {
             )
         })?
     };
+    if args.check {
+        let name = if dockerfile_path.as_os_str() == "-" {
+            "<stdin>".to_string()
+        } else {
+            dockerfile_path.display().to_string()
+        };
+        return Ok(super::check::check(&super::dockerfile::SourceFile {
+            name,
+            text: dockerfile_text,
+        }));
+    }
     let image_output = super::registry::ImageOutput::parse(args.output.as_deref(), args.push)?;
     let mut tags = Vec::new();
     for tag in args.tags.iter().chain(&image_output.names) {

@@ -1,5 +1,6 @@
 //! One module per group of subcommands.
 pub mod build;
+pub mod check;
 pub mod dockerfile;
 pub mod image;
 pub mod output;

@@ -1,0 +1,74 @@
+//! `kiln check` (and `kiln build --check`): BuildKit's build checks on a
+//! Dockerfile without building it, as `docker build --check`: every
+//! violation with its rule, a link to the rule's documentation and the
+//! Dockerfile lines; a non-zero exit when there is any. Honours the
+//! `# check=skip=RULE,...|all` parser directive.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use kiln_dockerfile::stages::Stages;
+
+use super::dockerfile::{SourceFile, print_diagnostics, read_dockerfile};
+
+/// Arguments of `kiln check`.
+#[derive(Args)]
+pub struct CheckArgs {
+    /// The build context (where `Dockerfile` is looked for)
+    #[arg(value_name = "CONTEXT", default_value = ".")]
+    context: PathBuf,
+    /// The Dockerfile (`-` for standard input) [default: CONTEXT/Dockerfile]
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<PathBuf>,
+}
+
+pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let path = args.file.unwrap_or_else(|| args.context.join("Dockerfile"));
+    let source = read_dockerfile(&path)?;
+    Ok(check(&source))
+}
+
+/// Checks `source`; prints what it finds and returns the exit code.
+pub fn check(source: &SourceFile) -> ExitCode {
+    let dockerfile = match kiln_dockerfile::parse(&source.text) {
+        Ok(dockerfile) => dockerfile,
+        Err(error) => {
+            print_diagnostics(&[error.to_diagnostic()], source);
+            return ExitCode::FAILURE;
+        }
+    };
+    let problems = kiln_dockerfile::validate(&dockerfile);
+    if !problems.is_empty() {
+        print_diagnostics(&problems, source);
+        return ExitCode::FAILURE;
+    }
+    let stages = match Stages::from_dockerfile(&dockerfile) {
+        Ok(stages) => stages,
+        Err(errors) => {
+            print_diagnostics(&errors, source);
+            return ExitCode::FAILURE;
+        }
+    };
+    let found = kiln_dockerfile::check::build_checks(&dockerfile, &stages);
+    for diagnostic in &found {
+        if let Some(code) = &diagnostic.code {
+            println!("{code} - {}", kiln_dockerfile::check::rule_url(code));
+        }
+        print!("{}", diagnostic.render(&source.name, &source.text));
+    }
+    match found.len() {
+        0 => {
+            println!("Check complete, no warnings found.");
+            ExitCode::SUCCESS
+        }
+        1 => {
+            println!("Check complete, 1 warning has been found!");
+            ExitCode::FAILURE
+        }
+        n => {
+            println!("Check complete, {n} warnings have been found!");
+            ExitCode::FAILURE
+        }
+    }
+}
