@@ -1488,3 +1488,57 @@ fn system_prune_removes_stopped_containers_then_their_images() {
     );
     ok(&env, &["rm", "-f", "alive"]);
 }
+
+#[test]
+fn rmi_force_of_a_stopped_containers_image_keeps_the_container_startable() {
+    let Some(env) = setup() else { return };
+    let tar = env._tmp.path().join("rootfs.tar");
+    ok(
+        &env,
+        &[
+            "import",
+            "-c",
+            "ENV FORCED=1",
+            tar.to_str().unwrap(),
+            "kiln-test/forced",
+        ],
+    );
+    let image: serde_json::Value =
+        serde_json::from_str(&ok(&env, &["image", "inspect", "kiln-test/forced"])).unwrap();
+    let config_id = image[0]["Id"].as_str().unwrap().to_string();
+    ok(
+        &env,
+        &["run", "--name", "holder", "kiln-test/forced", "echo", "hi"],
+    );
+
+    let out = run(&env, &["rmi", "kiln-test/forced"]);
+    assert!(!out.status.success(), "refused without -f");
+    let removed = ok(&env, &["rmi", "-f", "kiln-test/forced"]);
+    assert!(
+        removed.contains("Untagged: kiln-test/forced:latest")
+            && removed.contains(&format!("Deleted: {config_id}")),
+        "{removed}"
+    );
+    // Gone by name and by id, as in docker...
+    assert!(!ok(&env, &["images"]).contains("kiln-test/forced"));
+    let out = run(&env, &["image", "inspect", &config_id[7..19]]);
+    assert!(!out.status.success(), "the id no longer names it");
+    ok(&env, &["image", "prune", "-a", "-f"]);
+    // ...but the stopped container still has what it runs on.
+    ok(&env, &["start", "holder"]);
+    assert_eq!(ok(&env, &["wait", "holder"]), "0\n");
+    assert_eq!(ok(&env, &["logs", "holder"]), "hi\nhi\n");
+    // Removing the container frees the image's content.
+    let blob = env
+        .root
+        .join("blobs/sha256")
+        .join(config_id.trim_start_matches("sha256:"));
+    assert!(blob.exists());
+    ok(&env, &["rm", "holder"]);
+    assert!(
+        !blob.exists(),
+        "the hidden image went with its last container"
+    );
+    let check = ok(&env, &["system", "check"]);
+    assert!(check.contains("store is clean"), "{check}");
+}

@@ -92,6 +92,8 @@ impl Store {
     /// snapshots are freed by a following [`Store::gc`].
     pub fn prune_images(&self, all: bool) -> Result<Vec<ImageRecord>> {
         self.reap_dead_holders()?;
+        // Hidden images nothing holds any more go first (see hide_image).
+        self.delete_released_hidden_images()?;
         let candidates: Vec<ImageRecord> = self
             .list_images_as_recorded()?
             .into_iter()

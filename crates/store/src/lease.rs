@@ -117,6 +117,11 @@ impl Store {
             "DELETE FROM leases WHERE holder = ?1",
             [format!("{OWNER_PREFIX}{owner}")],
         )?;
+        // An image `rmi -f` hid while this owner held it goes now, and its
+        // content with it (as docker frees it with the last container).
+        if self.delete_released_hidden_images()? > 0 {
+            self.gc()?;
+        }
         Ok(())
     }
 

@@ -86,6 +86,12 @@ pub(crate) fn init(conn: &Connection) -> Result<()> {
             "database schema version {version} is newer than this kiln understands ({SCHEMA_VERSION}); upgrade kiln"
         )));
     }
+    // Added after version 1, in a table of its own so that stores made
+    // before (and kilns from before) keep working: images removed by name
+    // and id while containers still hold them (see Store::hide_image).
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS hidden_images (manifest_digest TEXT PRIMARY KEY);",
+    )?;
     Ok(())
 }
 
@@ -360,7 +366,9 @@ impl Store {
         let manifests: Vec<Digest> = {
             let db = self.db();
             let mut stmt = db.prepare(
-                "SELECT manifest_digest FROM images ORDER BY added_at DESC, manifest_digest",
+                "SELECT manifest_digest FROM images
+                 WHERE manifest_digest NOT IN (SELECT manifest_digest FROM hidden_images)
+                 ORDER BY added_at DESC, manifest_digest",
             )?;
             let rows = stmt.query_map([], |r| digest_col(r, 0))?;
             rows.collect::<rusqlite::Result<_>>()?
@@ -463,7 +471,8 @@ impl Store {
         let manifests: Vec<Digest> = {
             let db = self.db();
             let mut stmt = db.prepare(
-                "SELECT manifest_digest FROM images WHERE config_digest LIKE ?1 OR manifest_digest LIKE ?1 ORDER BY added_at DESC",
+                "SELECT manifest_digest FROM images WHERE (config_digest LIKE ?1 OR manifest_digest LIKE ?1)
+                 AND manifest_digest NOT IN (SELECT manifest_digest FROM hidden_images) ORDER BY added_at DESC",
             )?;
             let rows = stmt.query_map([pattern], |r| digest_col(r, 0))?;
             rows.collect::<rusqlite::Result<_>>()?
@@ -491,6 +500,10 @@ impl Store {
             "DELETE FROM image_layers WHERE manifest_digest = ?1",
             [manifest.to_string()],
         )?;
+        tx.execute(
+            "DELETE FROM hidden_images WHERE manifest_digest = ?1",
+            [manifest.to_string()],
+        )?;
         let removed = tx.execute(
             "DELETE FROM images WHERE manifest_digest = ?1",
             [manifest.to_string()],
@@ -502,6 +515,50 @@ impl Store {
             });
         }
         Ok(())
+    }
+
+    /// docker's `rmi -f` of an image that stopped containers use: every name
+    /// goes and the image disappears from listings and from lookups by id,
+    /// but its record, layers and snapshots stay for the containers that
+    /// hold it ([`Store::hold_image`]) and are deleted when the last of them
+    /// releases it ([`Store::release_holds`]).
+    pub fn hide_image(&self, manifest: &Digest) -> Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "DELETE FROM refs WHERE manifest_digest = ?1",
+            [manifest.to_string()],
+        )?;
+        tx.execute(
+            "INSERT OR IGNORE INTO hidden_images(manifest_digest) VALUES (?1)",
+            [manifest.to_string()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Deletes the hidden images ([`Store::hide_image`]) nothing holds any
+    /// more; returns how many.
+    pub(crate) fn delete_released_hidden_images(&self) -> Result<usize> {
+        let manifests: Vec<Digest> = {
+            let db = self.db();
+            let mut stmt = db.prepare(
+                "SELECT manifest_digest FROM hidden_images WHERE manifest_digest NOT IN
+                 (SELECT target FROM leases WHERE kind = 'image')",
+            )?;
+            let rows = stmt.query_map([], |r| digest_col(r, 0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut deleted = 0;
+        for manifest in manifests {
+            match self.delete_image(&manifest) {
+                Ok(()) => deleted += 1,
+                // Already gone: only the hidden row was left.
+                Err(StoreError::ImageNotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(deleted)
     }
 
     /// Whether a live process holds a lease on the image.

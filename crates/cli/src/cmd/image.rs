@@ -1101,7 +1101,15 @@ fn rmi_one(store: &Store, text: &str, force: bool) -> Result<Vec<String>> {
             for name in &image.refs {
                 lines.push(format!("Untagged: {}", familiar(name)));
             }
-            lines.extend(delete_image(store, &image)?);
+            if any_user.is_some() {
+                // Forced past stopped containers: as docker, the image is
+                // gone by name and id, but they keep what they run on until
+                // the last of them is removed.
+                store.hide_image(&image.manifest)?;
+                lines.push(format!("Deleted: {}", image.config));
+            } else {
+                lines.extend(delete_image(store, &image)?);
+            }
         }
     }
     Ok(lines)
