@@ -102,3 +102,59 @@ fn top_level_prune_is_system_prune() {
     let out = kiln_ok(&store, &["prune", "-f"]);
     assert!(out.contains("Total reclaimed space"), "{out}");
 }
+
+#[test]
+fn builds_report_violations_and_fail_on_them_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    std::fs::write(dir.path().join("a"), "a\n").unwrap();
+    let ctx = dir.path().to_str().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM scratch as base\nCOPY a /a\n",
+    )
+    .unwrap();
+    // As docker: the build succeeds and lists the violations at the end.
+    let out = kiln(&store)
+        .args(["build", "-t", "warned", ctx])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("1 warning found")
+            && err.contains("- FromAsCasing:")
+            && err.contains("(line 1)"),
+        "{err}"
+    );
+    // `# check=error=true`: the build fails before it starts.
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "# check=error=true\nFROM scratch as base\nCOPY a /b\n",
+    )
+    .unwrap();
+    let out = kiln(&store)
+        .args(["build", "-t", "failed", ctx])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("lint violation found for rules: FromAsCasing"),
+        "{err}"
+    );
+    assert!(!kiln_ok(&store, &["images"]).contains("failed"));
+    // The build argument takes the directive's place.
+    kiln_ok(
+        &store,
+        &[
+            "build",
+            "-q",
+            "-t",
+            "failed",
+            "--build-arg",
+            "BUILDKIT_DOCKERFILE_CHECK=skip=FromAsCasing;error=true",
+            ctx,
+        ],
+    );
+}

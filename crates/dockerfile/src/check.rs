@@ -279,23 +279,60 @@ fn casing(dockerfile: &ast::Dockerfile, warnings: &mut Vec<Diagnostic>) {
     }
 }
 
+/// How checks are configured: the `# check=` directive, or the
+/// `BUILDKIT_DOCKERFILE_CHECK` build argument in its place
+/// (`skip=A,B|all;error=true`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CheckConfig {
+    /// Rules not reported; `None`: none skipped.
+    skip: Option<Skip>,
+    /// Violations fail the build (`error=true`).
+    pub error: bool,
+}
+
+impl CheckConfig {
+    /// The configuration `dockerfile` asks for, unless `build_arg` (the
+    /// value of `BUILDKIT_DOCKERFILE_CHECK`) replaces it.
+    pub fn of(dockerfile: &ast::Dockerfile, build_arg: Option<&str>) -> CheckConfig {
+        let text = build_arg.or_else(|| dockerfile.directive("check").map(|d| d.value.as_str()));
+        let mut config = CheckConfig {
+            skip: Some(skipped_rules(text)),
+            error: false,
+        };
+        for part in text.unwrap_or_default().split(';') {
+            if let Some((key, value)) = part.split_once('=')
+                && key.trim() == "error"
+            {
+                config.error = value.trim().eq_ignore_ascii_case("true");
+            }
+        }
+        config
+    }
+
+    fn reports(&self, rule: Option<&str>) -> bool {
+        match (&self.skip, rule) {
+            (Some(Skip::All), _) => false,
+            (Some(Skip::Rules(rules)), Some(code)) => !rules.iter().any(|r| r == code),
+            _ => true,
+        }
+    }
+}
+
 /// Every build check BuildKit runs on `dockerfile` (the parser's warnings,
-/// the stage graph's and [`lint`]'s), minus the rules its `# check=skip=`
-/// directive names (`skip=all`: all), in source order: what
-/// `docker build --check` reports.
-pub fn build_checks(dockerfile: &ast::Dockerfile, stages: &Stages) -> Vec<Diagnostic> {
-    let skip = skipped_rules(dockerfile.directive("check").map(|d| d.value.as_str()));
+/// the stage graph's and [`lint`]'s), minus the rules `config` skips, in
+/// source order: what `docker build --check` reports.
+pub fn build_checks(
+    dockerfile: &ast::Dockerfile,
+    stages: &Stages,
+    config: &CheckConfig,
+) -> Vec<Diagnostic> {
     let mut found: Vec<Diagnostic> = dockerfile
         .warnings
         .iter()
         .chain(&stages.warnings)
         .cloned()
         .chain(lint(dockerfile, stages))
-        .filter(|d| match (&skip, &d.code) {
-            (Skip::All, _) => false,
-            (Skip::Rules(rules), Some(code)) => !rules.iter().any(|r| r == code),
-            (Skip::Rules(_), None) => true,
-        })
+        .filter(|d| config.reports(d.code.as_deref()))
         .collect();
     found.sort_by_key(|d| d.span.map(|s| (s.start.line, s.start.column)));
     found
@@ -311,7 +348,7 @@ pub fn rule_url(rule: &str) -> String {
 }
 
 /// What a `# check=` directive skips.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Skip {
     All,
     Rules(Vec<String>),
@@ -497,5 +534,15 @@ mod tests {
             Skip::Rules(vec!["JSONArgsRecommended".into(), "StageNameCasing".into()])
         );
         assert_eq!(skipped_rules(Some("error=true;skip=all")), Skip::All);
+        let dockerfile =
+            crate::parse("# check=skip=JSONArgsRecommended;error=true\nFROM scratch\n").unwrap();
+        let config = CheckConfig::of(&dockerfile, None);
+        assert!(config.error);
+        assert!(!config.reports(Some("JSONArgsRecommended")));
+        assert!(config.reports(Some("FromAsCasing")));
+        // The build argument replaces the directive.
+        let config = CheckConfig::of(&dockerfile, Some("skip=all"));
+        assert!(!config.error);
+        assert!(!config.reports(Some("FromAsCasing")));
     }
 }

@@ -267,10 +267,32 @@ pub fn run(root: &Path, mut args: BuildArgs) -> Result<ExitCode> {
         } else {
             dockerfile_path.display().to_string()
         };
-        return Ok(super::check::check(&super::dockerfile::SourceFile {
-            name,
-            text: dockerfile_text,
-        }));
+        return Ok(super::check::check(
+            &super::dockerfile::SourceFile {
+                name,
+                text: dockerfile_text,
+            },
+            super::check::config_build_arg(&args.build_args),
+        ));
+    }
+    // Build checks, as docker runs them with every build: reported at the
+    // end, or (`# check=error=true`) failing the build before it starts.
+    let (lint_warnings, lint_fails) = super::check::build_warnings(
+        &dockerfile_text,
+        super::check::config_build_arg(&args.build_args),
+    );
+    if lint_fails && !lint_warnings.is_empty() {
+        eprint!("{}", super::check::summary(&lint_warnings));
+        let mut rules: Vec<&str> = lint_warnings
+            .iter()
+            .filter_map(|d| d.code.as_deref())
+            .collect();
+        rules.dedup();
+        eprintln!(
+            "error: lint violation found for rules: {}",
+            rules.join(", ")
+        );
+        return Ok(ExitCode::FAILURE);
     }
     let image_output = super::registry::ImageOutput::parse(args.output.as_deref(), args.push)?;
     let mut tags = Vec::new();
@@ -439,6 +461,9 @@ pub fn run(root: &Path, mut args: BuildArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut err = std::io::stderr().lock();
+    if !lint_warnings.is_empty() {
+        let _ = write!(err, "{}", super::check::summary(&lint_warnings));
+    }
     let _ = writeln!(err, "writing image {id} done");
     for tag in &options.tags {
         let _ = writeln!(err, "naming to {tag} done");

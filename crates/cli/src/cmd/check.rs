@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+use kiln_dockerfile::Diagnostic;
 use kiln_dockerfile::stages::Stages;
 
 use super::dockerfile::{SourceFile, print_diagnostics, read_dockerfile};
@@ -26,11 +27,56 @@ pub struct CheckArgs {
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let path = args.file.unwrap_or_else(|| args.context.join("Dockerfile"));
     let source = read_dockerfile(&path)?;
-    Ok(check(&source))
+    Ok(check(&source, None))
+}
+
+/// The value of a `BUILDKIT_DOCKERFILE_CHECK` build argument, which takes
+/// the place of the `# check=` directive.
+pub fn config_build_arg(build_args: &[String]) -> Option<&str> {
+    build_args
+        .iter()
+        .rev()
+        .find_map(|a| a.strip_prefix("BUILDKIT_DOCKERFILE_CHECK="))
+}
+
+/// The violations a build of `text` reports, and whether they fail it
+/// (`error=true`); nothing when the Dockerfile does not parse (the build
+/// says why).
+pub fn build_warnings(text: &str, build_arg: Option<&str>) -> (Vec<Diagnostic>, bool) {
+    let Ok(dockerfile) = kiln_dockerfile::parse(text) else {
+        return (Vec::new(), false);
+    };
+    let Ok(stages) = Stages::from_dockerfile(&dockerfile) else {
+        return (Vec::new(), false);
+    };
+    let config = kiln_dockerfile::check::CheckConfig::of(&dockerfile, build_arg);
+    let found = kiln_dockerfile::check::build_checks(&dockerfile, &stages, &config);
+    (found, config.error)
+}
+
+/// docker's summary of a build's check violations, one line each.
+pub fn summary(found: &[Diagnostic]) -> String {
+    let mut out = match found.len() {
+        1 => " 1 warning found (use kiln check to expand):\n".to_string(),
+        n => format!(" {n} warnings found (use kiln check to expand):\n"),
+    };
+    for d in found {
+        let line = d
+            .span
+            .map(|s| format!(" (line {})", s.start.line))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            " - {}: {}{line}\n",
+            d.code.as_deref().unwrap_or("warning"),
+            d.message
+        ));
+    }
+    out
 }
 
 /// Checks `source`; prints what it finds and returns the exit code.
-pub fn check(source: &SourceFile) -> ExitCode {
+/// `build_arg`: a `BUILDKIT_DOCKERFILE_CHECK` value replacing the directive.
+pub fn check(source: &SourceFile, build_arg: Option<&str>) -> ExitCode {
     let dockerfile = match kiln_dockerfile::parse(&source.text) {
         Ok(dockerfile) => dockerfile,
         Err(error) => {
@@ -50,7 +96,8 @@ pub fn check(source: &SourceFile) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let found = kiln_dockerfile::check::build_checks(&dockerfile, &stages);
+    let config = kiln_dockerfile::check::CheckConfig::of(&dockerfile, build_arg);
+    let found = kiln_dockerfile::check::build_checks(&dockerfile, &stages, &config);
     for diagnostic in &found {
         if let Some(code) = &diagnostic.code {
             println!("{code} - {}", kiln_dockerfile::check::rule_url(code));
