@@ -81,6 +81,22 @@ fn setup() -> Option<Env> {
     Some(env)
 }
 
+/// Imports setup()'s rootfs again as `name`, a distinct image through the
+/// config `change` (`ENV X=1`).
+fn import_another(env: &Env, change: &str, name: &str) {
+    let tar = env._tmp.path().join("rootfs.tar");
+    ok(
+        env,
+        &[
+            "import",
+            "-c",
+            change,
+            tar.to_str().expect("utf8 path"),
+            name,
+        ],
+    );
+}
+
 fn kiln(env: &Env) -> Command {
     image_common::kiln(&env.root)
 }
@@ -1448,17 +1464,7 @@ fn system_prune_removes_stopped_containers_then_their_images() {
     let Some(env) = setup() else { return };
     // A second image only a stopped container uses, and the first one in use
     // by a running container.
-    let tar = env._tmp.path().join("rootfs.tar");
-    ok(
-        &env,
-        &[
-            "import",
-            "-c",
-            "ENV SECOND=1",
-            tar.to_str().unwrap(),
-            "kiln-test/second",
-        ],
-    );
+    import_another(&env, "ENV SECOND=1", "kiln-test/second");
     let stopped = ok(&env, &["run", "--name", "done", "kiln-test/second", "true"]);
     assert!(stopped.is_empty(), "{stopped}");
     let running = ok(
@@ -1492,17 +1498,7 @@ fn system_prune_removes_stopped_containers_then_their_images() {
 #[test]
 fn rmi_force_of_a_stopped_containers_image_keeps_the_container_startable() {
     let Some(env) = setup() else { return };
-    let tar = env._tmp.path().join("rootfs.tar");
-    ok(
-        &env,
-        &[
-            "import",
-            "-c",
-            "ENV FORCED=1",
-            tar.to_str().unwrap(),
-            "kiln-test/forced",
-        ],
-    );
+    import_another(&env, "ENV FORCED=1", "kiln-test/forced");
     let image: serde_json::Value =
         serde_json::from_str(&ok(&env, &["image", "inspect", "kiln-test/forced"])).unwrap();
     let config_id = image[0]["Id"].as_str().unwrap().to_string();
