@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use image_common::{busybox, is_root, kiln_ok, kiln_output, tar_directory};
+use image_common::{busybox, have_tool, is_root, kiln_ok, kiln_output, tar_directory};
 
 mod image_common;
 
@@ -79,6 +79,26 @@ fn setup() -> Option<Env> {
     let env = Env { _tmp: tmp, root };
     ok(&env, &["import", tar.to_str().expect("utf8 path"), IMAGE]);
     Some(env)
+}
+
+/// The host port `ps` shows published for the container `id` (127.0.0.1).
+fn published_port(env: &Env, id: &str) -> u16 {
+    let line = ok(env, &["ps", "--no-trunc"])
+        .lines()
+        .find(|l| l.starts_with(id))
+        .map(str::to_string)
+        .expect("ps row");
+    // The PORTS column: `127.0.0.1:HOST->CTR/tcp` (the command may hold
+    // addresses too).
+    let port: u16 = line
+        .split_whitespace()
+        .find(|word| word.contains("->"))
+        .and_then(|ports| ports.strip_prefix("127.0.0.1:"))
+        .and_then(|rest| rest.split("->").next())
+        .and_then(|p| p.parse().ok())
+        .expect("a host port in ps");
+    assert_ne!(port, 0, "{line}");
+    port
 }
 
 /// Imports setup()'s rootfs again as `name`, a distinct image through the
@@ -518,18 +538,7 @@ fn published_port_reaches_busybox_httpd() {
             "/www",
         ],
     );
-    let line = ok(&env, &["ps", "--no-trunc"])
-        .lines()
-        .find(|l| l.starts_with(random.trim()))
-        .map(str::to_string)
-        .expect("ps row");
-    let host_port: u16 = line
-        .split("127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split("->").next())
-        .and_then(|p| p.parse().ok())
-        .expect("a host port in ps");
-    assert_ne!(host_port, 0, "{line}");
+    let host_port = published_port(&env, random.trim());
     wait_for(
         "an HTTP answer on the random port",
         Duration::from_secs(10),
@@ -545,6 +554,56 @@ fn published_port_reaches_busybox_httpd() {
         },
     );
     ok(&env, &["rm", "-f", random.trim()]);
+    // Only what listens on the container's address is published, as with
+    // docker (whose proxy reaches the container's bridge address): a server
+    // on the container's own 127.0.0.1 is not.
+    if have_tool("slirp4netns", &["--version"]) {
+        let local = ok(
+            &env,
+            &[
+                "run",
+                "-d",
+                "-p",
+                "127.0.0.1::8080",
+                IMAGE,
+                "httpd",
+                "-f",
+                "-p",
+                "127.0.0.1:8080",
+                "-h",
+                "/www",
+            ],
+        );
+        let local = local.trim();
+        let port = published_port(&env, local);
+        wait_for(
+            "httpd inside the container",
+            Duration::from_secs(10),
+            || {
+                let out = run(
+                    &env,
+                    &[
+                        "exec",
+                        local,
+                        "wget",
+                        "-q",
+                        "-O",
+                        "-",
+                        "http://127.0.0.1:8080/index.html",
+                    ],
+                );
+                text(&out.stdout).contains("kiln says hello")
+            },
+        );
+        let mut answer = String::new();
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = stream.write_all(b"GET /index.html HTTP/1.0\r\n\r\n");
+            let _ = stream.read_to_string(&mut answer);
+        }
+        assert!(!answer.contains("kiln says hello"), "{answer}");
+        ok(&env, &["rm", "-f", local]);
+    }
     let mut body = String::new();
     wait_for(
         "an HTTP answer through the proxy",

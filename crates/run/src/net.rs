@@ -18,7 +18,10 @@
 //! The proxy listens on the host port before the container starts (a port in
 //! use fails the start, nothing half-started). Each accepted TCP connection
 //! gets a thread that `setns`es into the container's namespace, connects to
-//! 127.0.0.1:<container port> there, and copies bytes both ways. UDP is
+//! the container's address 10.0.2.100:<container port> there (as docker's
+//! proxy reaches the container's bridge address: a server that listens only
+//! on the container's 127.0.0.1 is not published; without slirp4netns, no
+//! tap device, 127.0.0.1), and copies bytes both ways. UDP is
 //! proxied per client address as docker-proxy does: the first datagram from
 //! a client makes a socket inside the namespace connected to the container
 //! port; replies on it go back to that client from the host port, and the
@@ -150,6 +153,18 @@ pub struct Slirp {
 
 /// The DNS server slirp4netns serves inside the namespace.
 pub const SLIRP_DNS: &str = "10.0.2.3";
+/// The container's own address on slirp4netns' tap device.
+const CONTAINER_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 100);
+
+/// Where published ports are reached inside the namespace: the container's
+/// address, or 127.0.0.1 when the namespace has no tap device (no
+/// slirp4netns), where that address does not exist.
+fn container_address() -> Ipv4Addr {
+    match UdpSocket::bind((CONTAINER_ADDRESS, 0)) {
+        Ok(_) => CONTAINER_ADDRESS,
+        Err(_) => Ipv4Addr::LOCALHOST,
+    }
+}
 
 fn find_in_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
@@ -395,8 +410,9 @@ fn start_udp_flow(
         // This thread lives in the container's namespace from here on; it
         // only ever serves this one flow.
         let made = netns.enter_current_thread().and_then(|()| {
-            let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
-            socket.connect((Ipv4Addr::LOCALHOST, port))?;
+            let address = container_address();
+            let socket = UdpSocket::bind((address, 0))?;
+            socket.connect((address, port))?;
             socket.set_read_timeout(Some(UDP_FLOW_TIMEOUT))?;
             Ok(socket)
         });
@@ -454,7 +470,7 @@ fn proxy_connection(netns: &NetNs, client: TcpStream, port: u16) -> io::Result<(
     // This thread lives in the container's namespace from here on; it only
     // ever serves this one connection.
     netns.enter_current_thread()?;
-    let upstream = match TcpStream::connect((Ipv4Addr::LOCALHOST, port)) {
+    let upstream = match TcpStream::connect((container_address(), port)) {
         Ok(s) => s,
         Err(e) => {
             // Nothing listens in the container (yet): close the client, as
