@@ -81,6 +81,18 @@ fn setup() -> Option<Env> {
     Some(env)
 }
 
+/// `GET /index.html` from 127.0.0.1:`port`: what came back, if connected.
+fn http_get(port: u16) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    stream
+        .write_all(b"GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    let _ = stream.read_to_string(&mut body);
+    Some(body)
+}
+
 /// The host port `ps` shows published for the container `id` (127.0.0.1).
 fn published_port(env: &Env, id: &str) -> u16 {
     let line = ok(env, &["ps", "--no-trunc"])
@@ -542,16 +554,7 @@ fn published_port_reaches_busybox_httpd() {
     wait_for(
         "an HTTP answer on the random port",
         Duration::from_secs(10),
-        || {
-            let Ok(mut stream) = TcpStream::connect(("127.0.0.1", host_port)) else {
-                return false;
-            };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            let _ = stream.write_all(b"GET /index.html HTTP/1.0\r\n\r\n");
-            let mut body = String::new();
-            let _ = stream.read_to_string(&mut body);
-            body.contains("kiln says hello")
-        },
+        || http_get(host_port).is_some_and(|body| body.contains("kiln says hello")),
     );
     ok(&env, &["rm", "-f", random.trim()]);
     // Only what listens on the container's address is published, as with
@@ -595,12 +598,7 @@ fn published_port_reaches_busybox_httpd() {
                 text(&out.stdout).contains("kiln says hello")
             },
         );
-        let mut answer = String::new();
-        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            let _ = stream.write_all(b"GET /index.html HTTP/1.0\r\n\r\n");
-            let _ = stream.read_to_string(&mut answer);
-        }
+        let answer = http_get(port).unwrap_or_default();
         assert!(!answer.contains("kiln says hello"), "{answer}");
         ok(&env, &["rm", "-f", local]);
     }
@@ -609,18 +607,7 @@ fn published_port_reaches_busybox_httpd() {
         "an HTTP answer through the proxy",
         Duration::from_secs(10),
         || {
-            let Ok(mut stream) = TcpStream::connect("127.0.0.1:18080") else {
-                return false;
-            };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            if stream
-                .write_all(b"GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n")
-                .is_err()
-            {
-                return false;
-            }
-            body.clear();
-            let _ = stream.read_to_string(&mut body);
+            body = http_get(18080).unwrap_or_default();
             body.contains("kiln says hello")
         },
     );
