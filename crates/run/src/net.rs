@@ -110,6 +110,9 @@ impl PortBinding {
 /// A network namespace held open by an fd.
 pub struct NetNs {
     fd: OwnedFd,
+    /// Set when slirp4netns is started on it: the namespace then has the
+    /// tap device with the container's address.
+    has_tap: std::sync::atomic::AtomicBool,
 }
 
 impl NetNs {
@@ -128,12 +131,26 @@ impl NetNs {
             .join()
             .map_err(|_| RunError::NetNs(io::Error::other("namespace thread panicked")))?
             .map_err(RunError::NetNs)?;
-        Ok(NetNs { fd })
+        Ok(NetNs {
+            fd,
+            has_tap: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     /// A path the sandbox can open to join the namespace (valid while `self` lives).
     pub fn path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+    }
+
+    /// Where published ports are reached inside the namespace: the
+    /// container's address, or 127.0.0.1 when the namespace has no tap
+    /// device (no slirp4netns), where that address does not exist.
+    fn container_address(&self) -> Ipv4Addr {
+        if self.has_tap.load(std::sync::atomic::Ordering::Relaxed) {
+            CONTAINER_ADDRESS
+        } else {
+            Ipv4Addr::LOCALHOST
+        }
     }
 
     fn enter_current_thread(&self) -> io::Result<()> {
@@ -155,16 +172,6 @@ pub struct Slirp {
 pub const SLIRP_DNS: &str = "10.0.2.3";
 /// The container's own address on slirp4netns' tap device.
 const CONTAINER_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 100);
-
-/// Where published ports are reached inside the namespace: the container's
-/// address, or 127.0.0.1 when the namespace has no tap device (no
-/// slirp4netns), where that address does not exist.
-fn container_address() -> Ipv4Addr {
-    match UdpSocket::bind((CONTAINER_ADDRESS, 0)) {
-        Ok(_) => CONTAINER_ADDRESS,
-        Err(_) => Ipv4Addr::LOCALHOST,
-    }
-}
 
 fn find_in_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
@@ -225,6 +232,8 @@ impl NetNs {
             });
         }
         let child = command.spawn().map_err(RunError::NetNs)?;
+        self.has_tap
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         drop(ready_write);
         drop(exit_read);
         Ok(Some(SlirpStarting {
@@ -410,7 +419,7 @@ fn start_udp_flow(
         // This thread lives in the container's namespace from here on; it
         // only ever serves this one flow.
         let made = netns.enter_current_thread().and_then(|()| {
-            let address = container_address();
+            let address = netns.container_address();
             let socket = UdpSocket::bind((address, 0))?;
             socket.connect((address, port))?;
             socket.set_read_timeout(Some(UDP_FLOW_TIMEOUT))?;
@@ -470,7 +479,7 @@ fn proxy_connection(netns: &NetNs, client: TcpStream, port: u16) -> io::Result<(
     // This thread lives in the container's namespace from here on; it only
     // ever serves this one connection.
     netns.enter_current_thread()?;
-    let upstream = match TcpStream::connect((container_address(), port)) {
+    let upstream = match TcpStream::connect((netns.container_address(), port)) {
         Ok(s) => s,
         Err(e) => {
             // Nothing listens in the container (yet): close the client, as
