@@ -49,28 +49,25 @@ pub fn download_blob(
 ) -> Result<()> {
     let store_digest = kiln_store::image_ops::to_store_digest(blob.digest)?;
     let digest_text = blob.digest.to_string();
-    // What a killed or failed earlier pull left of this blob is continued.
-    let writer = store.resumable_blob_writer(&store_digest)?;
-    let resumed = writer.size() > 0;
-    let mut sink = Sink {
-        writer,
-        temp_dir: store.tmp_dir(),
-        digest: &digest_text,
-        progress,
-    };
-    transfer_with_retries(client, blob, &mut sink, progress)?;
-    let mut result = sink.writer.commit(lease, Some(&store_digest));
-    if resumed && matches!(result, Err(StoreError::DigestMismatch { .. })) {
-        // The kept part was bad (the commit deleted it): once more, whole.
-        tracing::debug!("{digest_text}: the partial download did not verify; downloading it again");
+    // One download into `writer`, committed (verified against the digest).
+    let fetch_into = |writer: BlobWriter<'_>| -> Result<_> {
         let mut sink = Sink {
-            writer: store.blob_writer()?,
+            writer,
             temp_dir: store.tmp_dir(),
             digest: &digest_text,
             progress,
         };
         transfer_with_retries(client, blob, &mut sink, progress)?;
-        result = sink.writer.commit(lease, Some(&store_digest));
+        Ok(sink.writer.commit(lease, Some(&store_digest)))
+    };
+    // What a killed or failed earlier pull left of this blob is continued.
+    let writer = store.resumable_blob_writer(&store_digest)?;
+    let resumed = writer.size() > 0;
+    let mut result = fetch_into(writer)?;
+    if resumed && matches!(result, Err(StoreError::DigestMismatch { .. })) {
+        // The kept part was bad (the commit deleted it): once more, whole.
+        tracing::debug!("{digest_text}: the partial download did not verify; downloading it again");
+        result = fetch_into(store.blob_writer()?)?;
     }
     match result {
         Ok(_) => Ok(()),
