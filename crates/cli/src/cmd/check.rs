@@ -39,19 +39,28 @@ pub fn config_build_arg(build_args: &[String]) -> Option<&str> {
         .find_map(|a| a.strip_prefix("BUILDKIT_DOCKERFILE_CHECK="))
 }
 
-/// The violations a build of `text` reports, and whether they fail it
-/// (`error=true`); nothing when the Dockerfile does not parse (the build
-/// says why).
-pub fn build_warnings(text: &str, build_arg: Option<&str>) -> (Vec<Diagnostic>, bool) {
-    let Ok(dockerfile) = kiln_dockerfile::parse(text) else {
-        return (Vec::new(), false);
-    };
-    let Ok(stages) = Stages::from_dockerfile(&dockerfile) else {
-        return (Vec::new(), false);
-    };
+/// The build checks' violations for `text` and whether they fail a build
+/// (`error=true`); `Err` with the errors when the Dockerfile does not parse
+/// or resolve into stages.
+fn run_checks(
+    text: &str,
+    build_arg: Option<&str>,
+) -> Result<(Vec<Diagnostic>, bool), Vec<Diagnostic>> {
+    let dockerfile = kiln_dockerfile::parse(text).map_err(|e| vec![e.to_diagnostic()])?;
+    let problems = kiln_dockerfile::validate(&dockerfile);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let stages = Stages::from_dockerfile(&dockerfile)?;
     let config = kiln_dockerfile::check::CheckConfig::of(&dockerfile, build_arg);
     let found = kiln_dockerfile::check::build_checks(&dockerfile, &stages, &config);
-    (found, config.error)
+    Ok((found, config.error))
+}
+
+/// The violations a build of `text` reports, and whether they fail it
+/// (`error=true`); nothing when the Dockerfile is broken (the build says why).
+pub fn build_warnings(text: &str, build_arg: Option<&str>) -> (Vec<Diagnostic>, bool) {
+    run_checks(text, build_arg).unwrap_or_default()
 }
 
 /// docker's summary of a build's check violations, one line each.
@@ -77,27 +86,13 @@ pub fn summary(found: &[Diagnostic]) -> String {
 /// Checks `source`; prints what it finds and returns the exit code.
 /// `build_arg`: a `BUILDKIT_DOCKERFILE_CHECK` value replacing the directive.
 pub fn check(source: &SourceFile, build_arg: Option<&str>) -> ExitCode {
-    let dockerfile = match kiln_dockerfile::parse(&source.text) {
-        Ok(dockerfile) => dockerfile,
-        Err(error) => {
-            print_diagnostics(&[error.to_diagnostic()], source);
-            return ExitCode::FAILURE;
-        }
-    };
-    let problems = kiln_dockerfile::validate(&dockerfile);
-    if !problems.is_empty() {
-        print_diagnostics(&problems, source);
-        return ExitCode::FAILURE;
-    }
-    let stages = match Stages::from_dockerfile(&dockerfile) {
-        Ok(stages) => stages,
+    let found = match run_checks(&source.text, build_arg) {
+        Ok((found, _)) => found,
         Err(errors) => {
             print_diagnostics(&errors, source);
             return ExitCode::FAILURE;
         }
     };
-    let config = kiln_dockerfile::check::CheckConfig::of(&dockerfile, build_arg);
-    let found = kiln_dockerfile::check::build_checks(&dockerfile, &stages, &config);
     for diagnostic in &found {
         if let Some(code) = &diagnostic.code {
             println!("{code} - {}", kiln_dockerfile::check::rule_url(code));
